@@ -1,0 +1,96 @@
+"""Argument checks shared by the package.
+
+Every error names what was expected and what arrived, in the course's vocabulary
+(batch, seq, q_pos, k_pos, heads, d_model, d_head), so that a learner can fix the call without reading our code.
+"""
+
+import numpy as np
+import torch
+
+# Names of the dimensions of a score tensor, by rank, for error messages.
+_SCORE_DIMS = {2: ("q_pos", "k_pos"), 3: ("batch", "q_pos", "k_pos"), 4: ("batch", "heads", "q_pos", "k_pos")}
+
+
+def fmt_shape(shape) -> str:
+    """`(2, 5)` for a shape, `(7,)` for one dimension."""
+    return str(tuple(int(s) for s in shape))
+
+
+def head_size(d_model: int, heads: int) -> int:
+    """d_head = d_model // heads, after checking that the heads split d_model evenly."""
+    if not isinstance(d_model, int) or not isinstance(heads, int) or d_model < 1 or heads < 1:
+        raise ValueError(f"d_model and heads must be positive integers, got d_model={d_model!r}, heads={heads!r}")
+    if d_model % heads:
+        raise ValueError(
+            f"d_model={d_model} is not divisible by heads={heads}: each head gets d_model / heads features, "
+            f"so choose heads among {[h for h in range(1, d_model + 1) if d_model % h == 0]}"
+        )
+    return d_model // heads
+
+
+def check_float(name: str, x) -> None:
+    """Attention needs real numbers: integer or boolean inputs are a mistake, not something to cast silently."""
+    dtype = x.dtype
+    is_float = torch.is_floating_point(x) if isinstance(x, torch.Tensor) else np.issubdtype(dtype, np.floating)
+    if not is_float:
+        raise TypeError(f"{name} must hold floating-point numbers (e.g. float32), got dtype {dtype}")
+
+
+def check_rank(name: str, x, ranks, layout: str) -> None:
+    """`layout` spells the expected dimensions, e.g. "(batch, seq, d_model)"."""
+    if x.ndim not in ranks:
+        raise ValueError(f"{name} must have shape {layout}, got {x.ndim} dimensions with shape {fmt_shape(x.shape)}")
+
+
+def check_qkv(q, k, v) -> None:
+    """q (..., q_pos, d_head), k (..., k_pos, d_head), v (..., k_pos, d_v), same leading dimensions."""
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_float(name, x)
+        if x.ndim < 2:
+            raise ValueError(
+                f"{name} must have at least 2 dimensions (..., seq, d_head), got shape {fmt_shape(x.shape)}"
+            )
+    if not (q.ndim == k.ndim == v.ndim):
+        raise ValueError(
+            f"q, k and v must have the same number of dimensions, got shapes "
+            f"{fmt_shape(q.shape)}, {fmt_shape(k.shape)} and {fmt_shape(v.shape)}"
+        )
+    if q.dtype != k.dtype or q.dtype != v.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(
+            f"q and k must have the same last dimension d_head (queries are compared with keys by a dot product), "
+            f"got q {fmt_shape(q.shape)} and k {fmt_shape(k.shape)}"
+        )
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(
+            f"k and v must have the same number of positions k_pos (one value per key), "
+            f"got k {fmt_shape(k.shape)} and v {fmt_shape(v.shape)}"
+        )
+    if not (q.shape[:-2] == k.shape[:-2] == v.shape[:-2]):
+        raise ValueError(
+            f"q, k and v must share their leading dimensions (batch, heads, ...), got "
+            f"{fmt_shape(q.shape)}, {fmt_shape(k.shape)} and {fmt_shape(v.shape)}"
+        )
+
+
+def check_mask(mask, scores_shape, name: str = "mask") -> None:
+    """A boolean mask must broadcast against scores (..., q_pos, k_pos); True means "may attend"."""
+    is_bool = mask.dtype == torch.bool if isinstance(mask, torch.Tensor) else mask.dtype == np.bool_
+    if not is_bool:
+        raise TypeError(
+            f"{name} must be boolean (True = may attend), got dtype {mask.dtype}; "
+            f"for a 0/1 tensor use mask.bool(), for nn.MultiheadAttention's convention use from_torch_mha_mask"
+        )
+    scores_shape = tuple(scores_shape)
+    dims = _SCORE_DIMS.get(len(scores_shape), ("...", "q_pos", "k_pos"))
+    allowed = " or ".join("(" + ", ".join(dims[i:]) + ")" for i in range(len(dims) - 2, -1, -1))
+    ok = 2 <= mask.ndim <= len(scores_shape) and all(
+        m in (1, s) for m, s in zip(reversed(mask.shape), reversed(scores_shape), strict=False)
+    )
+    ok = ok and mask.shape[-2:] in ((scores_shape[-2], scores_shape[-1]), (1, scores_shape[-1]))
+    if not ok:
+        raise ValueError(
+            f"{name} has shape {fmt_shape(mask.shape)} but scores have shape {fmt_shape(scores_shape)}: "
+            f"expected {allowed} (a size of 1 broadcasts)"
+        )

@@ -1,0 +1,43 @@
+"""Split the model's features into heads, and merge them back.
+
+A projection gives every position one vector of d_model features. With `heads` heads, features
+[h * d_head, (h + 1) * d_head) belong to head h. Splitting is a reshape of the last dimension (no data moves)
+followed by a transpose that brings heads next to batch, so that one batched matrix product serves all heads.
+Merging undoes both steps in reverse order.
+"""
+
+import torch
+
+from ._validate import check_rank, head_size
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(batch, seq, d_model) -> (batch, heads, seq, d_head), head h taking features h*d_head .. (h+1)*d_head - 1.
+
+    Args:
+        x: one vector of d_model features per position.
+        heads: number of heads; must divide d_model.
+
+    Shape:
+        x (batch, seq, d_model); returns (batch, heads, seq, d_head) with d_head = d_model // heads.
+    """
+    check_rank("x", x, (3,), "(batch, seq, d_model)")
+    batch, seq, d_model = x.shape
+    d_head = head_size(d_model, heads)
+    x = x.reshape(batch, seq, heads, d_head)  # (batch, seq, heads, d_head): cut each vector into heads pieces
+    return x.transpose(1, 2)  # (batch, heads, seq, d_head)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(batch, heads, seq, d_head) -> (batch, seq, heads * d_head): the heads' outputs concatenated per position.
+
+    Args:
+        x: one vector of d_head features per head and position.
+
+    Shape:
+        x (batch, heads, seq, d_head); returns (batch, seq, d_model) with d_model = heads * d_head.
+    """
+    check_rank("x", x, (4,), "(batch, heads, seq, d_head)")
+    batch, heads, seq, d_head = x.shape
+    x = x.transpose(1, 2)  # (batch, seq, heads, d_head)
+    return x.reshape(batch, seq, heads * d_head)  # (batch, seq, d_model): copies, since the transpose made gaps

@@ -1,0 +1,248 @@
+"""Multi-head attention, in named versions that compute the same function.
+
+- `AttentionHead`: one head, with its own W_Q, W_K, W_V (d_model -> d_head each).
+- `MultiHeadAttentionLoop`: a list of independent heads, run one after the other; outputs concatenated, then W_O.
+- `MultiHeadAttention`: all heads at once: one projection to Q, K, V for every head, split into heads, one batched
+  matrix product, merge, W_O. Same parameters as the loop (a head's W_Q is a slice of the big one).
+- `MultiHeadAttentionSDPA`: the batched version with its attention core handed to PyTorch's fused kernel.
+
+All take batch-first tensors and return `(output, weights)` like `torch.nn.MultiheadAttention`; masks follow the
+course convention (True = may attend), the opposite of `nn.MultiheadAttention`'s.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._validate import check_float, check_rank, fmt_shape, head_size
+from .attention import attention, sdpa
+from .heads import merge_heads, split_heads
+from .masks import combine_masks
+
+
+class AttentionHead(nn.Module):
+    """One attention head: project to queries, keys and values of width d_head, then attend.
+
+    Args:
+        d_model: features per position coming in.
+        d_head: width of this head's queries, keys and values.
+        bias: add a bias to the three projections.
+
+    Shape:
+        query (batch, q_pos, d_model), key and value (batch, k_pos, d_model), mask broadcastable to
+        (batch, q_pos, k_pos); returns output (batch, q_pos, d_head) and weights (batch, q_pos, k_pos).
+    """
+
+    def __init__(self, d_model: int, d_head: int, bias: bool = True):
+        super().__init__()
+        self.q_proj = nn.Linear(d_model, d_head, bias=bias)  # W_Q: what this head looks for
+        self.k_proj = nn.Linear(d_model, d_head, bias=bias)  # W_K: what it matches against
+        self.v_proj = nn.Linear(d_model, d_head, bias=bias)  # W_V: what it passes on
+
+    def forward(self, query, key, value, mask=None, causal=False):
+        q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (batch, seq, d_head) each
+        return attention(q, k, v, mask, causal)
+
+
+class MultiHeadAttentionLoop(nn.Module):
+    """Multi-head attention as a loop over independent heads, concatenated and projected by W_O.
+
+    Args:
+        d_model: features per position, in and out.
+        heads: number of heads; each gets d_head = d_model // heads features.
+        bias: add biases to all projections.
+
+    Shape:
+        see `MultiHeadAttention.forward`.
+    """
+
+    def __init__(self, d_model: int, heads: int, bias: bool = True):
+        super().__init__()
+        self.d_model, self.heads, self.d_head = d_model, heads, head_size(d_model, heads)
+        self.attention_heads = nn.ModuleList(AttentionHead(d_model, self.d_head, bias) for _ in range(heads))
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
+
+    def forward(
+        self,
+        query,
+        key=None,
+        value=None,
+        *,
+        key_padding_mask=None,
+        attn_mask=None,
+        causal=False,
+        need_weights=False,
+        average_weights=True,
+    ):
+        query, key, value, mask = _prepare(self, query, key, value, attn_mask, key_padding_mask)
+        outs, weights = [], []
+        for h, head in enumerate(self.attention_heads):
+            head_mask = None if mask is None else mask[:, h if mask.shape[1] > 1 else 0]  # (batch, q_pos, k_pos)
+            out, w = head(query, key, value, head_mask, causal)  # (batch, q_pos, d_head), (batch, q_pos, k_pos)
+            outs.append(out)
+            weights.append(w)
+        concat = torch.cat(outs, dim=-1)  # (batch, q_pos, d_model): head h in features h*d_head..(h+1)*d_head-1
+        return self.out_proj(concat), _pack_weights(torch.stack(weights, dim=1), need_weights, average_weights)
+
+    @classmethod
+    def from_batched(cls, mha: "MultiHeadAttention") -> "MultiHeadAttentionLoop":
+        """A loop version computing exactly what `mha` computes: head h gets rows h*d_head.. of each projection."""
+        bias = mha.in_proj.bias is not None
+        loop = cls(mha.d_model, mha.heads, bias).to(mha.in_proj.weight)
+        w_q, w_k, w_v = mha.in_proj.weight.detach().chunk(3)  # (d_model, d_model) each
+        b_q, b_k, b_v = mha.in_proj.bias.detach().chunk(3) if bias else (None, None, None)
+        with torch.no_grad():
+            for h, head in enumerate(loop.attention_heads):
+                rows = slice(h * mha.d_head, (h + 1) * mha.d_head)
+                for proj, w, b in ((head.q_proj, w_q, b_q), (head.k_proj, w_k, b_k), (head.v_proj, w_v, b_v)):
+                    proj.weight.copy_(w[rows])
+                    if bias:
+                        proj.bias.copy_(b[rows])
+            loop.out_proj.load_state_dict(mha.out_proj.state_dict())
+        return loop
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with all heads computed at once.
+
+    Args:
+        d_model: features per position, in and out.
+        heads: number of heads; each gets d_head = d_model // heads features.
+        bias: add biases to all projections.
+
+    Shape:
+        see `forward`.
+    """
+
+    def __init__(self, d_model: int, heads: int, bias: bool = True):
+        super().__init__()
+        self.d_model, self.heads, self.d_head = d_model, heads, head_size(d_model, heads)
+        # W_Q, W_K, W_V of every head stacked in one matrix, rows [W_Q; W_K; W_V], as nn.MultiheadAttention does.
+        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
+
+    def forward(
+        self,
+        query,
+        key=None,
+        value=None,
+        *,
+        key_padding_mask=None,
+        attn_mask=None,
+        causal=False,
+        need_weights=False,
+        average_weights=True,
+        head_mask=None,
+    ):
+        """Attend from each query position to the key positions, in every head.
+
+        Args:
+            query: the positions that ask.
+            key, value: the positions asked (default: query, i.e. self-attention; value defaults to key).
+            key_padding_mask: bool, True = real token, False = padding to ignore.
+            attn_mask: bool, True = may attend.
+            causal: hide every key that comes after its query.
+            need_weights: also return the attention weights.
+            average_weights: average the weights over heads (as nn.MultiheadAttention does by default).
+            head_mask: multiply each head's output by this before W_O; 0 removes a head (ablation).
+
+        Shape:
+            query (batch, q_pos, d_model); key, value (batch, k_pos, d_model);
+            key_padding_mask (batch, k_pos); attn_mask (q_pos, k_pos), (batch, q_pos, k_pos) or
+            (batch, heads, q_pos, k_pos); head_mask (heads,) or (batch, heads).
+            Returns output (batch, q_pos, d_model) and weights: None, (batch, q_pos, k_pos) averaged, or
+            (batch, heads, q_pos, k_pos) per head.
+        """
+        query, key, value, mask = _prepare(self, query, key, value, attn_mask, key_padding_mask)
+        q, k, v = self.project(query, key, value)  # (batch, seq, d_model) each
+        q, k, v = (split_heads(x, self.heads) for x in (q, k, v))  # (batch, heads, seq, d_head)
+        out, weights = self.attend(q, k, v, mask, causal, need_weights)  # out (batch, heads, q_pos, d_head)
+        if head_mask is not None:
+            out = out * _check_head_mask(head_mask, out)[..., None, None]
+        out = self.out_proj(merge_heads(out))  # (batch, q_pos, d_model)
+        return out, _pack_weights(weights, need_weights, average_weights)
+
+    def project(self, query, key, value):
+        """Queries, keys and values of all heads side by side: one matrix product for self-attention."""
+        if key is query and value is query:
+            return self.in_proj(query).chunk(3, dim=-1)  # (batch, seq, 3 * d_model) -> 3 x (batch, seq, d_model)
+        w_q, w_k, w_v = self.in_proj.weight.chunk(3)
+        b_q, b_k, b_v = self.in_proj.bias.chunk(3) if self.in_proj.bias is not None else (None, None, None)
+        return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
+
+    def attend(self, q, k, v, mask, causal, need_weights):
+        """The attention core, for all heads in one batched product. Returns output and weights."""
+        return attention(q, k, v, mask, causal)
+
+    @classmethod
+    def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
+        """A copy of a `torch.nn.MultiheadAttention` (its weights, not its mask convention: ours is True = attend)."""
+        if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+            raise ValueError(
+                "from_torch supports nn.MultiheadAttention with kdim = vdim = embed_dim, "
+                "add_bias_kv=False and add_zero_attn=False"
+            )
+        bias = module.in_proj_bias is not None
+        ours = cls(module.embed_dim, module.num_heads, bias).to(module.in_proj_weight)
+        with torch.no_grad():
+            ours.in_proj.weight.copy_(module.in_proj_weight)  # (3 * d_model, d_model), same layout: no transpose
+            ours.out_proj.weight.copy_(module.out_proj.weight)
+            if bias:
+                ours.in_proj.bias.copy_(module.in_proj_bias)
+                ours.out_proj.bias.copy_(module.out_proj.bias)
+        return ours
+
+
+class MultiHeadAttentionSDPA(MultiHeadAttention):
+    """`MultiHeadAttention` whose attention core is `torch.nn.functional.scaled_dot_product_attention`.
+
+    The fused kernel never builds the (q_pos, k_pos) weight matrix, which is what makes it fast and lean. When you ask
+    for the weights (`need_weights=True`) there is nothing to return, so this module computes them with the
+    hand-written core instead, as nn.MultiheadAttention does.
+
+    Args and Shape: as `MultiHeadAttention`.
+    """
+
+    def attend(self, q, k, v, mask, causal, need_weights):
+        if need_weights:
+            return attention(q, k, v, mask, causal)
+        return sdpa(q, k, v, mask, causal), None
+
+
+def _prepare(module, query, key, value, attn_mask, key_padding_mask):
+    """Default key and value to query, check every shape and dtype, and merge the masks."""
+    key = query if key is None else key
+    value = key if value is None else value
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        check_float(name, x)
+        check_rank(name, x, (3,), "(batch, seq, d_model)")
+        if x.shape[-1] != module.d_model:
+            raise ValueError(
+                f"{name} has shape {fmt_shape(x.shape)}: expected (batch, seq, d_model) with d_model={module.d_model}"
+            )
+    if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
+        raise ValueError(
+            f"query {fmt_shape(query.shape)}, key {fmt_shape(key.shape)} and value "
+            f"{fmt_shape(value.shape)} must share batch, and key and value must share k_pos"
+        )
+    batch, q_len, k_len = query.shape[0], query.shape[1], key.shape[1]
+    mask = combine_masks(batch, module.heads, q_len, k_len, attn_mask, key_padding_mask)
+    return query, key, value, mask
+
+
+def _pack_weights(weights, need_weights, average_weights):
+    """(batch, heads, q_pos, k_pos) -> what the caller asked for."""
+    if not need_weights:
+        return None
+    return weights.mean(dim=1) if average_weights else weights
+
+
+def _check_head_mask(head_mask, out):
+    """head_mask (heads,) or (batch, heads) -> (batch or 1, heads), in out's dtype."""
+    batch, heads = out.shape[:2]
+    if head_mask.shape not in ((heads,), (batch, heads)):
+        raise ValueError(
+            f"head_mask has shape {fmt_shape(head_mask.shape)}: expected (heads,) = ({heads},) "
+            f"or (batch, heads) = {fmt_shape((batch, heads))}"
+        )
+    return head_mask.to(out.dtype).reshape(-1, heads)

@@ -1,0 +1,124 @@
+"""Pictures of attention, in one style for every lesson.
+
+Every function draws on a matplotlib Axes (a new figure when none is given) and returns it, so a lesson can place
+several pictures side by side. Nothing here computes what it shows: pass the weights in.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+
+def _to_numpy(x):
+    return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def show_attention(
+    weights, q_labels=None, k_labels=None, ax=None, title=None, annotate=None, cmap="Blues", vmax=None, colorbar=True
+):
+    """Heatmap of attention weights: one row per query, one column per key.
+
+    Args:
+        weights: the weights to draw (each row a distribution over keys).
+        q_labels, k_labels: tick labels for queries (rows) and keys (columns), e.g. tokens.
+        ax: where to draw; a new figure when None.
+        title: text above the map.
+        annotate: write each weight in its cell (default: when the map has at most 12 x 12 cells).
+        cmap, vmax: colour map and the weight shown darkest (default: 1, the most a weight can be).
+        colorbar: draw a colour bar beside the map.
+
+    Shape:
+        weights (q_pos, k_pos).
+    """
+    w = _to_numpy(weights)
+    if w.ndim != 2:
+        raise ValueError(f"weights must have shape (q_pos, k_pos), got shape {w.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(0.45 * w.shape[1] + 2.2, 0.4 * w.shape[0] + 1.4))
+    image = ax.imshow(w, cmap=cmap, vmin=0, vmax=1 if vmax is None else vmax, aspect="auto")
+    ax.set_xticks(
+        range(w.shape[1]),
+        k_labels if k_labels is not None else range(w.shape[1]),
+        rotation=90 if k_labels is not None else 0,
+    )
+    ax.set_yticks(range(w.shape[0]), q_labels if q_labels is not None else range(w.shape[0]))
+    ax.set_xlabel("key position (attended to)")
+    ax.set_ylabel("query position (attending)")
+    if title:
+        ax.set_title(title)
+    if annotate is None:
+        annotate = max(w.shape) <= 12
+    if annotate:
+        for i in range(w.shape[0]):
+            for j in range(w.shape[1]):
+                ax.text(
+                    j,
+                    i,
+                    f"{w[i, j]:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if w[i, j] > 0.6 * (vmax or 1) else "black",
+                )
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    return ax
+
+
+def show_mask(mask, ax=None, title=None, q_labels=None, k_labels=None):
+    """A boolean mask in the course convention: filled cells may attend, empty cells are blocked.
+
+    Args:
+        mask: True = may attend.
+        ax, title, q_labels, k_labels: as in `show_attention`.
+
+    Shape:
+        mask (q_pos, k_pos).
+    """
+    m = _to_numpy(mask).astype(float)
+    ax = show_attention(
+        m, q_labels, k_labels, ax=ax, title=title, annotate=False, cmap="Greens", vmax=1.4, colorbar=False
+    )
+    ax.set_xticks(np.arange(m.shape[1] + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(m.shape[0] + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.5)
+    ax.tick_params(which="minor", length=0)
+    return ax
+
+
+def attention_grid(weights, q_labels=None, k_labels=None, titles=None, ncols=4, size=2.6, suptitle=None):
+    """Several attention maps side by side, e.g. one per head.
+
+    Args:
+        weights: a stack of maps.
+        q_labels, k_labels: tick labels shared by all maps.
+        titles: one title per map (default: "head 0", "head 1", ...).
+        ncols: maps per row.
+        size: inches per map.
+        suptitle: title of the whole figure.
+
+    Shape:
+        weights (maps, q_pos, k_pos). Returns the figure.
+    """
+    w = _to_numpy(weights)
+    if w.ndim != 3:
+        raise ValueError(f"weights must have shape (maps, q_pos, k_pos), got shape {w.shape}")
+    n = w.shape[0]
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.6, size * nrows + 0.4), squeeze=False)
+    titles = titles or [f"head {i}" for i in range(n)]
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.axis("off")
+            continue
+        show_attention(w[i], q_labels, k_labels, ax=ax, title=titles[i], annotate=False, colorbar=False)
+        if i % ncols:
+            ax.set_ylabel("")
+            ax.set_yticks([])
+        if i < n - ncols:
+            ax.set_xlabel("")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,100 @@
+"""The README's two commands, and the rules every notebook follows."""
+
+import ast
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import mha
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    head = readme[: readme.index("\n## ", readme.index("make test"))]
+    assert "make lab" in head and "make test" in head
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
+    assert ci[-1] == "make test"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError):
+        return None  # not listening yet
+
+
+@pytest.mark.slow
+def test_make_lab_serves_the_course_with_token_auth():
+    port, token = _free_port(), "course-test-token"
+    env = dict(os.environ, JUPYTER_TOKEN=token)
+    proc = subprocess.Popen(
+        ["make", "lab", f"LAB_ARGS=--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while _get(f"{base}/api/status?token={token}") != 200:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline, "JupyterLab did not answer within 90 s"
+            time.sleep(0.5)
+        assert _get(f"{base}/lab?token={token}") == 200
+        assert _get(f"{base}/api/contents/notebooks?token={token}") == 200
+        assert _get(f"{base}/api/contents/notebooks") == 403, "the server must not run without authentication"
+        assert _get(f"{base}/api/kernelspecs?token={token}") == 200
+        with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=5) as response:
+            assert "mha-course" in json.load(response)["kernelspecs"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _code_cells(path: Path):
+    nb = json.loads(path.read_text())
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebooks_do_not_redefine_the_package(path):
+    package_names = set(mha.__all__)
+    for module_name in ("masks", "attention", "heads", "multihead"):
+        module = __import__(f"mha.{module_name}", fromlist=["x"])
+        package_names |= {n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__}
+    for source in _code_cells(path):
+        lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if isinstance(node, ast.ClassDef):
+                assert node.name not in package_names, f"{path.name} redefines mha's class {node.name}: import it"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebooks_are_committed_executed_with_the_course_kernel(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "mha-course"
+    counts = [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(counts), f"{path.name} has cells that were never run"
+    assert counts == sorted(counts), f"{path.name} was not run top to bottom"
