@@ -7,11 +7,18 @@ Mask convention used everywhere: True means "may attend" (see `mha.masks`).
 from .attention import attention, attention_numpy, masked_softmax, sdpa, softmax_numpy
 from .heads import merge_heads, split_heads
 from .masks import causal_mask, combine_masks, from_torch_mha_mask, padding_mask, to_torch_mha_mask
-from .multihead import AttentionHead, MultiHeadAttention, MultiHeadAttentionLoop, MultiHeadAttentionSDPA
+from .multihead import (
+    AttentionHead,
+    MultiHeadAttention,
+    MultiHeadAttentionEinsum,
+    MultiHeadAttentionLoop,
+    MultiHeadAttentionSDPA,
+)
 
 __all__ = [
     "AttentionHead",
     "MultiHeadAttention",
+    "MultiHeadAttentionEinsum",
     "MultiHeadAttentionLoop",
     "MultiHeadAttentionSDPA",
     "attention",

@@ -4,20 +4,23 @@
 - `MultiHeadAttentionLoop`: a list of independent heads, run one after the other; outputs concatenated, then W_O.
 - `MultiHeadAttention`: all heads at once: one projection to Q, K, V for every head, split into heads, one batched
   matrix product, merge, W_O. Same parameters as the loop (a head's W_Q is a slice of the big one).
+- `MultiHeadAttentionEinsum`: the batched version written with `torch.einsum`, the index pattern spelled out.
 - `MultiHeadAttentionSDPA`: the batched version with its attention core handed to PyTorch's fused kernel.
 
 All take batch-first tensors and return `(output, weights)` like `torch.nn.MultiheadAttention`; masks follow the
 course convention (True = may attend), the opposite of `nn.MultiheadAttention`'s.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_float, check_rank, fmt_shape, head_size
-from .attention import attention, sdpa
+from .attention import attention, masked_softmax, sdpa
 from .heads import merge_heads, split_heads
-from .masks import combine_masks
+from .masks import causal_mask, combine_masks
 
 
 class AttentionHead(nn.Module):
@@ -191,6 +194,24 @@ class MultiHeadAttention(nn.Module):
                 ours.in_proj.bias.copy_(module.in_proj_bias)
                 ours.out_proj.bias.copy_(module.out_proj.bias)
         return ours
+
+
+class MultiHeadAttentionEinsum(MultiHeadAttention):
+    """`MultiHeadAttention` with its attention core written as `torch.einsum` index patterns.
+
+    The same computation as `attention`, with every dimension named: b = batch, h = heads, q = q_pos, k = k_pos,
+    d = d_head. Summing over d gives the scores; summing over k mixes the values.
+
+    Args and Shape: as `MultiHeadAttention`.
+    """
+
+    def attend(self, q, k, v, mask, causal, need_weights):
+        scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (batch, heads, q_pos, k_pos)
+        if causal:
+            future = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+            mask = future if mask is None else mask & future
+        weights = masked_softmax(scores, mask)
+        return torch.einsum("bhqk,bhkd->bhqd", weights, v), weights  # (batch, heads, q_pos, d_head)
 
 
 class MultiHeadAttentionSDPA(MultiHeadAttention):

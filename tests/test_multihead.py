@@ -7,6 +7,7 @@ from torch import nn
 from mha import (
     AttentionHead,
     MultiHeadAttention,
+    MultiHeadAttentionEinsum,
     MultiHeadAttentionLoop,
     MultiHeadAttentionSDPA,
     causal_mask,
@@ -73,11 +74,16 @@ def test_loop_equals_batched_equals_sdpa(causal):
     loop = MultiHeadAttentionLoop.from_batched(batched)
     fused = MultiHeadAttentionSDPA(24, 3)
     fused.load_state_dict(batched.state_dict())
+    einsum = MultiHeadAttentionEinsum(24, 3)
+    einsum.load_state_dict(batched.state_dict())
     x = torch.randn(2, 6, 24)
     kpm = padding_mask([6, 4])
     out_b, w_b = batched(x, key_padding_mask=kpm, causal=causal, need_weights=True, average_weights=False)
     out_l, w_l = loop(x, key_padding_mask=kpm, causal=causal, need_weights=True, average_weights=False)
     out_f, w_f = fused(x, key_padding_mask=kpm, causal=causal)
+    out_e, w_e = einsum(x, key_padding_mask=kpm, causal=causal, need_weights=True, average_weights=False)
+    torch.testing.assert_close(out_e, out_b, **TOL)
+    torch.testing.assert_close(w_e, w_b, **TOL)
     torch.testing.assert_close(out_l, out_b, **TOL)
     torch.testing.assert_close(w_l, w_b, **TOL)
     torch.testing.assert_close(out_f, out_b, **TOL)
