@@ -14,7 +14,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: setup lab test lint unit notebooks clean
+.PHONY: setup lab test lint unit notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -34,12 +34,17 @@ test: lint unit notebooks
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check mha tests
+	$(BIN)/python -m mha.exercises --check
 
 unit: setup
 	$(BIN)/python -m pytest tests
 
 notebooks: setup
 	$(BIN)/python -m pytest $(NBVAL) notebooks solutions
+
+# Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
+exercises: setup
+	$(BIN)/python -m mha.exercises
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,149 @@
+"""Checks for the exercises: each takes the learner's own function, runs it on several cases, and says what is wrong.
+
+A check either prints one line (`✓ lesson 01 · scores: all 3 cases pass`) or raises `CheckFailed` whose message
+names the likely mistake in the learner's terms ("you divided by d_head; divide by its square root"). It recognises
+a mistake by computing the classic wrong answers itself and comparing: if the learner's output equals one of them,
+the hint for that one is given.
+
+Every check result is also appended, as one JSON line, to the file named by the environment variable
+`MHA_GRADE_LOG` when it is set: that is how `python -m mha.grade` collects results without parsing outputs.
+"""
+
+import functools
+import json
+import os
+
+import numpy as np
+import torch
+
+
+class CheckFailed(AssertionError):
+    """An exercise check that did not pass; the message says why."""
+
+    def _render_traceback_(self):
+        # IPython shows this instead of a traceback: the learner needs the hint, not our call stack.
+        return [f"\x1b[31m✗ {self}\x1b[0m"]
+
+
+# lesson -> exercise names, in notebook order; filled by the @exercise decorator.
+EXERCISES: dict[str, list[str]] = {}
+
+
+def exercise(lesson: str, name: str):
+    """Register a check as exercise `name` of lesson `lesson`, report its result, and record it for grading."""
+
+    def wrap(check):
+        EXERCISES.setdefault(lesson, []).append(name)
+
+        @functools.wraps(check)
+        def run(*args, **kwargs):
+            try:
+                cases = check(*args, **kwargs)
+            except CheckFailed:
+                _record(lesson, name, False)
+                raise
+            _record(lesson, name, True)
+            print(f"✓ lesson {lesson} · {name}: " + ("1 case passes" if cases == 1 else f"all {cases} cases pass"))
+            return True
+
+        run.lesson, run.exercise = lesson, name
+        return run
+
+    return wrap
+
+
+def _record(lesson: str, name: str, passed: bool) -> None:
+    path = os.environ.get("MHA_GRADE_LOG")
+    if path:
+        with open(path, "a") as log:
+            log.write(json.dumps({"lesson": lesson, "exercise": name, "passed": passed}) + "\n")
+
+
+def call(fn, *args, name: str | None = None, **kwargs):
+    """Call the learner's function; turn a stub or a crash into a CheckFailed that says so."""
+    name = name or getattr(fn, "__name__", "your function")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise CheckFailed(
+            f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code"
+        ) from None
+    except CheckFailed:
+        raise
+    except Exception as error:
+        raise CheckFailed(f"`{name}` raised {type(error).__name__}: {error}\n  (inputs: {describe(args)})") from error
+
+
+def describe(args) -> str:
+    """Short description of a call's arguments: shapes and dtypes for tensors."""
+    parts = []
+    for a in args:
+        if isinstance(a, torch.Tensor | np.ndarray):
+            parts.append(f"{type(a).__name__} {tuple(a.shape)} {a.dtype}")
+        else:
+            parts.append(repr(a) if len(repr(a)) < 40 else type(a).__name__)
+    return ", ".join(parts)
+
+
+def as_tensor(got, what: str) -> torch.Tensor:
+    """Accept a tensor or an array; anything else is a mistake worth naming."""
+    if isinstance(got, np.ndarray):
+        return torch.from_numpy(got)
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"{what} should be a tensor, got {type(got).__name__}")
+    return got
+
+
+def expect_shape(got: torch.Tensor, shape, what: str, hint: str = "") -> None:
+    if tuple(got.shape) != tuple(shape):
+        raise CheckFailed(
+            f"{what} has shape {tuple(got.shape)}, expected {tuple(shape)}" + (f": {hint}" if hint else "")
+        )
+
+
+def same(a, b, atol: float = 1e-5) -> bool:
+    """Equal in shape and value, NaN equal to NaN (so that a NaN-producing mistake can be recognised)."""
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.shape != b.shape:
+        return False
+    if a.dtype == torch.bool or b.dtype == torch.bool:
+        return a.dtype == b.dtype and torch.equal(a, b)
+    return torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-4, equal_nan=True)
+
+
+def diagnose(got, expected, mistakes, what: str) -> None:
+    """Pass if `got` equals `expected`; else name the first classic mistake it equals, else show the difference.
+
+    Args:
+        got: the learner's result.
+        expected: the right result.
+        mistakes: list of (wrong result, hint), most specific first.
+        what: what the result is, for the message ("scores for q (3, 4) and k (5, 4)").
+    """
+    if same(got, expected):
+        return
+    for wrong, hint in mistakes:
+        if same(got, wrong):
+            raise CheckFailed(f"{what}: {hint}")
+    raise CheckFailed(f"{what}: {difference(got, expected)}")
+
+
+def difference(got, expected) -> str:
+    """Where and by how much two tensors differ, in a sentence."""
+    got, expected = torch.as_tensor(got), torch.as_tensor(expected)
+    if got.shape != expected.shape:
+        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
+    if got.dtype == torch.bool or expected.dtype == torch.bool:
+        if got.dtype != expected.dtype:
+            return f"dtype {got.dtype}, expected {expected.dtype}"
+        where = tuple(int(i) for i in (got != expected).nonzero()[0])
+        return f"wrong value at index {where}: got {bool(got[where])}, expected {bool(expected[where])}"
+    if torch.isnan(got).any():
+        where = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
+        return f"NaN at index {where}"
+    diff = (got.double() - expected.double()).abs()
+    where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
+    return (
+        f"values differ; largest difference {diff.max().item():.3g} at index {where}: "
+        f"got {got[where].item():.4g}, expected {expected[where].item():.4g}"
+    )

@@ -1,0 +1,166 @@
+"""Generate the exercise notebooks from the solution notebooks.
+
+`solutions/NN_*.ipynb` is the source. Code a learner must write sits between `### BEGIN SOLUTION` and
+`### END SOLUTION` (nbgrader's markers); the exercise keeps everything else and puts a stub in its place. In a
+markdown cell the same markers hide a written answer.
+
+    python -m mha.exercises            # regenerate exercises/ (never overwrites a notebook you have edited)
+    python -m mha.exercises --check    # fail if exercises/ is not exactly what solutions/ generate
+
+A generated notebook records a fingerprint of its cells in its metadata. If the cells no longer match it, a learner
+has worked in the notebook: it is left alone, and the fresh copy is written beside it as `NN_*.fresh.ipynb`.
+"""
+
+import argparse
+import copy
+import hashlib
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+CODE_STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]
+MARKDOWN_STUB = ["_Your answer here._"]
+_MARKER = re.compile(r"^(\s*)### (BEGIN|END) SOLUTION\s*$")
+
+
+def strip_solutions(source: str, cell_type: str = "code", where: str = "a cell") -> str:
+    """Replace each BEGIN/END SOLUTION block by a stub indented like its BEGIN marker.
+
+    Args:
+        source: the cell's text.
+        cell_type: "code" (stub raises NotImplementedError) or "markdown" (stub asks for an answer).
+        where: names the cell in error messages.
+    """
+    out, inside = [], False
+    for number, line in enumerate(source.split("\n"), start=1):
+        match = _MARKER.match(line)
+        if not match:
+            if not inside:
+                out.append(line)
+            continue
+        indent, kind = match.groups()
+        if kind == "BEGIN":
+            if inside:
+                raise ValueError(f"{where}, line {number}: {BEGIN} inside another solution block")
+            inside = True
+            out.extend(indent + stub for stub in (CODE_STUB if cell_type == "code" else MARKDOWN_STUB))
+        else:
+            if not inside:
+                raise ValueError(f"{where}, line {number}: {END} without a {BEGIN} before it")
+            inside = False
+    if inside:
+        raise ValueError(f"{where}: {BEGIN} is never closed by {END}")
+    return "\n".join(out)
+
+
+def fingerprint(nb) -> str:
+    """A hash of the cells' types and sources: what a learner changes when they work in the notebook."""
+    cells = [[cell.cell_type, cell.source] for cell in nb.cells]
+    return hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+
+
+def make_exercise(solution, source_name: str):
+    """The exercise notebook for one solution notebook: solutions stubbed, outputs cleared, fingerprint recorded."""
+    nb = copy.deepcopy(solution)
+    count = 0
+    for index, cell in enumerate(nb.cells):
+        where = f"{source_name}, cell {index}"
+        if cell.cell_type in ("code", "markdown"):
+            stripped = strip_solutions(cell.source, cell.cell_type, where)
+            count += stripped != cell.source
+            cell.source = stripped
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    if not count:
+        raise ValueError(f"{source_name} has no {BEGIN} block: nothing for a learner to write")
+    nb.metadata["mha_exercise"] = {"generated_from": source_name, "fingerprint": fingerprint(nb)}
+    return nb
+
+
+def to_text(nb) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def plan(root: Path = ROOT):
+    """(solution path, exercise path, generated text) for every solution notebook."""
+    for solution in sorted((root / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(solution, as_version=4)
+        text = to_text(make_exercise(nb, f"solutions/{solution.name}"))
+        yield solution, root / "exercises" / solution.name, text
+
+
+def is_edited(path: Path) -> bool:
+    """True if the notebook's cells no longer match the fingerprint it was generated with."""
+    nb = nbformat.read(path, as_version=4)
+    recorded = nb.metadata.get("mha_exercise", {}).get("fingerprint")
+    return recorded != fingerprint(nb)
+
+
+def generate(root: Path = ROOT) -> int:
+    """Write every exercise notebook that is missing or outdated; never overwrite a learner's edits."""
+    kept = 0
+    for _, exercise, text in plan(root):
+        name = exercise.relative_to(root)
+        if exercise.exists() and exercise.read_text() == text:
+            print(f"up to date  {name}")
+        elif exercise.exists() and is_edited(exercise):
+            fresh = exercise.with_suffix(".fresh.ipynb")
+            fresh.write_text(text)
+            kept += 1
+            print(
+                f"KEPT        {name}: it holds your work, so it was not overwritten; the new version is "
+                f"{fresh.relative_to(root)} (to start over, delete {name} and run `make exercises` again)"
+            )
+        else:
+            exercise.parent.mkdir(exist_ok=True)
+            exercise.write_text(text)
+            print(f"written     {name}")
+    return kept
+
+
+def check(root: Path = ROOT) -> list[str]:
+    """Problems that make exercises/ differ from what solutions/ generate (empty list: all in sync)."""
+    problems = []
+    expected = set()
+    for solution, exercise, text in plan(root):
+        expected.add(exercise.name)
+        name = exercise.relative_to(root)
+        if not exercise.exists():
+            problems.append(f"{name} is missing")
+            continue
+        nb = nbformat.read(exercise, as_version=4)
+        if any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"):
+            problems.append(f"{name} carries outputs: exercise notebooks are committed without them")
+        if exercise.read_text() != text:
+            problems.append(f"{name} differs from what {solution.relative_to(root)} generates")
+    for stray in sorted((root / "exercises").glob("[0-9][0-9]_*.ipynb")):
+        if stray.name not in expected and not stray.name.endswith(".fresh.ipynb"):
+            problems.append(f"exercises/{stray.name} has no solution notebook in solutions/")
+    return problems
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mha.exercises", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="fail if exercises/ is out of sync (for CI)")
+    parser.add_argument("--root", type=Path, default=ROOT, help="course folder (default: this checkout)")
+    args = parser.parse_args(argv)
+    if args.check:
+        problems = check(args.root)
+        for problem in problems:
+            print(f"✗ {problem}")
+        if problems:
+            print("Run `make exercises` and commit the result.")
+            return 1
+        print("✓ exercises/ matches solutions/")
+        return 0
+    generate(args.root)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""Grade a folder of submitted exercise notebooks.
+
+    python -m mha.grade SUBMISSIONS [--csv grades.csv] [--timeout 120]
+
+SUBMISSIONS holds one sub-folder per student, each with any of the exercise notebooks (`01_*.ipynb`, ...). Every
+notebook is run from top to bottom in a fresh kernel, in its own process with a time limit, so that a notebook that
+crashes or never ends costs only itself. The exercise checks record what passes (see `mha.checks`); an exercise
+whose check never ran (a crash before it, a time-out) counts as not passed. The CSV has one row per student, lesson
+and exercise: `student, lesson, exercise, passed, note`.
+"""
+
+import argparse
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .checks import EXERCISES
+
+
+def _load_all_checks() -> None:
+    """Import every lesson's checks so that EXERCISES lists all exercises."""
+    import importlib
+    import pkgutil
+
+    from . import checks
+
+    for module in pkgutil.iter_modules(checks.__path__):
+        importlib.import_module(f"{checks.__name__}.{module.name}")
+
+
+def run_notebook(path: Path, timeout: float) -> tuple[list[dict], str]:
+    """Run one notebook in a separate process; return the check results it recorded and a note on how it ended."""
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "checks.jsonl"
+        env = dict(os.environ, MHA_GRADE_LOG=str(log), MPLBACKEND="Agg")
+        cmd = [sys.executable, "-m", "mha.grade", "--run-one", str(path.resolve())]
+        # A session of its own, so that on a time-out the kernel it started is killed with it.
+        proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=path.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+            note = _last_line(output) if proc.returncode == 0 else f"crashed: {_last_line(output)}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            note = f"stopped after {timeout:g} s (time limit)"
+        results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return results, note
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:200] if lines else ""
+
+
+def _execute(path: Path) -> int:
+    """Run every cell, going on after errors (a failed check must not hide the next exercise)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb, kernel_name="python3", allow_errors=True, timeout=None, resources={"metadata": {"path": str(path.parent)}}
+    )
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    print(f"ran to the end; {len(errors)} cell(s) raised an error" + (f", first {errors[0].ename}" if errors else ""))
+    return 0
+
+
+def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[dict]:
+    """Rows (student, lesson, exercise, passed, note) for every student folder and every exercise of each lesson."""
+    _load_all_checks()
+    students = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not students:
+        raise ValueError(f"{folder} has no sub-folders: expected one folder per student")
+    jobs = [(s, nb) for s in students for nb in sorted(s.glob("[0-9][0-9]_*.ipynb"))]
+    rows = []
+    for student, notebook in tqdm(jobs, desc="grading", unit="notebook", disable=not progress):
+        lesson = notebook.name[:2]
+        results, note = run_notebook(notebook, timeout)
+        passed = defaultdict(bool)
+        for r in results:
+            passed[r["exercise"]] = passed[r["exercise"]] or (r["passed"] and r["lesson"] == lesson)
+        for exercise in EXERCISES.get(lesson, sorted(passed)):
+            rows.append(
+                {
+                    "student": student.name,
+                    "lesson": lesson,
+                    "exercise": exercise,
+                    "passed": passed[exercise],
+                    "note": note,
+                }
+            )
+    return rows
+
+
+def summary(rows: list[dict]) -> str:
+    """A table per student (exercises passed per lesson) and the pass rate of every exercise."""
+    by_student, by_exercise = defaultdict(lambda: defaultdict(list)), defaultdict(list)
+    for r in rows:
+        by_student[r["student"]][r["lesson"]].append(r["passed"])
+        by_exercise[(r["lesson"], r["exercise"])].append(r["passed"])
+    lines = ["student               " + "  ".join(f"lesson {lesson}" for lesson in sorted(EXERCISES))]
+    for student, lessons in sorted(by_student.items()):
+        cells = []
+        for lesson in sorted(EXERCISES):
+            marks = lessons.get(lesson)
+            cells.append(f"{sum(marks):>3}/{len(marks):<5}" if marks else f"{'-':>3}{'':6}")
+        lines.append(f"{student:<22}" + " ".join(cells))
+    lines.append("")
+    lines.append("exercise                          passed")
+    for (lesson, exercise), marks in sorted(by_exercise.items()):
+        lines.append(f"{lesson} {exercise:<30} {sum(marks)}/{len(marks)}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mha.grade", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path, help="one sub-folder per student, holding exercise notebooks")
+    parser.add_argument("--csv", type=Path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per notebook (default 120)")
+    parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_one:
+        return _execute(args.folder)
+    if not args.folder.is_dir():
+        parser.error(f"{args.folder} is not a folder")
+    rows = grade(args.folder, args.timeout)
+    out = args.csv or args.folder / "grades.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["student", "lesson", "exercise", "passed", "note"])
+        writer.writeheader()
+        writer.writerows(rows)
+    print(summary(rows))
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
