@@ -122,3 +122,60 @@ def attention_grid(weights, q_labels=None, k_labels=None, titles=None, ncols=4, 
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
+
+
+def show_split_heads(seq: int = 3, d_model: int = 6, heads: int = 2):
+    """Where each number of a (seq, d_model) matrix lands when it is split into heads, right and wrong.
+
+    Each cell is labelled `p,f` (position p, feature f) and coloured by the head its feature belongs to. Left: the
+    matrix. Middle: `view(seq, heads, d_head).transpose(0, 1)`, each head gets its own features at every position.
+    Right: `view(heads, seq, d_head)` alone, which cuts the memory in order and hands positions to heads.
+
+    Args:
+        seq, d_model, heads: sizes of the example (batch of one, left out).
+
+    Shape:
+        draws (seq, d_model) and two (heads, seq, d_head) layouts. Returns the figure.
+    """
+    d_head = d_model // heads
+    pos = np.repeat(np.arange(seq)[:, None], d_model, axis=1)
+    feat = np.repeat(np.arange(d_model)[None, :], seq, axis=0)
+    layouts = {
+        "x: (seq, d_model)": (pos[None], feat[None]),
+        "right: view(seq, heads, d_head)\n.transpose → (heads, seq, d_head)": (
+            pos.reshape(seq, heads, d_head).transpose(1, 0, 2),
+            feat.reshape(seq, heads, d_head).transpose(1, 0, 2),
+        ),
+        "wrong: view(heads, seq, d_head)\n(no transpose)": (
+            pos.reshape(heads, seq, d_head),
+            feat.reshape(heads, seq, d_head),
+        ),
+    }
+    colours = plt.get_cmap("Pastel1")
+    fig, axes = plt.subplots(
+        1,
+        3,
+        figsize=(12, 0.55 * heads * (seq + 1) + 1.2),
+        gridspec_kw={"width_ratios": [d_model, d_head + 1, d_head + 1]},
+    )
+    for ax, (title, (p, f)) in zip(axes, layouts.items()):
+        blocks, rows, cols = p.shape
+        y = 0
+        for b in range(blocks):
+            for r in range(rows):
+                for c in range(cols):
+                    head_of_feature = f[b, r, c] // d_head
+                    ax.add_patch(plt.Rectangle((c, y), 1, 1, facecolor=colours(head_of_feature), edgecolor="gray"))
+                    ax.text(c + 0.5, y + 0.5, f"{p[b, r, c]},{f[b, r, c]}", ha="center", va="center", fontsize=8)
+                y += 1
+            if blocks > 1:
+                ax.text(-0.15, y - rows / 2, f"head {b}", ha="right", va="center", fontsize=9)
+            y += 0.5
+        ax.set_xlim(-1.3 if blocks > 1 else 0, cols)
+        ax.set_ylim(y, 0)
+        ax.set_title(title, fontsize=10)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.suptitle("cell = position,feature   colour = the head that feature belongs to", fontsize=10)
+    fig.tight_layout()
+    return fig
