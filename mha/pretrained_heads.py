@@ -2,6 +2,7 @@
 
 - `head_types`: the scores of `mha.head_scores` (previous token, next token, [CLS], [SEP], same word, ...),
   averaged over a set of sentences, one number per layer and head.
+- `sink_shares`: how much of a head's weight goes to [CLS], against how much of what the head adds comes from it.
 - `pronoun_links`: for sentences with a pronoun and two candidate nouns, how much weight "it" puts on the noun it
   refers to (the antecedent) and on the other one (the distractor), per head.
 - `ablate_heads`: remove one head at a time (its output multiplied by 0) and measure how far the sentence
@@ -19,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from .head_scores import head_type_scores, mean_over_sentences
+from .heads import split_heads
 from .pretrained import SEED_SENTENCE, Encoder, encode, load, sentence_embeddings, tokenize
 
 # Sentences for the head-type scores: everyday syntax, several with a repeated word (for "same word").
@@ -117,6 +119,72 @@ def pronoun_links(model: Encoder, tokenizer, items=PRONOUN_SENTENCES) -> Pronoun
     return PronounLinks(torch.stack(antecedent), torch.stack(distractor))
 
 
+def layer_inputs(model: Encoder, batch) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Run the encoder with every head present, keeping the input of each layer; also return the last output.
+
+    Shape:
+        batch: from `mha.pretrained.tokenize`, input_ids (batch, seq). Returns `layers` tensors and the output,
+        each (batch, seq, d_model).
+    """
+    x = model.embeddings(batch.input_ids, torch.zeros_like(batch.input_ids))  # (batch, seq, d_model)
+    inputs = []
+    for layer in model.layers:
+        inputs.append(x)
+        x, _ = layer(x, batch.mask)
+    return inputs, x
+
+
+def values_through_output(attention, x: torch.Tensor) -> torch.Tensor:
+    """Each key's value in each head, carried through that head's slice of W_O: f_k = v_k W_O^h.
+
+    The attention output is then sum over heads and keys of w_qk f_k, plus W_O's bias.
+
+    Args:
+        attention: an `mha.MultiHeadAttention`.
+        x: its input (self-attention).
+
+    Shape:
+        x (batch, seq, d_model); returns (batch, heads, k_pos, d_model).
+    """
+    _, _, v = attention.project(x, x, x)  # (batch, seq, d_model)
+    v = split_heads(v, attention.heads)  # (batch, heads, k_pos, d_head)
+    w_o = attention.out_proj.weight.reshape(attention.d_model, attention.heads, attention.d_head)  # head h's columns
+    return torch.einsum("bhkd,mhd->bhkm", v, w_o)  # (batch, heads, k_pos, d_model)
+
+
+class SinkShares(NamedTuple):
+    weight: torch.Tensor  # (layers, heads): share of the attention weight that goes to the token
+    norm: torch.Tensor  # (layers, heads): share of the size of what the head adds that comes from the token
+
+
+@torch.no_grad()
+def sink_shares(model: Encoder, tokenizer, sentences=TYPE_SENTENCES, position: int = 0) -> SinkShares:
+    """How much of each head's weight goes to one position ([CLS] at 0), and how much of its output comes from it.
+
+    What key k adds to query q's output in head h is w_qk * f_k, where f_k = v_k W_O^h is k's value carried through
+    head h's slice of W_O. Its size is w_qk * |f_k| (weights are positive): a large weight on a key whose f_k is
+    short adds little (Kobayashi et al., 2020, "Attention is not only a weight").
+
+    Args:
+        model, tokenizer: from `mha.pretrained.load`.
+        sentences: the sentences to average over (all real query positions of all of them).
+        position: the key position to measure, 0 = [CLS].
+    """
+    batch = tokenize(tokenizer, list(sentences))
+    inputs, _ = layer_inputs(model, batch)
+    real = batch.mask[:, None, :].float()  # (batch, 1, q_pos): real queries only
+    weight_share, norm_share = [], []
+    for x, layer in zip(inputs, model.layers):
+        att = layer.attention
+        _, weights = att(x, key_padding_mask=batch.mask, need_weights=True, average_weights=False)
+        f = values_through_output(att, x)  # (batch, heads, k_pos, d_model)
+        sizes = weights * f.norm(dim=-1)[:, :, None, :]  # (batch, heads, q_pos, k_pos): |w_qk f_k|
+        shares = sizes[..., position] / sizes.sum(dim=-1)  # (batch, heads, q_pos)
+        weight_share.append((weights[..., position] * real).sum(dim=(0, 2)) / real.sum())  # (heads,)
+        norm_share.append((shares * real).sum(dim=(0, 2)) / real.sum())
+    return SinkShares(torch.stack(weight_share), torch.stack(norm_share))
+
+
 def unique_sentences(pairs) -> tuple[list[str], torch.Tensor]:
     """The distinct sentences of a list of pairs, and each pair as two row numbers into that list.
 
@@ -169,11 +237,7 @@ def ablate_heads(model: Encoder, tokenizer, pairs=PAIRS) -> Ablation:
     sentences, index = unique_sentences(pairs)
     batch = tokenize(tokenizer, sentences)
     n = len(sentences)
-    x = model.embeddings(batch.input_ids, torch.zeros_like(batch.input_ids))  # (n, seq, d_model)
-    inputs = []  # each layer's input, every head present
-    for layer in model.layers:
-        inputs.append(x)
-        x, _ = layer(x, batch.mask)
+    inputs, x = layer_inputs(model, batch)  # each layer's input, every head present
     base = sentence_embeddings(x, batch.mask)  # (n, d_model)
 
     mask = batch.mask.repeat(heads, 1)  # (heads * n, seq): copy h of the sentences ...
@@ -256,6 +320,14 @@ def print_head_types(types: dict[str, torch.Tensor], k: int = 3) -> None:
         print(f"  {name:<10} " + "   ".join(f"L{layer}H{head} {s:.2f}" for layer, head, s in top_heads(scores, k)))
 
 
+def print_sink_shares(shares: SinkShares) -> None:
+    """Per layer, the mean share of the weight on [CLS] and the mean share of the heads' output that comes from it."""
+    print(f"{'layer':>5} | {'weight on [CLS]':>15} | {'output from [CLS]':>17}")
+    for layer, (weight, norm) in enumerate(zip(shares.weight.mean(dim=1), shares.norm.mean(dim=1))):
+        print(f"{layer:>5} | {weight:>15.2f} | {norm:>17.2f}")
+    print(f"{'all':>5} | {shares.weight.mean():>15.2f} | {shares.norm.mean():>17.2f}")
+
+
 def print_pronoun_links(links: PronounLinks, k: int = 3) -> None:
     """The k heads that put the most weight from the pronoun on its antecedent, with the distractor beside it."""
     ahead = (links.antecedent > links.distractor).float().mean(dim=0)  # (layers, heads)
@@ -298,6 +370,9 @@ def main(argv=None) -> dict:
     model, tokenizer = load()
     types = head_types(model, tokenizer, TYPE_SENTENCES)
     print_head_types(types)
+    shares = sink_shares(model, tokenizer, TYPE_SENTENCES)
+    print()
+    print_sink_shares(shares)
     links = pronoun_links(model, tokenizer, PRONOUN_SENTENCES)
     print()
     print_pronoun_links(links)
@@ -310,13 +385,14 @@ def main(argv=None) -> dict:
     if args.json:
         result = {
             "head_types": {name: scores.tolist() for name, scores in types.items()},
+            "sink_shares": {k: v.tolist() for k, v in shares._asdict().items()},
             "pronoun": {"items": PRONOUN_SENTENCES, **{k: v.tolist() for k, v in links._asdict().items()}},
             "ablation": {"pairs": PAIRS, **{k: v.tolist() for k, v in ablation._asdict().items()}},
             "prune": [row._asdict() for row in rows],
         }
         args.json.write_text(json.dumps(result, indent=1))
         print(f"wrote {args.json}")
-    return {"head_types": types, "pronoun": links, "ablation": ablation, "prune": rows}
+    return {"head_types": types, "sink_shares": shares, "pronoun": links, "ablation": ablation, "prune": rows}
 
 
 if __name__ == "__main__":

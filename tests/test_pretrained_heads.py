@@ -93,5 +93,25 @@ def test_command_prints_the_tables_and_writes_json(tmp_path, capsys, monkeypatch
     assert "pronoun -> antecedent, over 3 sentences" in out and "L3H1: 0.76 on the antecedent" in out
     assert "one head removed at a time" in out and "least important first" in out
     data = json.loads(path.read_text())
-    assert set(data) == {"head_types", "pronoun", "ablation", "prune"}
+    assert set(data) == {"head_types", "sink_shares", "pronoun", "ablation", "prune"}
+    assert "weight on [CLS]" in out
     assert len(data["ablation"]["shift"]) == 6 and len(data["prune"]) == 4
+
+
+def test_values_through_output_rebuild_the_attention_output(loaded):
+    model, tokenizer = loaded
+    batch = pretrained.tokenize(tokenizer, [pretrained.SEED_SENTENCE, "Hi!"])
+    inputs, _ = pretrained_heads.layer_inputs(model, batch)
+    att = model.layers[2].attention
+    out, weights = att(inputs[2], key_padding_mask=batch.mask, need_weights=True, average_weights=False)
+    f = pretrained_heads.values_through_output(att, inputs[2])  # (batch, heads, k_pos, d_model)
+    rebuilt = torch.einsum("bhqk,bhkm->bqm", weights, f) + att.out_proj.bias
+    torch.testing.assert_close(rebuilt, out, atol=1e-5, rtol=0)
+
+
+def test_sink_shares_weight_on_cls_is_mostly_parking(loaded):
+    model, tokenizer = loaded
+    shares = pretrained_heads.sink_shares(model, tokenizer, pretrained_heads.TYPE_SENTENCES[:3])
+    assert shares.weight.shape == shares.norm.shape == (6, 12)
+    assert ((shares.weight >= 0) & (shares.weight <= 1) & (shares.norm >= 0) & (shares.norm <= 1)).all()
+    assert shares.weight.mean() > 0.4 > 0.15 > shares.norm.mean()
