@@ -150,8 +150,7 @@ def head_grid(weights, highlight=None, gap=1, suptitle=None, size=0.75):
         for head in range(heads):
             canvas[layer * step_q : layer * step_q + q_len, head * step_k : head * step_k + k_len] = w[layer, head]
     fig, ax = plt.subplots(figsize=(size * heads + 1.2, size * layers * q_len / k_len + 1.0))
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("white")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="white")  # NaN (the gaps) drawn white
     ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([h * step_k + (k_len - 1) / 2 for h in range(heads)], [f"H{h}" for h in range(heads)])
     ax.set_yticks([layer * step_q + (q_len - 1) / 2 for layer in range(layers)], [f"L{i}" for i in range(layers)])
@@ -170,7 +169,7 @@ def head_grid(weights, highlight=None, gap=1, suptitle=None, size=0.75):
     return fig
 
 
-def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None):
+def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None, digits=2):
     """One small layer x head map per score, each cell annotated: which heads do what.
 
     Args:
@@ -179,6 +178,7 @@ def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None):
         vmax: the score drawn darkest.
         size: inches per map (width, height).
         suptitle: title of the figure.
+        digits: decimals written in each cell (a leading "0" is dropped to save room).
 
     Shape:
         each score (layers, heads). Returns the figure.
@@ -193,15 +193,10 @@ def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None):
             raise ValueError(f"score {name!r} must have shape (layers, heads), got shape {s.shape}")
         ax.imshow(s, cmap="Oranges", vmin=0, vmax=vmax, aspect="auto")
         for (layer, head), value in np.ndenumerate(s):
-            ax.text(
-                head,
-                layer,
-                f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}",
-                ha="center",
-                va="center",
-                fontsize=6,
-                color="white" if value > 0.6 * vmax else "black",
-            )
+            text = f"{value:.{digits}f}"
+            text = text[1:] if text.startswith("0.") else text
+            color = "white" if value > 0.6 * vmax else "black"
+            ax.text(head, layer, text, ha="center", va="center", fontsize=6, color=color)
         ax.set_xticks(range(s.shape[1]))
         ax.set_yticks(range(s.shape[0]))
         ax.set_xlabel("head", fontsize=8)
