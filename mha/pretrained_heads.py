@@ -53,7 +53,7 @@ PRONOUN_SENTENCES = [
 ]
 
 # Sentence pairs from close paraphrases to unrelated, their similarities well apart (0.87 down to 0.02), so that
-# their ranking only changes when a similarity really moves. The fifth pair is the seed's other Apple.
+# their ranking only changes when a similarity really moves. The fifth pair is the other apple.
 PAIRS = [
     (SEED_SENTENCE, "The new iPhone from Apple costs a lot of money."),
     (SEED_SENTENCE, "Apple's latest phone is pricey."),
