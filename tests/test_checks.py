@@ -86,8 +86,8 @@ def test_stubs_fail_their_checks_without_crashing_them(lesson, tmp_path, monkeyp
     for source, error in _run_cells(path):
         if "NotImplementedError" in source:
             assert isinstance(error, CheckFailed), f"{source[:80]!r} raised {error!r}, not CheckFailed"
-        else:
-            assert error is None, f"{source[:80]!r} raised {error!r}"
+        else:  # a cell that only uses the learner's functions may meet a stub; nothing else may fail
+            assert error is None or isinstance(error, NotImplementedError), f"{source[:80]!r} raised {error!r}"
     results = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["exercise"] for r in results] == EXERCISES[lesson]
     assert not any(r["passed"] for r in results)
