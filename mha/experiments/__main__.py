@@ -1,0 +1,35 @@
+"""`python -m mha.experiments NAME [options]`: run one of the course's experiments from a shell."""
+
+import argparse
+import sys
+
+from . import tunnel_vision
+
+# name -> module with add_arguments(parser) and main(args); the module's docstring is the command's help.
+COMMANDS = {
+    "tunnel-vision": tunnel_vision,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m mha.experiments", description=__doc__)
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="NAME")
+    for name, module in COMMANDS.items():
+        summary = module.__doc__.strip().splitlines()[0]
+        sub = subcommands.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(main=module.main)
+    return parser
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.argv = argv  # so that an experiment can record the exact command that made its results
+    args.main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,349 @@
+"""Tunnel vision: one attention head against several of the same total width, on a task that needs several positions.
+
+The task (`mha.tasks.OffsetCopyTask`): at every position i, name the tokens at i-1, i-2 and i-3, one readout each.
+The model (`mha.models.AttentionOnlyModel`): embeddings, one causal attention layer, a residual, linear readouts.
+One head of width d_model is compared with several heads of width d_model / heads: same d_model, same parameters.
+
+Parts, each a list of runs (one per setting and seed):
+  main       1 head against 4 heads, on the default setting.
+  controls   the single head trained 5x and 15x longer, and made 2x and 4x wider.
+  vocab      1 head against 4 heads as the vocabulary grows from 2 to 128 tokens (and 1 head trained 5x longer).
+  relations  1, 2, 4 and 8 heads as the number of relationships (offsets 1..n) grows from 1 to 6.
+
+Examples:
+  python -m mha.experiments tunnel-vision --seeds 0 1 2 --json runs.json
+  python -m mha.experiments tunnel-vision --vocab 16 --steps 2000 --heads 1 2 4
+  python -m mha.experiments tunnel-vision --parts main controls vocab relations --json sweep.json
+"""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..models import AttentionOnlyConfig, build_model, count_parameters
+from ..tasks import OffsetCopyTask
+from ..train import TrainConfig, TrainResult, train
+
+PARTS = ("main", "controls", "vocab", "relations")
+CURVE_POINTS = 20  # held-out evaluations per run, evenly spaced: enough for a training curve, cheap to compute
+
+
+def _heads(h: int) -> str:
+    return f"{h} head{'s' if h > 1 else ''}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration of the experiment: task, model and training, everything but the seed.
+
+    Args:
+        heads: attention heads, each of width d_model // heads.
+        d_model: features per position.
+        vocab: distinct tokens.
+        seq: tokens per sequence.
+        offsets: the relationships: position i must name the token at i - offset, for each offset.
+        steps: training steps, one fresh batch each.
+        batch: sequences per batch.
+        lr: Adam's learning rate.
+        part: which part of the experiment the setting belongs to (see `PARTS`).
+        label: a name for the table, e.g. "1 head, 5x steps" (default: "1 head" or "4 heads").
+    """
+
+    heads: int = 4
+    d_model: int = 64
+    vocab: int = 64
+    seq: int = 16
+    offsets: tuple[int, ...] = (1, 2, 3)
+    steps: int = 400
+    batch: int = 32
+    lr: float = 3e-3
+    part: str = "main"
+    label: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "offsets", tuple(self.offsets))
+        if not self.label:
+            object.__setattr__(self, "label", _heads(self.heads))
+
+    def task(self) -> OffsetCopyTask:
+        return OffsetCopyTask(self.offsets, self.vocab, self.seq)
+
+    def model_config(self) -> AttentionOnlyConfig:
+        return AttentionOnlyConfig(self.vocab, self.seq, self.d_model, self.heads, len(self.offsets))
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            steps=self.steps, batch=self.batch, lr=self.lr, seed=seed, eval_every=max(1, self.steps // CURVE_POINTS)
+        )
+
+
+def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, TrainResult]:
+    """Train one model of `setting` from `seed`; return its record (JSON-ready) and the training result.
+
+    Args:
+        setting: the configuration.
+        seed: seeds the starting weights and the training batches.
+        progress: show a progress bar.
+
+    Shape:
+        returns (record, result); record has the keys heads, d_model, d_head, vocab, seq, offsets, relations,
+        seed, steps, batch, lr, params, accuracy, relation_accuracy (one per relationship), seconds, part, label
+        and curve (step, accuracy and relation_accuracy at each held-out evaluation).
+    """
+    model = build_model(setting.model_config(), seed)
+    task = setting.task()
+    result = train(model, task, setting.train_config(seed), progress=progress)
+    record = {
+        "part": setting.part,
+        "label": setting.label,
+        "heads": setting.heads,
+        "d_model": setting.d_model,
+        "d_head": setting.d_model // setting.heads,
+        "vocab": setting.vocab,
+        "seq": setting.seq,
+        "offsets": list(setting.offsets),
+        "relations": task.names,
+        "seed": seed,
+        "steps": setting.steps,
+        "batch": setting.batch,
+        "lr": setting.lr,
+        "params": count_parameters(model),
+        "accuracy": result.accuracy,
+        "relation_accuracy": result.relation_accuracy,
+        "seconds": result.seconds,
+        "curve": {key: [h[key] for h in result.history] for key in ("step", "accuracy", "relation_accuracy")},
+    }
+    return record, result
+
+
+def run_all(settings, seeds, progress: bool = True, keep_models: bool = False):
+    """Every setting from every seed, in order; a line per run goes to stderr when progress is on.
+
+    Args:
+        settings: the configurations.
+        seeds: the seeds, the same for every setting.
+        progress: show progress bars and a line per finished run.
+        keep_models: also return the training results (with the trained models), in the same order.
+
+    Shape:
+        returns a list of records (see `run`), or (records, results) with keep_models.
+    """
+    records, results = [], []
+    for setting in settings:
+        for seed in seeds:
+            record, result = run(setting, seed, progress)
+            records.append(record)
+            if keep_models:
+                results.append(result)
+            if progress:
+                print(f"{setting.part:>9} | {_row(record)}", file=sys.stderr, flush=True)
+    return (records, results) if keep_models else records
+
+
+def main_settings(base: Setting = Setting(), heads=(1, 4)) -> list[Setting]:
+    """The main comparison: the base setting with each number of heads (d_model and parameters unchanged)."""
+    return [dataclasses.replace(base, heads=h, label="", part="main") for h in heads]
+
+
+def control_settings(base: Setting = Setting(), longer=(5, 15), wider=(2, 4)) -> list[Setting]:
+    """The easy excuses, tested on one head: train it `longer` times as many steps, make it `wider` times as wide."""
+    one = dataclasses.replace(base, heads=1, part="controls")
+    return [dataclasses.replace(one, steps=base.steps * k, label=f"1 head, {k}x steps") for k in longer] + [
+        dataclasses.replace(one, d_model=base.d_model * k, label=f"1 head, {k}x width") for k in wider
+    ]
+
+
+def vocab_settings(
+    base: Setting = Setting(), vocabs=(2, 4, 8, 16, 32, 64, 128), heads=(1, 4), longer=(5,)
+) -> list[Setting]:
+    """Accuracy against vocabulary size, and the single head trained `longer` times as long at each size."""
+    settings = []
+    for v in vocabs:
+        for h in heads:
+            settings.append(dataclasses.replace(base, vocab=v, heads=h, part="vocab", label=f"{_heads(h)}, vocab {v}"))
+        for k in longer:
+            settings.append(
+                dataclasses.replace(
+                    base, vocab=v, heads=1, steps=base.steps * k, part="vocab", label=f"1 head, {k}x steps, vocab {v}"
+                )
+            )
+    return settings
+
+
+def relation_settings(base: Setting = Setting(), counts=(1, 2, 3, 4, 6), heads=(1, 2, 4, 8)) -> list[Setting]:
+    """Accuracy against the number of relationships (offsets 1..n), for several numbers of heads."""
+    return [
+        dataclasses.replace(
+            base,
+            offsets=tuple(range(1, n + 1)),
+            heads=h,
+            part="relations",
+            label=f"{_heads(h)}, {n} relation{'s' if n > 1 else ''}",
+        )
+        for n in counts
+        for h in heads
+    ]
+
+
+def settings_for(parts, base: Setting = Setting(), heads=(1, 4)) -> list[Setting]:
+    """The settings of the named parts, in the order given."""
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown parts {unknown}: expected some of {list(PARTS)}")
+    builders = {
+        "main": lambda: main_settings(base, heads),
+        "controls": lambda: control_settings(base),
+        "vocab": lambda: vocab_settings(base),
+        "relations": lambda: relation_settings(base),
+    }
+    return [setting for part in parts for setting in builders[part]()]
+
+
+def weight_by_offset(weights: torch.Tensor, max_offset: int) -> torch.Tensor:
+    """Each head's mean attention weight at each distance back, q_pos - k_pos = 0, 1, ..., max_offset.
+
+    Averaged over the batch and over the queries that have every one of those distances (q_pos >= max_offset), so
+    that each column is averaged over the same queries.
+
+    Args:
+        weights: per-head attention weights, e.g. from `model(tokens, need_weights=True)`.
+        max_offset: the largest distance back to report.
+
+    Shape:
+        weights (batch, heads, q_pos, k_pos); returns (heads, max_offset + 1).
+    """
+    if weights.ndim != 4 or weights.shape[-2] <= max_offset:
+        raise ValueError(
+            f"weights must have shape (batch, heads, q_pos, k_pos) with q_pos > max_offset={max_offset}, "
+            f"got shape {tuple(weights.shape)}"
+        )
+    queries = torch.arange(max_offset, weights.shape[-2])  # (queries,) those with every offset available
+    columns = [weights[:, :, queries, queries - d].mean(dim=(0, 2)) for d in range(max_offset + 1)]  # (heads,) each
+    return torch.stack(columns, dim=1)  # (heads, max_offset + 1)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _row(record: dict) -> str:
+    relations = " ".join(f"{name} {_pct(a)}" for name, a in zip(record["relations"], record["relation_accuracy"]))
+    return (
+        f"{record['label']:<22} {record['d_model']:>7} {record['d_head']:>6} {record['vocab']:>5} "
+        f"{record['params']:>7,} {record['steps']:>6} {record['seed']:>4} {_pct(record['accuracy']):>8}   "
+        f"{relations:<28} [took {record['seconds']:.1f} s]"
+    )
+
+
+def format_table(records) -> str:
+    """One line per run: configuration, parameters, steps, seed, accuracy overall and per relationship, seconds.
+
+    Accuracies are printed as whole percents; seconds as `[took 1.2 s]`, so that notebooks can mask them.
+    """
+    header = (
+        f"{'configuration':<22} {'d_model':>7} {'d_head':>6} {'vocab':>5} {'params':>7} {'steps':>6} {'seed':>4} "
+        f"{'accuracy':>8}   {'per relationship':<28} time"
+    )
+    return "\n".join([header, "-" * len(header)] + [_row(r) for r in records])
+
+
+def summarize(records) -> list[dict]:
+    """Mean over seeds of each configuration (same label and part), in first-seen order.
+
+    Shape:
+        returns one dict per configuration: part, label, heads, d_model, vocab, relations, params, steps, seeds,
+        accuracy (mean), relation_accuracy (mean per relationship), accuracies (one per seed), seconds (mean).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["part"], r["label"]), []).append(r)
+    summary = []
+    for (part, label), runs in groups.items():
+        first, n = runs[0], len(runs)
+        summary.append(
+            {
+                "part": part,
+                "label": label,
+                "heads": first["heads"],
+                "d_model": first["d_model"],
+                "vocab": first["vocab"],
+                "relations": first["relations"],
+                "params": first["params"],
+                "steps": first["steps"],
+                "seeds": [r["seed"] for r in runs],
+                "accuracy": sum(r["accuracy"] for r in runs) / n,
+                "relation_accuracy": [sum(a) / n for a in zip(*(r["relation_accuracy"] for r in runs))],
+                "accuracies": [r["accuracy"] for r in runs],
+                "seconds": sum(r["seconds"] for r in runs) / n,
+            }
+        )
+    return summary
+
+
+def format_summary(records) -> str:
+    """One line per configuration: mean accuracy over seeds, and each seed's accuracy."""
+    header = f"{'configuration':<22} {'params':>7} {'steps':>6} {'mean':>5}   per seed"
+    lines = [header, "-" * (len(header) + 12)]
+    for s in summarize(records):
+        seeds = " ".join(_pct(a) for a in s["accuracies"])
+        lines.append(f"{s['label']:<22} {s['params']:>7,} {s['steps']:>6} {_pct(s['accuracy']):>5}   {seeds}")
+    return "\n".join(lines)
+
+
+def provenance(argv) -> dict:
+    """Where a set of runs came from: the command (its arguments after `python -m mha.experiments`), torch, date."""
+    return {
+        "command": "python -m mha.experiments " + shlex.join(argv),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def write_json(records, path, argv) -> None:
+    """Write the runs as a JSON list; each run also carries the command, torch version and date that made it."""
+    stamp = provenance(argv)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([{**r, **stamp} for r in records], indent=1) + "\n")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    default = Setting()
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)")
+    parser.add_argument("--heads", type=int, nargs="+", default=[1, 4], help="heads compared in the main part")
+    parser.add_argument("--vocab", type=int, default=default.vocab, help="distinct tokens")
+    parser.add_argument("--steps", type=int, default=default.steps, help="training steps of the base setting")
+    parser.add_argument("--d-model", type=int, default=default.d_model, help="features per position")
+    parser.add_argument("--seq", type=int, default=default.seq, help="tokens per sequence")
+    parser.add_argument("--offsets", type=int, nargs="+", default=list(default.offsets), help="relationships")
+    parser.add_argument("--batch", type=int, default=default.batch, help="sequences per batch")
+    parser.add_argument("--lr", type=float, default=default.lr, help="Adam's learning rate")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=["main"], help="what to run (default: main)")
+    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH as a JSON list")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> None:
+    base = Setting(
+        d_model=args.d_model,
+        vocab=args.vocab,
+        seq=args.seq,
+        offsets=tuple(args.offsets),
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+    )
+    records = run_all(settings_for(args.parts, base, tuple(args.heads)), args.seeds, progress=not args.quiet)
+    print(format_table(records))
+    print()
+    print(format_summary(records))
+    if args.json:
+        write_json(records, args.json, args.argv)
+        print(f"\nwrote {len(records)} runs to {args.json}")

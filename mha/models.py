@@ -1,0 +1,133 @@
+"""The smallest model in which attention is the whole story: embeddings, one attention layer, linear readouts.
+
+    x      = token_embedding(tokens) + position_embedding        (batch, seq, d_model)
+    x      = x + MultiHeadAttention(x, causal)                   the only place positions exchange information
+    logits = readout_r(x), one linear readout per relationship   (batch, seq, relations, vocab)
+
+No MLP, no normalisation, no second layer: whatever the model can do with other positions, its attention does.
+The number of heads changes how d_model is split, not the number of parameters.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ._validate import check_rank, fmt_shape, head_size
+from .multihead import MultiHeadAttention
+
+
+@dataclass(frozen=True)
+class AttentionOnlyConfig:
+    """Sizes of an `AttentionOnlyModel`.
+
+    Args:
+        vocab: number of distinct tokens (in and out).
+        seq: longest sequence; one learned position embedding per position.
+        d_model: features per position.
+        heads: attention heads; each gets d_head = d_model // heads features.
+        relations: number of readouts, one per relationship the task asks about.
+    """
+
+    vocab: int = 64
+    seq: int = 32
+    d_model: int = 64
+    heads: int = 4
+    relations: int = 3
+
+    def __post_init__(self):
+        for name in ("vocab", "seq", "relations"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        head_size(self.d_model, self.heads)  # raises unless heads divides d_model
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.heads
+
+
+class AttentionOnlyModel(nn.Module):
+    """Token and position embeddings, one causal multi-head attention layer with a residual, one readout per relation.
+
+    Args:
+        config: the sizes.
+
+    Shape:
+        tokens (batch, seq) int64 with seq <= config.seq; returns logits (batch, seq, relations, vocab).
+    """
+
+    def __init__(self, config: AttentionOnlyConfig):
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab, config.d_model)
+        self.position_embedding = nn.Embedding(config.seq, config.d_model)  # learned: where a token sits
+        self.attention = MultiHeadAttention(config.d_model, config.heads)
+        self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
+
+    def forward(self, tokens: torch.Tensor, need_weights: bool = False):
+        """Logits for every relationship at every position; with `need_weights`, also each head's attention.
+
+        Args:
+            tokens: token ids.
+            need_weights: also return the attention weights of every head.
+
+        Shape:
+            tokens (batch, seq); returns logits (batch, seq, relations, vocab), and with need_weights a tuple
+            (logits, weights) with weights (batch, heads, q_pos, k_pos).
+        """
+        x = self.embed(tokens)  # (batch, seq, d_model)
+        mixed, weights = self.attention(x, causal=True, need_weights=need_weights, average_weights=False)
+        x = x + mixed  # the residual keeps each position's own token and position next to what attention brought
+        logits = torch.stack([readout(x) for readout in self.readouts], dim=2)  # (batch, seq, relations, vocab)
+        return (logits, weights) if need_weights else logits
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """What attention reads at each position: its token's embedding plus its position's.
+
+        Args:
+            tokens: token ids.
+
+        Shape:
+            tokens (batch, seq); returns (batch, seq, d_model).
+        """
+        self._check_tokens(tokens)
+        positions = torch.arange(tokens.shape[1], device=tokens.device)  # (seq,)
+        return self.token_embedding(tokens) + self.position_embedding(positions)  # (batch, seq, d_model)
+
+    def _check_tokens(self, tokens):
+        check_rank("tokens", tokens, (2,), "(batch, seq)")
+        if tokens.dtype != torch.int64:
+            raise TypeError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
+        if tokens.shape[1] > self.config.seq:
+            raise ValueError(
+                f"tokens has shape {fmt_shape(tokens.shape)}: at most seq={self.config.seq} positions "
+                f"(one learned position embedding each)"
+            )
+
+
+def build_model(config: AttentionOnlyConfig, seed: int) -> AttentionOnlyModel:
+    """A fresh model whose starting weights depend on `seed` alone (the global random state is left untouched).
+
+    Args:
+        config: the sizes.
+        seed: the seed of the starting weights.
+
+    Shape:
+        returns an `AttentionOnlyModel`.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return AttentionOnlyModel(config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable numbers in a model.
+
+    Args:
+        model: any module.
+
+    Shape:
+        returns an int.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
