@@ -3,8 +3,8 @@
 Every sentence names a company, a product it released, a connective and a pronoun, with distractors around them:
 
     apple released a new iphone , but it is expensive .
-    last week a new kindle was unveiled by amazon in paris , and honestly it is cheap .
-    after months of work , sony launched a new walkman at a big event , yet it is slow .
+    last week , a new kindle was unveiled by amazon in paris , and honestly it is cheap .
+    after months of work , sony launched a new walkman at a big event , yet to be fair it is slow .
 
 Reading the pronoun "it", a model is asked three questions. Each needs exactly one relationship, that is, one
 position of the sentence and nothing else:
@@ -32,7 +32,7 @@ PRODUCTS = ["iphone", "galaxy", "pixel", "walkman", "lumia", "kindle", "roadster
 VERBS = ["released", "launched", "unveiled", "announced"]
 CONTRAST = ["but", "yet"]
 SAME = ["and", "so"]
-ADVERBS = ["honestly", "sadly", "now"]
+ASIDES = [["honestly"], ["sadly"], ["to", "be", "fair"], ["as", "everyone", "expected", ","]]
 ADJECTIVES = ["expensive", "cheap", "slow", "fast", "great", "buggy"]
 OPENERS = [["last", "week"], ["after", "months", "of", "work"], ["this", "spring"]]
 MIDDLES = [
@@ -48,8 +48,8 @@ _WORDS = ["a", "new", "was", "by", ",", "it", "is", "."]
 
 
 def _vocabulary() -> list[str]:
-    words = SPECIALS + _WORDS + COMPANIES + PRODUCTS + VERBS + CONTRAST + SAME + ADVERBS + ADJECTIVES
-    words += [w for phrase in OPENERS + MIDDLES for w in phrase]
+    words = SPECIALS + _WORDS + COMPANIES + PRODUCTS + VERBS + CONTRAST + SAME + ADJECTIVES
+    words += [w for phrase in OPENERS + MIDDLES + ASIDES for w in phrase]
     return list(dict.fromkeys(words))  # in order, without repeats
 
 
@@ -97,7 +97,7 @@ def make_sentence(
     passive: bool = False,
     opener: list[str] | None = None,
     middle: list[str] | None = None,
-    adverb: str | None = None,
+    aside: list[str] | None = None,
 ) -> Sentence:
     """Build one sentence from its parts; `make_sentence("apple", "iphone", "but", "expensive")` is the seed's.
 
@@ -106,7 +106,7 @@ def make_sentence(
         passive: "a new iphone was released by apple" instead of "apple released a new iphone".
         opener: a distractor phrase before the clause (followed by a comma), e.g. ["last", "week"].
         middle: a distractor phrase after the clause, e.g. ["in", "paris"].
-        adverb: a word between the connective and "it", e.g. "honestly".
+        aside: words between the connective and "it", e.g. ["to", "be", "fair"].
     """
     for word, allowed, name in [
         (company, COMPANIES, "company"),
@@ -128,7 +128,7 @@ def make_sentence(
         product_at = len(words) - 1
     words += list(middle or []) + [",", connective]
     connective_at = len(words) - 1
-    words += [adverb] if adverb else []
+    words += list(aside or [])
     it_at = len(words)
     words += ["it", "is", adjective, "."]
     return Sentence(tuple(words), it_at, product_at, company_at, connective_at)
@@ -140,15 +140,15 @@ class TemplateLanguage:
 
     Args:
         p_passive: probability of the passive order.
-        p_opener, p_middle, p_adverb: probabilities of each distractor.
+        p_opener, p_middle, p_aside: probabilities of each distractor.
         seq: padded length of a batch (long enough for the longest sentence).
     """
 
     p_passive: float = 0.5
     p_opener: float = 0.5
     p_middle: float = 0.5
-    p_adverb: float = 0.5
-    seq: int = 24
+    p_aside: float = 0.5
+    seq: int = 28
 
     relations = len(RELATIONS)
     names = RELATIONS
@@ -172,7 +172,7 @@ class TemplateLanguage:
             passive=coin(self.p_passive),
             opener=pick(OPENERS) if coin(self.p_opener) else None,
             middle=pick(MIDDLES) if coin(self.p_middle) else None,
-            adverb=pick(ADVERBS) if coin(self.p_adverb) else None,
+            aside=pick(ASIDES) if coin(self.p_aside) else None,
         )
 
     def encode(self, sentences: list[Sentence]) -> tuple[torch.Tensor, torch.Tensor]:

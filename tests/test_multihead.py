@@ -226,3 +226,18 @@ def test_attention_bad_input_is_explained():
 def test_from_torch_refuses_what_it_cannot_copy():
     with pytest.raises(ValueError, match="add_bias_kv=False"):
         MultiHeadAttention.from_torch(nn.MultiheadAttention(8, 2, add_bias_kv=True))
+
+
+def test_concat_then_project_equals_sum_of_head_contributions():
+    m = MultiHeadAttention(12, 3)
+    loop = MultiHeadAttentionLoop.from_batched(m)
+    x = torch.randn(2, 5, 12)
+    with torch.no_grad():
+        out, _ = m(x)
+        w_o, b_o = m.out_proj.weight, m.out_proj.bias
+        parts = [head(x, x, x)[0] @ w_o[:, 4 * h : 4 * h + 4].T for h, head in enumerate(loop.attention_heads)]
+    torch.testing.assert_close(sum(parts) + b_o, out, **TOL)
+    # and a wrong slicing (rows of W_O instead of columns) does not add up
+    with torch.no_grad():
+        rows = [head(x, x, x)[0] @ w_o[4 * h : 4 * h + 4, :] for h, head in enumerate(loop.attention_heads)]
+    assert not torch.allclose(sum(rows) + b_o, out, atol=1e-3)

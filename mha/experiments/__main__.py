@@ -3,11 +3,12 @@
 import argparse
 import sys
 
-from . import tunnel_vision
+from . import heads, tunnel_vision
 
 # name -> module with add_arguments(parser) and main(args); the module's docstring is the command's help.
 COMMANDS = {
     "tunnel-vision": tunnel_vision,
+    "heads": heads,
 }
 
 
