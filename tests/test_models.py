@@ -97,3 +97,14 @@ def test_bad_tokens_are_refused():
         model(torch.zeros(2, 9, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\(batch, seq\)"):
         model(torch.zeros(8, dtype=torch.int64))
+
+
+def test_the_residual_carries_each_position_past_attention():
+    model = AttentionOnlyModel(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=2, relations=2))
+    with torch.no_grad():
+        model.attention.out_proj.weight.zero_()  # attention now adds nothing
+        model.attention.out_proj.bias.zero_()
+    tokens = torch.randint(10, (3, 6))
+    x = model.embed(tokens)
+    expected = torch.stack([readout(x) for readout in model.readouts], dim=2)
+    torch.testing.assert_close(model(tokens), expected)
