@@ -65,19 +65,22 @@ class AttentionOnlyModel(nn.Module):
         self.attention = MultiHeadAttention(config.d_model, config.heads)
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
 
-    def forward(self, tokens: torch.Tensor, need_weights: bool = False):
+    def forward(self, tokens: torch.Tensor, need_weights: bool = False, head_mask: torch.Tensor | None = None):
         """Logits for every relationship at every position; with `need_weights`, also each head's attention.
 
         Args:
             tokens: token ids.
             need_weights: also return the attention weights of every head.
+            head_mask: multiplies each head's output before W_O; 0 removes a head (ablation), 1 keeps it.
 
         Shape:
-            tokens (batch, seq); returns logits (batch, seq, relations, vocab), and with need_weights a tuple
-            (logits, weights) with weights (batch, heads, q_pos, k_pos).
+            tokens (batch, seq); head_mask (heads,) or (batch, heads); returns logits (batch, seq, relations,
+            vocab), and with need_weights a tuple (logits, weights) with weights (batch, heads, q_pos, k_pos).
         """
         x = self.embed(tokens)  # (batch, seq, d_model)
-        mixed, weights = self.attention(x, causal=True, need_weights=need_weights, average_weights=False)
+        mixed, weights = self.attention(
+            x, causal=True, need_weights=need_weights, average_weights=False, head_mask=head_mask
+        )
         x = x + mixed  # the residual keeps each position's own token and position next to what attention brought
         logits = torch.stack([readout(x) for readout in self.readouts], dim=2)  # (batch, seq, relations, vocab)
         return (logits, weights) if need_weights else logits
