@@ -71,11 +71,11 @@ class AttentionOnlyModel(nn.Module):
         Args:
             tokens: token ids.
             need_weights: also return the attention weights of every head.
-            head_mask: multiplies each head's output before W_O; 0 removes a head (ablation).
+            head_mask: multiplies each head's output before W_O; 0 removes a head (ablation), 1 keeps it.
 
         Shape:
-            tokens (batch, seq), head_mask (heads,) or (batch, heads); returns logits (batch, seq, relations, vocab),
-            and with need_weights a tuple (logits, weights) with weights (batch, heads, q_pos, k_pos).
+            tokens (batch, seq); head_mask (heads,) or (batch, heads); returns logits (batch, seq, relations,
+            vocab), and with need_weights a tuple (logits, weights) with weights (batch, heads, q_pos, k_pos).
         """
         x = self.embed(tokens)  # (batch, seq, d_model)
         mixed, weights = self.attention(

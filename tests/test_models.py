@@ -97,3 +97,24 @@ def test_bad_tokens_are_refused():
         model(torch.zeros(2, 9, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"\(batch, seq\)"):
         model(torch.zeros(8, dtype=torch.int64))
+
+
+def test_the_residual_carries_each_position_past_attention():
+    model = AttentionOnlyModel(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=2, relations=2))
+    with torch.no_grad():
+        model.attention.out_proj.weight.zero_()  # attention now adds nothing
+        model.attention.out_proj.bias.zero_()
+    tokens = torch.randint(10, (3, 6))
+    x = model.embed(tokens)
+    expected = torch.stack([readout(x) for readout in model.readouts], dim=2)
+    torch.testing.assert_close(model(tokens), expected)
+
+
+def test_head_mask_removes_heads_from_the_output():
+    model = AttentionOnlyModel(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=2, relations=1))
+    tokens = torch.randint(10, (3, 6))
+    torch.testing.assert_close(model(tokens, head_mask=torch.ones(2)), model(tokens))
+    x = model.embed(tokens)
+    no_attention = model.readouts[0](x + model.attention.out_proj.bias)[:, :, None]  # only W_O's bias is left
+    torch.testing.assert_close(model(tokens, head_mask=torch.zeros(2)), no_attention)
+    assert not torch.allclose(model(tokens, head_mask=torch.tensor([1.0, 0.0])), model(tokens))

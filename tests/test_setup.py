@@ -81,7 +81,7 @@ def _code_cells(path: Path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_notebooks_do_not_redefine_the_package(path):
     package_names = set(mha.__all__)
-    for module_name in ("masks", "attention", "heads", "multihead"):
+    for module_name in ("masks", "attention", "heads", "multihead", "tasks", "models", "train"):
         module = __import__(f"mha.{module_name}", fromlist=["x"])
         package_names |= {n for n, v in vars(module).items() if isinstance(v, type) and v.__module__ == module.__name__}
     for source in _code_cells(path):

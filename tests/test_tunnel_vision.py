@@ -66,6 +66,18 @@ def test_training_is_deterministic_and_leaves_the_thread_count_alone():
     assert c.history != a.history
 
 
+def test_the_batches_come_from_the_seed_and_the_held_out_set_from_eval_seed():
+    task = OffsetCopyTask((1,), vocab=8, seq=6)
+    config = AttentionOnlyConfig(vocab=8, seq=6, d_model=8, heads=1, relations=1)
+    runs = [train(build_model(config, 0), task, TrainConfig(steps=5, seed=s, eval_every=5), False) for s in (1, 2)]
+    assert runs[0].history != runs[1].history, "same starting weights, other batches: another run"
+    for result in runs:
+        held_out = task.sample(TrainConfig().eval_batch, torch.Generator().manual_seed(TrainConfig().eval_seed))
+        assert evaluate(result.model, *held_out) == {
+            k: result.history[-1][k] for k in ("loss", "accuracy", "relation_accuracy")
+        }
+
+
 def test_train_learns_one_relationship_quickly():
     task = OffsetCopyTask((1,), vocab=8, seq=8)
     model = build_model(AttentionOnlyConfig(vocab=8, seq=8, d_model=16, heads=1, relations=1), seed=0)
@@ -109,6 +121,9 @@ def test_settings_of_each_part():
         (1, 128, 400),
         (1, 256, 400),
     ]
+    assert tv.settings_for(["controls"]) == controls
+    assert tv.settings_for(["main", "vocab"]) == tv.main_settings() + tv.vocab_settings()
+    assert tv.settings_for(["relations"]) == tv.relation_settings()
     assert {s.part for s in tv.settings_for(tv.PARTS)} == set(tv.PARTS)
     relations = tv.relation_settings(counts=(1, 4), heads=(2,))
     assert [s.offsets for s in relations] == [(1,), (1, 2, 3, 4)]
@@ -125,7 +140,8 @@ def test_summary_averages_over_seeds():
     (summary,) = tv.summarize(records)
     assert summary["accuracy"] == pytest.approx(0.3) and summary["seeds"] == [0, 1]
     assert summary["relation_accuracy"] == pytest.approx([0.3, 0.15])
-    assert "20% 40%" in tv.format_summary(records)
+    assert " 20%  40% " in tv.format_summary(records)
+    assert "i-1 30% i-2 15%" in tv.format_summary(records)
 
 
 def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys):

@@ -123,14 +123,15 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
     return record, result
 
 
-def run_all(settings, seeds, progress: bool = True, keep_models: bool = False):
-    """Every setting from every seed, in order; a line per run goes to stderr when progress is on.
+def run_all(settings, seeds, progress: bool = True, keep_models: bool = False, log=None):
+    """Every setting from every seed, in order.
 
     Args:
         settings: the configurations.
         seeds: the seeds, the same for every setting.
-        progress: show progress bars and a line per finished run.
+        progress: show a progress bar per run.
         keep_models: also return the training results (with the trained models), in the same order.
+        log: a text stream (e.g. sys.stderr) that gets one table row per finished run; None for silence.
 
     Shape:
         returns a list of records (see `run`), or (records, results) with keep_models.
@@ -142,8 +143,8 @@ def run_all(settings, seeds, progress: bool = True, keep_models: bool = False):
             records.append(record)
             if keep_models:
                 results.append(result)
-            if progress:
-                print(f"{setting.part:>9} | {_row(record)}", file=sys.stderr, flush=True)
+            if log is not None:
+                print(f"{setting.part:>9} | {_row(record)}", file=log, flush=True)
     return (records, results) if keep_models else records
 
 
@@ -233,12 +234,15 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
-def _row(record: dict) -> str:
-    relations = " ".join(f"{name} {_pct(a)}" for name, a in zip(record["relations"], record["relation_accuracy"]))
+def _relations(names, accuracies) -> str:
+    return " ".join(f"{name} {_pct(a)}" for name, a in zip(names, accuracies))
+
+
+def _row(record: dict, width: int = 22) -> str:
     return (
-        f"{record['label']:<22} {record['d_model']:>7} {record['d_head']:>6} {record['vocab']:>5} "
+        f"{record['label']:<{width}} {record['d_model']:>7} {record['d_head']:>6} {record['vocab']:>5} "
         f"{record['params']:>7,} {record['steps']:>6} {record['seed']:>4} {_pct(record['accuracy']):>8}   "
-        f"{relations:<28} [took {record['seconds']:.1f} s]"
+        f"{_relations(record['relations'], record['relation_accuracy']):<28} [took {record['seconds']:.1f} s]"
     )
 
 
@@ -247,11 +251,12 @@ def format_table(records) -> str:
 
     Accuracies are printed as whole percents; seconds as `[took 1.2 s]`, so that notebooks can mask them.
     """
+    width = max([22] + [len(r["label"]) for r in records])
     header = (
-        f"{'configuration':<22} {'d_model':>7} {'d_head':>6} {'vocab':>5} {'params':>7} {'steps':>6} {'seed':>4} "
-        f"{'accuracy':>8}   {'per relationship':<28} time"
+        f"{'configuration':<{width}} {'d_model':>7} {'d_head':>6} {'vocab':>5} {'params':>7} {'steps':>6} "
+        f"{'seed':>4} {'accuracy':>8}   {'per relationship':<28} time"
     )
-    return "\n".join([header, "-" * len(header)] + [_row(r) for r in records])
+    return "\n".join([header, "-" * len(header)] + [_row(r, width) for r in records])
 
 
 def summarize(records) -> list[dict]:
@@ -288,12 +293,21 @@ def summarize(records) -> list[dict]:
 
 
 def format_summary(records) -> str:
-    """One line per configuration: mean accuracy over seeds, and each seed's accuracy."""
-    header = f"{'configuration':<22} {'params':>7} {'steps':>6} {'mean':>5}   per seed"
+    """One line per configuration: mean accuracy over seeds, each seed's accuracy, and the mean per relationship."""
+    summary = summarize(records)
+    width = max([22] + [len(s["label"]) for s in summary])
+    seeds_width = max([8] + [5 * len(s["accuracies"]) for s in summary])
+    header = (
+        f"{'configuration':<{width}} {'params':>7} {'steps':>6} {'mean':>5}   "
+        f"{'per seed':<{seeds_width}} per relationship (mean)"
+    )
     lines = [header, "-" * (len(header) + 12)]
-    for s in summarize(records):
-        seeds = " ".join(_pct(a) for a in s["accuracies"])
-        lines.append(f"{s['label']:<22} {s['params']:>7,} {s['steps']:>6} {_pct(s['accuracy']):>5}   {seeds}")
+    for s in summary:
+        seeds = " ".join(f"{_pct(a):>4}" for a in s["accuracies"])
+        lines.append(
+            f"{s['label']:<{width}} {s['params']:>7,} {s['steps']:>6} {_pct(s['accuracy']):>5}   "
+            f"{seeds:<{seeds_width}} {_relations(s['relations'], s['relation_accuracy'])}"
+        )
     return "\n".join(lines)
 
 
@@ -307,11 +321,25 @@ def provenance(argv) -> dict:
 
 
 def write_json(records, path, argv) -> None:
-    """Write the runs as a JSON list; each run also carries the command, torch version and date that made it."""
+    """Write the runs as a JSON list, one run per line; each also carries the command, torch and date that made it.
+
+    Floats are rounded to 6 decimals: finer digits are noise, and they would make the file hard to read and diff.
+    """
     stamp = provenance(argv)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([{**r, **stamp} for r in records], indent=1) + "\n")
+    lines = [json.dumps(_rounded({**r, **stamp})) for r in records]
+    path.write_text("[\n" + ",\n".join(lines) + "\n]\n")
+
+
+def _rounded(x):
+    if isinstance(x, float):
+        return round(x, 6)
+    if isinstance(x, dict):
+        return {k: _rounded(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_rounded(v) for v in x]
+    return x
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -340,7 +368,8 @@ def main(args: argparse.Namespace) -> None:
         batch=args.batch,
         lr=args.lr,
     )
-    records = run_all(settings_for(args.parts, base, tuple(args.heads)), args.seeds, progress=not args.quiet)
+    settings = settings_for(args.parts, base, tuple(args.heads))
+    records = run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
     print(format_table(records))
     print()
     print(format_summary(records))
