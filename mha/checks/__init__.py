@@ -114,7 +114,7 @@ def diagnose(got, expected, mistakes, what: str) -> None:
     """Pass if `got` equals `expected`; else name the first classic mistake it equals, else show the difference.
 
     Args:
-        got: the learner's result.
+        got: the learner's result (a tensor, an array or a number).
         expected: the right result.
         mistakes: list of (wrong result, hint), most specific first; a wrong result of None is skipped.
         what: what the result is, for the message ("scores for q (3, 4) and k (5, 4)").
@@ -140,6 +140,8 @@ def difference(got, expected) -> str:
     if torch.isnan(got).any():
         where = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
         return f"NaN at index {where}"
+    if got.ndim == 0:
+        return f"got {got.item():.4g}, expected {expected.item():.4g}"
     diff = (got.double() - expected.double()).abs()
     where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
     return (

@@ -130,19 +130,18 @@ def one_served(fn) -> int:
         got = float(call(fn, heads, relations, vocab))
         served = min(heads, relations)
         expected = (served + (relations - served) / vocab) / relations
-        wrong = [
-            (served / relations, "you left out the guessed relationships: each scores 1/vocab by chance"),
-            (
-                (heads + (relations - heads) / vocab) / relations,
-                "more heads than relationships do not help beyond serving all of them: use min(heads, relations)",
-            ),
-        ]
-        if abs(got - expected) < 1e-9:
-            continue
-        for value, hint in wrong:
-            if abs(got - value) < 1e-9 and abs(value - expected) > 1e-9:
-                raise CheckFailed(f"{what}: {hint}")
-        raise CheckFailed(f"{what}: got {got:.4f}, expected {expected:.4f}")
+        diagnose(
+            got,
+            expected,
+            [
+                (served / relations, "you left out the guessed relationships: each scores 1/vocab by chance"),
+                (
+                    (heads + (relations - heads) / vocab) / relations,
+                    "more heads than relationships do not help beyond serving all of them: use min(heads, relations)",
+                ),
+            ],
+            what,
+        )
     return len(cases)
 
 
@@ -161,18 +160,21 @@ def same_answer_rate(fn) -> int:
         got = float(call(fn, predictions.clone(), valid.clone()))
         same = (predictions == predictions[..., :1]).all(dim=-1)  # (batch, seq)
         expected = same[valid].float().mean().item()
-        wrong = [
-            (same.float().mean().item(), "you counted the positions without an answer too; keep only the valid ones"),
-            (
-                (predictions == predictions[..., :1]).float().mean().item(),
-                "that compares each readout with the first one separately; a position counts only if all readouts "
-                "agree (.all over relations)",
-            ),
-        ]
-        if abs(got - expected) < 1e-6:
-            continue
-        for value, hint in wrong:
-            if abs(got - value) < 1e-6 and abs(value - expected) > 1e-6:
-                raise CheckFailed(f"{what}: {hint}")
-        raise CheckFailed(f"{what}: got {got:.4f}, expected {expected:.4f}")
+        diagnose(
+            got,
+            expected,
+            [
+                (
+                    same.float().mean().item(),
+                    "you counted the positions without an answer too; keep only the valid ones",
+                ),
+                (
+                    (predictions == predictions[..., :1]).float().mean().item(),
+                    "that compares each readout with the first "
+                    "one separately; a position counts only if "
+                    "all readouts agree (.all over relations)",
+                ),
+            ],
+            what,
+        )
     return len(cases)

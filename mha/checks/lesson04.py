@@ -217,16 +217,18 @@ def pronoun_accuracy(fn) -> int:
         got = float(got)
     except (TypeError, ValueError):
         raise CheckFailed(f"{what}: return one number, the fraction correct; got {type(got).__name__}") from None
-    if abs(got - 12) < 1e-6:
-        raise CheckFailed(f"{what}: that is a count; divide by the number of sentences")
-    hints = {
-        4 / 20: "you read the prediction at the last word; read it at 'it' (sentence.it)",
-        8 / 20: f"you read the entity readout; the pronoun is readout {RELATIONS.index('pronoun')} "
-        f"(RELATIONS = {RELATIONS})",
-    }
-    for wrong, hint in hints.items():
-        if abs(got - wrong) < 1e-6:
-            raise CheckFailed(f"{what}: {hint}")
-    if abs(got - 12 / 20) > 1e-6:
-        raise CheckFailed(f"{what}: got {got:.3f}, expected {12 / 20:.3f}")
+    diagnose(
+        got,
+        12 / 20,
+        [
+            (12, "that is a count; divide by the number of sentences"),
+            (4 / 20, "you read the prediction at the last word; read it at 'it' (sentence.it)"),
+            (
+                8 / 20,
+                f"you read the entity readout; the pronoun is readout {RELATIONS.index('pronoun')} "
+                f"(RELATIONS = {RELATIONS})",
+            ),
+        ],
+        what,
+    )
     return 1
