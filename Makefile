@@ -12,7 +12,7 @@ KERNEL := mha-course
 # JupyterLab refuses to run as root unless told; only then do we tell it.
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
-NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p tests.notebook_budget
 
 .PHONY: setup lab test lint unit notebooks exercises clean
 

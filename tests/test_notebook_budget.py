@@ -1,0 +1,18 @@
+"""The notebook time budget is enforced: a slow notebook or a slow course is reported as over budget."""
+
+from notebook_budget import over_budget
+
+
+def test_within_budget():
+    assert over_budget({"notebooks/01.ipynb": 10.0, "solutions/01.ipynb": 5.0}) == []
+
+
+def test_a_slow_notebook_is_over_budget():
+    problems = over_budget({"notebooks/02.ipynb": 95.0})
+    assert problems == ["notebooks/02.ipynb took 95 s, more than 90 s"]
+    assert over_budget({"notebooks/02.ipynb": 95.0}, scale=2) == []
+
+
+def test_a_slow_course_is_over_budget():
+    problems = over_budget({f"notebooks/{i:02d}.ipynb": 80.0 for i in range(5)})
+    assert problems == ["the course took 400 s in all, more than 360 s"]
