@@ -18,6 +18,7 @@ import datetime
 import functools
 import os
 import platform
+import re
 import shlex
 import sys
 import warnings
@@ -33,6 +34,12 @@ from .timing import matmul_rate, time_interleaved
 
 MODES = ("forward", "forward+backward")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# The one command that records the GPU results lesson 06 shows, from the repository's root, on any NVIDIA GPU.
+GPU_COMMAND = (
+    "python -m mha.bench --device cuda --suite gpu "
+    "--json notebooks/results/06_gpu_{device}.json --csv notebooks/results/06_gpu_{device}.csv"
+)
+CPU_COMMAND = "python -m mha.bench --suite cpu --json notebooks/results/06_cpu.json --csv notebooks/results/06_cpu.csv"
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,16 @@ def estimated_bytes(impl: Implementation, shape: Shape, dtype: torch.dtype, mode
 
 
 def prepare(device="cpu", dtype=torch.float32, threads=1, tf32=False, compile=True, progress=True) -> Settings:
-    """Settle the device, dtype, threads and TF32, and find the device's peak: what every record repeats."""
+    """Settle the device, dtype, threads and TF32, and find the device's peak: what every record repeats.
+
+    Args:
+        device: "cpu" or "cuda".
+        dtype: torch.float32 or torch.bfloat16.
+        threads: threads torch uses while checking and timing.
+        tf32: let float32 matrix products use TF32 tensor cores (CUDA only; recorded in every record).
+        compile: include torch.compile (it takes seconds to compile each shape).
+        progress: show a progress bar.
+    """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
@@ -247,17 +263,44 @@ def run_shape(settings: Settings, suite: Suite, experiment: Experiment, shape: S
         one `Record` per implementation and mode, in the experiment's order.
     """
     p = Problem(shape, settings.device, settings.dtype)
+    outcome, ready = _check_all(settings, suite, experiment, p)
+    records = {}
+    for mode in experiment.modes:
+        fns, measured = _first_calls(settings, suite, ready, shape, mode)
+        step = (lambda name: bar.update(name != _PEAK)) if bar is not None else None
+        if bar is not None:
+            bar.set_description(f"{experiment.name}: seq {shape.seq}, heads {shape.heads}, {mode}")
+            bar.update(suite.rounds * (len(experiment.implementations) - len(fns)))
+        peak = settings.peak_flops_per_s, settings.peak_source
+        if settings.peak_matmul and fns:
+            fns[_PEAK] = functools.partial(torch.matmul, *settings.peak_matmul)
+        timings = _time_group(fns, settings, suite, step, measured)
+        if _PEAK in timings:
+            n = settings.peak_matmul[0].shape[0]
+            peak = 2 * n**3 / timings[_PEAK].median, _measured_source(n, settings.dtype, settings.threads) + " in turn"
+        for name in experiment.implementations:
+            fields = {**outcome[name], **measured.get(name, {})}
+            if name in timings:
+                t = timings[name]
+                fields.update(median_s=t.median, iqr_s=t.iqr, calls=t.calls)
+            records[name, mode] = _record(settings, experiment.name, IMPLEMENTATIONS[name], shape, mode, peak, **fields)
+        _free(settings.device)
+    return [records[name, mode] for mode in experiment.modes for name in experiment.implementations]
+
+
+def _check_all(settings, suite, experiment, p: Problem):
+    """Build and check each implementation. Returns (name -> fields of a record, name -> what timing needs)."""
     tol = tolerance(settings.dtype, settings.tf32)
-    skipped, ready = {}, {}
+    outcome, ready = {}, {}
     for name in experiment.implementations:
         impl = IMPLEMENTATIONS[name]
         reason = unavailable(impl, settings.device)
         if name == "compiled" and not settings.compile:
             reason = "torch.compile not asked for (--no-compile)"
-        if reason is None and estimated_bytes(impl, shape, settings.dtype, "forward") > settings.memory_budget:
-            reason = _too_big(impl, shape, settings, "forward")
+        if reason is None and estimated_bytes(impl, p.shape, settings.dtype, "forward") > settings.memory_budget:
+            reason = _too_big(impl, p.shape, settings, "forward")
         if reason:
-            skipped[name] = dict(status="skipped", reason=reason)
+            outcome[name] = dict(status="skipped", reason=reason)
             continue
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -266,71 +309,76 @@ def run_shape(settings: Settings, suite: Suite, experiment: Experiment, shape: S
                 gradient = name != "compiled" or (suite.compile_backward and "forward+backward" in experiment.modes)
                 error, grad_error = check(impl, call, grad_inputs, p, gradient)
         except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as e:  # a kernel refusing these inputs
-            skipped[name] = dict(status="skipped", reason=_first_line(e, caught))
+            outcome[name] = dict(status="skipped", reason=_first_line(e, caught))
             continue
         finally:
             _free(settings.device)
-        checked = dict(error=error, grad_error=grad_error)
+        outcome[name] = dict(error=error, grad_error=grad_error)
         if not (error <= tol and (grad_error is None or grad_error <= tol)):  # a NaN fails too
-            skipped[name] = dict(
-                status="disagrees", reason=f"error {error:.1e}, gradient {grad_error or 0:.1e} > {tol:g}", **checked
-            )
+            reason = f"error {error:.1e}, gradient {grad_error or 0:.1e} > {tol:g}"
+            outcome[name].update(status="disagrees", reason=reason)
             continue
-        ready[name] = (impl, call, grad_inputs, checked)
+        ready[name] = (call, grad_inputs)
+    return outcome, ready
 
-    records = {}
-    for mode in experiment.modes:
-        fns, measured = {}, {}
-        for name, (impl, call, grad_inputs, checked) in ready.items():
-            if mode != "forward" and name == "compiled" and not suite.compile_backward:
-                measured[name] = dict(status="skipped", reason="backward not compiled in this suite (slow to compile)")
-                continue
-            if estimated_bytes(impl, shape, settings.dtype, mode) > settings.memory_budget:
-                measured[name] = dict(status="skipped", reason=_too_big(impl, shape, settings, mode))
-                continue
-            if mode == "forward":
-                fn = _forward(call)
-            else:
-                with torch.no_grad():
-                    out = call()
-                grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out)
-                fn = _forward_backward(call, grad_inputs, grad_out)
-            try:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    fn()  # the first call: compiles, allocates, may fail
-                    memory, method = None, _unmeasured(name, mode, settings.device)
-                    if not method:
-                        memory, method = peak_memory(fn, settings.device)
-            except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as e:
-                measured[name] = dict(status="skipped", reason=_first_line(e, caught), **checked)
-                _free(settings.device)
-                continue
-            fns[name] = fn
-            measured[name] = dict(peak_memory_bytes=memory, memory_method=method, **checked)
-        step = (lambda name: bar.update(name != _PEAK)) if bar is not None else None
-        if bar is not None:
-            bar.set_description(f"{experiment.name}: seq {shape.seq}, heads {shape.heads}, {mode}")
-            bar.update(suite.rounds * (len(experiment.implementations) - len(fns)))
-        peak = settings.peak_flops_per_s, settings.peak_source
-        if settings.peak_matmul and fns:
-            fns[_PEAK] = functools.partial(torch.matmul, *settings.peak_matmul)
-        timings = time_interleaved(fns, settings.threads, suite.min_run_time, suite.rounds, suite.warmup, step)
-        if _PEAK in timings:
-            n = settings.peak_matmul[0].shape[0]
-            peak = 2 * n**3 / timings[_PEAK].median, _measured_source(n, settings.dtype, settings.threads) + " in turn"
-        for name in experiment.implementations:
-            impl = IMPLEMENTATIONS[name]
-            fields = dict(skipped.get(name) or measured[name])
-            if name in timings:
-                t = timings[name]
-                fields.update(median_s=t.median, iqr_s=t.iqr, calls=t.calls)
-            records[name, mode] = _record(settings, experiment.name, impl, shape, mode, peak, **fields)
-        _free(settings.device)
-    return [records[name, mode] for mode in experiment.modes for name in experiment.implementations]
+
+def _first_calls(settings, suite, ready, shape, mode):
+    """The call to time for each checked implementation, after a first call and a memory measurement.
+
+    Returns:
+        (name -> call, name -> fields of its record: memory, or why it is skipped in this mode).
+    """
+    fns, measured = {}, {}
+    for name, (call, grad_inputs) in ready.items():
+        if mode != "forward" and name == "compiled" and not suite.compile_backward:
+            measured[name] = dict(status="skipped", reason="backward not compiled in this suite (slow to compile)")
+            continue
+        if estimated_bytes(IMPLEMENTATIONS[name], shape, settings.dtype, mode) > settings.memory_budget:
+            measured[name] = dict(status="skipped", reason=_too_big(IMPLEMENTATIONS[name], shape, settings, mode))
+            continue
+        if mode == "forward":
+            fn = _forward(call)
+        else:
+            with torch.no_grad():
+                out = call()
+            grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out)
+            fn = _forward_backward(call, grad_inputs, grad_out)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                fn()  # the first call: compiles, allocates, may fail
+                memory, method = None, _unmeasured(name, mode, settings.device)
+                if not method:
+                    memory, method = peak_memory(fn, settings.device)
+        except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as e:
+            measured[name] = dict(status="skipped", reason=_first_line(e, caught))
+            _free(settings.device)
+            continue
+        fns[name] = fn
+        measured[name] = dict(peak_memory_bytes=memory, memory_method=method)
+    return fns, measured
 
 
 _PEAK = "(matrix product, for the peak)"
+
+
+def _time_group(fns, settings, suite, step, measured) -> dict:
+    """Time the group in turns; if memory runs out midway, time each alone and mark those that fail as skipped."""
+    args = settings.threads, suite.min_run_time, suite.rounds, suite.warmup, step
+    try:
+        return time_interleaved(fns, *args)
+    except torch.OutOfMemoryError:
+        _free(settings.device)
+    timings = {}
+    for name, fn in fns.items():
+        try:
+            timings.update(time_interleaved({name: fn}, *args))
+        except torch.OutOfMemoryError as e:
+            measured[name] = dict(
+                measured.get(name, {}), status="skipped", reason=f"out of memory while timing: {e}"[:300]
+            )
+        _free(settings.device)
+    return timings
 
 
 def _unmeasured(name, mode, device) -> str:
@@ -358,11 +406,17 @@ def _free(device):
 
 
 def run(suite: Suite, settings: Settings, only=None) -> list:
-    """Run the experiments of `suite` (those named in `only`, if given). Returns all records."""
-    experiments = [e for e in suite.experiments if only is None or e.name in only]
-    if only is not None and len(experiments) != len(set(only)):
-        known = [e.name for e in suite.experiments]
+    """Run the experiments of `suite`, with a progress bar over the runs. Returns all records.
+
+    Args:
+        suite: the experiments and how long to time.
+        settings: from `prepare`.
+        only: names of the experiments to run (default: all).
+    """
+    known = [e.name for e in suite.experiments]
+    if only is not None and not set(only) <= set(known):
         raise ValueError(f"suite {suite.name!r} has experiments {known}, asked for {list(only)}")
+    experiments = [e for e in suite.experiments if only is None or e.name in only]
     total = sum(len(e.shapes) * len(e.modes) * len(e.implementations) * suite.rounds for e in experiments)
     bar = None
     if settings.progress:
@@ -383,11 +437,15 @@ def run(suite: Suite, settings: Settings, only=None) -> list:
 # --------------------------------------------------------------------------------------------------------- suites
 
 _ALL = tuple(IMPLEMENTATIONS)
+_NOT_COMPILED = tuple(n for n in _ALL if n != "compiled")
 
 
-def _seq_sweep(seqs, d_model, heads, tokens=None, batch=1, causal=False):
-    """Shapes over seq; with `tokens`, batch shrinks as seq grows so that batch·seq stays the same."""
-    return tuple(Shape(max(1, tokens // s) if tokens else batch, s, d_model, heads, causal) for s in seqs)
+def _seq_sweep(seqs, d_model, heads, batch=1, causal=False):
+    return tuple(Shape(batch, s, d_model, heads, causal) for s in seqs)
+
+
+def _ratio_shapes(seqs, batch, d_model, heads):
+    return tuple(Shape(batch, s, d_model, heads, causal) for causal in (False, True) for s in seqs)
 
 
 def _heads_sweep(heads_list, batch, seq, d_model):
@@ -395,6 +453,7 @@ def _heads_sweep(heads_list, batch, seq, d_model):
 
 
 _SEQ_IMPLS = ("batched", "sdpa", "core/hand", "core/sdpa")
+_RATIO_IMPLS = _SEQ_IMPLS  # the two pairs of the figures to reach
 _HEADS_IMPLS = ("loop", "batched", "sdpa")
 _MEMORY_IMPLS = ("core/math", "core/flash", "core/efficient", "core/cudnn")
 _GPU_SEQ_IMPLS = ("batched", "sdpa", "core/hand", *(f"core/{b}" for b in BACKENDS))
@@ -417,17 +476,17 @@ def _suites():
     )
     both = MODES
     return {
-        # What lesson 06 runs live on a CPU: small enough for a minute of 2 CPU cores.
+        # What lesson 06 runs live on a CPU, within a minute on 2 cores: the cpu suite's layer on batch 2, small sweeps.
         "lesson": Suite(
             "lesson",
             (
-                Experiment("table", (Shape(2, 256, 256, 4),), tuple(n for n in table_cpu if n != "compiled"), both),
-                Experiment("seq", _seq_sweep((64, 128, 256, 512, 1024), 128, 2), _SEQ_IMPLS),
+                Experiment("table", (Shape(2, 256, 512, 8),), tuple(n for n in table_cpu if n != "compiled"), both),
+                Experiment("seq", _seq_sweep((64, 128, 256, 512, 1024), 512, 8), _SEQ_IMPLS),
                 Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32), 2, 64, 128), _HEADS_IMPLS),
                 Experiment("memory", _seq_sweep((128, 256, 512, 1024, 2048), 64, 1), _MEMORY_IMPLS[:3]),
             ),
-            min_run_time=0.06,
-            rounds=2,
+            min_run_time=0.2,
+            rounds=4,
             warmup=1,
         ),
         # The recorded CPU results: one thread, a layer of the size of a small BERT (d_model 512, 8 heads).
@@ -438,23 +497,25 @@ def _suites():
                 Experiment("seq", _seq_sweep((128, 256, 512, 1024, 2048), 256, 4), _SEQ_IMPLS),
                 Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 2, 128, 256), _HEADS_IMPLS),
                 Experiment("memory", _seq_sweep((256, 512, 1024, 2048, 4096), 64, 1), _MEMORY_IMPLS[:3]),
+                # The table's layer over seq, causal and not: where each figure to reach holds.
+                Experiment("ratios", _ratio_shapes((128, 256, 512, 1024), 2, 512, 8), _RATIO_IMPLS),
             ),
+            min_run_time=0.8,  # seconds and turns enough for a median that a busy machine moves little
+            rounds=6,
         ),
-        # The GPU recording: bfloat16, 16k tokens per batch, d_head 64 and 128, seq up to 16k.
+        # The GPU recording: bfloat16, d_head 64 and 128, seq up to 16k (the hand-written cores skip what would
+        # not fit in memory, saying so).
         "gpu": Suite(
             "gpu",
             (
-                Experiment(
-                    "table",
-                    (Shape(4, 4096, 2048, 16), Shape(4, 4096, 2048, 16, causal=True)),
-                    _ALL,
-                    both,
-                ),
+                Experiment("table", (Shape(4, 4096, 2048, 16),), _ALL, both),
+                # compiling takes a minute or more per shape: once is enough
+                Experiment("table", (Shape(4, 4096, 2048, 16, causal=True),), _NOT_COMPILED, both),
                 Experiment(
                     "seq",
-                    _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 32, tokens=16384)
-                    + _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 16, tokens=16384)
-                    + _seq_sweep((4096, 16384), 2048, 16, tokens=16384, causal=True),
+                    _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 32, batch=2)
+                    + _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 16, batch=2)
+                    + _seq_sweep((4096, 16384), 2048, 16, batch=2, causal=True),
                     _GPU_SEQ_IMPLS,
                     both,
                 ),
@@ -478,9 +539,10 @@ def _quick_suites():
             name,
             (
                 Experiment("table", small, table, MODES),
-                Experiment("seq", _seq_sweep((16, 32, 64), d_model, heads, tokens=64), _GPU_SEQ_IMPLS),
+                Experiment("seq", _seq_sweep((16, 32, 64), d_model, heads, batch=2), _GPU_SEQ_IMPLS),
                 Experiment("heads", _heads_sweep((1, 4, 16), 1, 16, 64), _HEADS_IMPLS),
                 Experiment("memory", _seq_sweep((32, 64, 128), d_model, heads), _MEMORY_IMPLS),
+                Experiment("ratios", _ratio_shapes((16, 32), 2, 64, 4), _RATIO_IMPLS),
             ),
             dtype=dtype,
             min_run_time=0.01,
@@ -552,9 +614,14 @@ def _parser():
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print what would run, and the memory guard's decisions, without running anything",
+        help="print what would run and what the memory guard skips, running nothing (works for cuda without a GPU)",
     )
     parser.add_argument("--threads", type=int, help="threads torch uses (default: 1 on a CPU, all on CUDA)")
+    parser.add_argument(
+        "--memory-budget",
+        type=float,
+        help="GiB an implementation may plan to use (default: 60%% of a GPU, 25%% of RAM)",
+    )
     parser.add_argument("--tf32", action="store_true", help="let float32 matrix products use TF32 on CUDA")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -572,8 +639,12 @@ def _parser():
     )
     parser.add_argument("--min-run-time", type=float, help="seconds of timing per implementation and shape")
     parser.add_argument("--rounds", type=int, help="rounds of interleaved timing")
-    parser.add_argument("--json", help="write the records, with device, torch version, date and command, here")
-    parser.add_argument("--csv", help="write the records as CSV here")
+    parser.add_argument(
+        "--json",
+        help="write the records, with device, torch version, date and command, here; {device} in the path "
+        "becomes the device's name, e.g. nvidia-h100-80gb-hbm3",
+    )
+    parser.add_argument("--csv", help="write the records as CSV here ({device} as for --json)")
     return parser
 
 
@@ -607,7 +678,17 @@ def plan(suite_: Suite, settings: Settings, only=None) -> list:
     return lines
 
 
+def _planning(device, dtype, threads, budget) -> Settings:
+    """Settings enough to plan a run: on a machine without the GPU, plan as for an 80 GB one."""
+    device = torch.device(device)
+    here = device.type == "cpu" or torch.cuda.is_available()
+    budget = budget or (memory_budget(device) if here else int(0.6 * 80e9))
+    print(f"plan for {device.type}, {dtype_name(dtype)}, memory budget {budget / 2**30:.1f} GiB (nothing is run)")
+    return Settings(device, dtype, threads, False, "", 0.0, "", budget)
+
+
 def main(argv=None) -> int:
+    """The command: run a suite, print its tables and figures, write JSON and CSV. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     command = "python -m mha.bench " + shlex.join(argv)
@@ -622,25 +703,30 @@ def main(argv=None) -> int:
     dtype = DTYPES[args.dtype] if args.dtype else chosen.dtype
     threads = args.threads or (1 if args.device == "cpu" else torch.get_num_threads())
     only = args.only.split(",") if args.only else None
+    budget = int(args.memory_budget * 2**30) if args.memory_budget else None
+    if args.dry_run:
+        print("\n".join(plan(chosen, _planning(args.device, dtype, threads, budget), only)))
+        return 0
     settings = prepare(args.device, dtype, threads, args.tf32, not args.no_compile, not args.no_progress)
+    settings.memory_budget = budget or settings.memory_budget
     meta = metadata(settings, command, chosen.name, args.quick)
     for key in ("device", "torch", "date", "command", "dtype", "threads", "tf32"):
         print(f"{key}: {meta[key]}")
-    if args.dry_run:
-        print("\n".join(plan(chosen, settings, only)))
-        return 0
     records = run(chosen, settings, only)
     found = figures(records)
     print(format_table(records))
     print(format_figures(found))
     for note in notes(records):
         print(note)
+    slug = re.sub(r"[^a-z0-9]+", "-", settings.device_name.lower()).strip("-")
     if args.json:
-        write_json(args.json, meta, records, found)
-        print(f"wrote {args.json}")
+        path = args.json.format(device=slug)
+        write_json(path, meta, records, found)
+        print(f"wrote {path}")
     if args.csv:
-        write_csv(args.csv, meta, records)
-        print(f"wrote {args.csv}")
+        path = args.csv.format(device=slug)
+        write_csv(path, meta, records)
+        print(f"wrote {path}")
     return 0
 
 

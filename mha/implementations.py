@@ -105,6 +105,7 @@ class Problem:
 
     def __init__(self, shape: Shape, device, dtype, attn_mask=None, key_padding_mask=None, seed: int = 0):
         self.shape, self.device, self.dtype = shape, torch.device(device), dtype
+        attn_mask, key_padding_mask = (None if m is None else m.to(self.device) for m in (attn_mask, key_padding_mask))
         self.causal, self.attn_mask, self.key_padding_mask = shape.causal, attn_mask, key_padding_mask
         gen = torch.Generator().manual_seed(seed)
         d_model = shape.d_model

@@ -10,6 +10,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,6 +20,7 @@ from torch.utils.benchmark import Timer
 from .masks import causal_mask
 from .multihead import MultiHeadAttention, MultiHeadAttentionSDPA
 from .results import fmt_ratio, fmt_time
+from .timing import time_interleaved
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,20 @@ class Mistake:
     ratio: bool = False
 
 
-def _median(fn, threads: int, min_run_time: float) -> float:
-    fn()  # warm-up
-    return Timer("fn()", globals={"fn": fn}, num_threads=threads).blocked_autorange(min_run_time=min_run_time).median
+def _in_turns(a, b, threads_a: int, threads_b: int, min_run_time: float, rounds: int = 4) -> tuple[float, float]:
+    """Median seconds of calls `a` and `b`, timed in turns with `Timer` (each with its own thread count)."""
+    a(), b()  # warm-up
+    times = ([], [])
+    for _ in range(rounds):
+        for fn, threads, out in ((a, threads_a, times[0]), (b, threads_b, times[1])):
+            timer = Timer("fn()", globals={"fn": fn}, num_threads=threads)
+            out.extend(timer.blocked_autorange(min_run_time=min_run_time / rounds).times)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
+def _medians(fns: dict, threads: int, min_run_time: float) -> dict:
+    """name -> median seconds, all timed in turns (`mha.timing.time_interleaved`)."""
+    return {name: t.median for name, t in time_interleaved(fns, threads, min_run_time, rounds=4).items()}
 
 
 def _synchronize(device):
@@ -60,7 +73,7 @@ def first_call(device="cpu", threads: int = 1, min_run_time: float = 0.2, seq: i
         layer(x)
         _synchronize(device)
         first = time.perf_counter() - start
-        warm = _median(lambda: layer(x), threads, min_run_time)
+        warm = _medians({"warm": lambda: layer(x)}, threads, min_run_time)["warm"]
     return Mistake(
         "timing the first call",
         "first call",
@@ -78,9 +91,7 @@ def default_threads(device="cpu", min_run_time: float = 0.2) -> Mistake:
     x = torch.randn(4, 256, 256, device=device)
     n = torch.get_num_threads()
     with torch.no_grad():
-        layer(x)
-        one = Timer("layer(x)", globals={"layer": layer, "x": x}).blocked_autorange(min_run_time=min_run_time).median
-        many = _median(lambda: layer(x), n, min_run_time)
+        one, many = _in_turns(lambda: layer(x), lambda: layer(x), 1, n, min_run_time)  # Timer's default: 1
     return Mistake(
         "Timer's default of one thread",
         "Timer(...) as it comes: 1 thread",
@@ -99,16 +110,17 @@ def float32_vs_bfloat16(device="cpu", threads: int = 1, min_run_time: float = 0.
     batched.load_state_dict(fused.state_dict())
     x = torch.randn(4, 256, 256, device=device)
     with torch.no_grad():
-        fused_f32 = _median(lambda: fused(x), threads, min_run_time)
-        batched_f32 = _median(lambda: batched(x), threads, min_run_time)
-        batched16, x16 = batched.to(torch.bfloat16), x.to(torch.bfloat16)
-        batched_b16 = _median(lambda: batched16(x16), threads, min_run_time)
+        batched16 = MultiHeadAttention(256, 4).to(device, torch.bfloat16).eval()
+        batched16.load_state_dict(fused.state_dict())
+        x16 = x.to(torch.bfloat16)
+        fns = {"sdpa": lambda: fused(x), "batched": lambda: batched(x), "batched16": lambda: batched16(x16)}
+        t = _medians(fns, threads, min_run_time)
     return Mistake(
         "comparing float32 with bfloat16",
         "batched in bfloat16 / sdpa in float32",
-        batched_b16 / fused_f32,
+        t["batched16"] / t["sdpa"],
         "batched in float32 / sdpa in float32",
-        batched_f32 / fused_f32,
+        t["batched"] / t["sdpa"],
         "a dtype changes the work, the memory moved and the hardware's peak: compare implementations in one dtype, "
         "and say which",
         ratio=True,
@@ -120,14 +132,15 @@ def need_weights(device="cpu", threads: int = 1, min_run_time: float = 0.2, seq:
     torch.manual_seed(0)
     layer = nn.MultiheadAttention(128, 8, batch_first=True, device=device)
     x = torch.randn(1, seq, 128, device=device)
-    default = _median(lambda: layer(x, x, x), threads, min_run_time)
-    lean = _median(lambda: layer(x, x, x, need_weights=False), threads, min_run_time)
+    t = _medians(
+        {"default": lambda: layer(x, x, x), "lean": lambda: layer(x, x, x, need_weights=False)}, threads, min_run_time
+    )
     return Mistake(
         "need_weights=True, the default",
         "layer(x, x, x): need_weights=True",
-        default,
+        t["default"],
         "layer(x, x, x, need_weights=False)",
-        lean,
+        t["lean"],
         "to return the weights, nn.MultiheadAttention must build them, so it cannot use the fused kernel",
     )
 
@@ -138,14 +151,17 @@ def mask_instead_of_causal(device="cpu", threads: int = 1, min_run_time: float =
     q, k, v = (torch.randn(2, 4, seq, 64, device=device) for _ in range(3))
     mask = causal_mask(seq, device=device)
     with torch.no_grad():
-        as_tensor = _median(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask), threads, min_run_time)
-        as_flag = _median(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True), threads, min_run_time)
+        fns = {
+            "tensor": lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask),
+            "flag": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        }
+        t = _medians(fns, threads, min_run_time)
     return Mistake(
         "a mask where is_causal would do",
         "attn_mask=causal_mask(seq)",
-        as_tensor,
+        t["tensor"],
         "is_causal=True",
-        as_flag,
+        t["flag"],
         "a kernel told is_causal skips the blocks above the diagonal; given a mask tensor it must read every "
         "block (and on a GPU, flash refuses the mask altogether)",
     )
@@ -166,7 +182,7 @@ def no_synchronisation(device="cuda", threads: int = 1, min_run_time: float = 0.
         start = time.perf_counter()
         F.scaled_dot_product_attention(q, k, v)
         unsynchronised = time.perf_counter() - start  # the kernel is still running
-        right = _median(lambda: F.scaled_dot_product_attention(q, k, v), threads, min_run_time)
+        right = _medians({"timer": lambda: F.scaled_dot_product_attention(q, k, v)}, threads, min_run_time)["timer"]
     return Mistake(name, "clock without synchronising", unsynchronised, "Timer", right, moral)
 
 
@@ -209,6 +225,7 @@ def run_all(device="cpu", threads: int = 1, min_run_time: float = 0.2) -> list:
 
 
 def main(argv=None) -> int:
+    """The command: run every mistake on one device and print them. Returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m mha.mistakes", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=1)

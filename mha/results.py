@@ -121,6 +121,7 @@ def notes(records) -> list:
         fused = group.get("sdpa")
         if best.implementation == "sdpa" or fused is None:
             continue
+        close = best.median_s + best.iqr_s >= fused.median_s - fused.iqr_s
         if best.implementation == "compiled":
             why = (
                 "the compiler fused the causal mask and the softmax into one loop between two matrix products"
@@ -128,7 +129,8 @@ def notes(records) -> list:
                 else "the compiler recognised softmax(Q Kᵀ / √d_head) V and called SDPA's own kernel (on a CPU, "
                 "flash), then fused what surrounds it"
             )
-        elif best.median_s + best.iqr_s >= fused.median_s - fused.iqr_s:
+            why += "; the two differ by less than their spread (IQR)" if close else ""
+        elif close:
             core = best.seq / (best.seq + 2 * best.d_model)  # core FLOPs / all FLOPs, not causal
             why = (
                 f"the two differ by less than their spread (IQR); at this size the attention core is only "
@@ -179,6 +181,7 @@ def fmt_flops(flops: int) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
+    """Bytes in MiB, e.g. "    12.0 MiB"; a dash when not measured."""
     if n is None:
         return "         -"
     return f"{n / 2**20:8.1f} MiB"
@@ -186,6 +189,10 @@ def fmt_bytes(n: int | None) -> str:
 
 def format_table(records, memory: bool = True) -> str:
     """One table per (experiment, shape, mode): every implementation, its time, rate, share of peak and memory.
+
+    Args:
+        records: `Record`s, in the order to print them.
+        memory: add the peak memory column.
 
     Measured numbers are printed in fixed formats (`fmt_time`, `fmt_rate`, `fmt_share`), which the notebook checks
     mask: the rest of the table (names, FLOP counts, skips) must come out the same on every machine.
@@ -225,6 +232,7 @@ def format_figures(found, verdict: bool = True) -> str:
 
 
 def write_json(path, meta: dict, records, found=()) -> None:
+    """Write {"meta": ..., "records": [...], "figures": [...]} to `path`, creating its folder."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         payload = {

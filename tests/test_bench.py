@@ -13,7 +13,7 @@ import torch
 from nbval.plugin import get_sanitize_patterns
 from torch.utils.flop_counter import FlopCounterMode
 
-from mha import MultiHeadAttention, causal_mask, padding_mask
+from mha import MultiHeadAttention, padding_mask
 from mha.attention import attention
 from mha.bench import MODES, Experiment, Settings, main, plan, prepare, run, run_shape, suite
 from mha.flops import attention_flops, core_flops, known_peak, projection_flops
@@ -136,13 +136,16 @@ def test_compiled_agrees_forward_and_backward():
     assert error <= 1e-5 and grad_error <= 1e-5
 
 
-def test_reference_on_sampled_rows_equals_the_full_computation():
+@pytest.mark.parametrize("kind", ["padding", "3d"])
+def test_reference_on_sampled_rows_equals_the_full_computation(kind):
     shape = Shape(2, 100, 32, 4, causal=True)
-    p = Problem(shape, "cpu", torch.float32, None, padding_mask([100, 70]))
+    attn_mask, kpm = _masks(shape, kind)
+    p = Problem(shape, "cpu", torch.float32, attn_mask, kpm)
     rows = sample_rows(shape.seq)
     assert 0 in rows and shape.seq - 1 in rows and len(rows) < shape.seq
     sampled, _ = reference(p, "layer", rows)
-    full = p.module.double()(p.x.detach().double(), key_padding_mask=p.key_padding_mask, causal=True)[0]
+    x = p.x.detach().double()
+    full = p.module.double()(x, key_padding_mask=kpm, attn_mask=attn_mask, causal=True)[0]
     torch.testing.assert_close(sampled, full[:, rows].detach(), atol=1e-12, rtol=0)
 
 
@@ -326,7 +329,7 @@ def test_the_quick_command_runs_everything_in_under_a_minute(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert time.monotonic() - start < 60
     meta, records = _check_records_file(out, "--quick")
-    assert {r["experiment"] for r in records} == {"table", "seq", "heads", "memory"}
+    assert {r["experiment"] for r in records} == {"table", "seq", "heads", "memory", "ratios"}
     compiled = [r for r in records if r["implementation"] == "compiled"]
     assert [r["status"] for r in compiled] == ["timed", "skipped"]  # backward compile left out of --quick, saying so
     assert table.read_text().count("\n") == len(records) + 1
@@ -349,7 +352,7 @@ def test_gpu_plan_skips_what_would_not_fit_and_nothing_else():
     h100 = Settings(torch.device("cuda"), torch.bfloat16, 1, False, "NVIDIA H100 80GB HBM3", 989.5e12, "", int(48e9))
     lines = plan(suite("gpu"), h100)
     assert len(lines) == sum(len(e.shapes) * len(e.modes) for e in suite("gpu").experiments)
-    longest = [line for line in lines if line.startswith("seq: batch 1 · seq 16384 · d_model 2048 · heads 32")]
+    longest = [line for line in lines if line.startswith("seq: batch 2 · seq 16384 · d_model 2048 · heads 32")]
     assert longest and all("core/hand (its (batch, heads, q_pos, k_pos) weights would need" in x for x in longest)
     assert all("core/flash (" not in line and "only on CUDA" not in line for line in lines)
     assert any(line.startswith("memory: batch 1 · seq 32768") and "core/math (" in line for line in lines)
@@ -380,7 +383,8 @@ def test_figures_to_reach_are_judged_on_the_table():
         return Record(**fields)
 
     found = figures([record("batched", 1.3), record("sdpa", 1.0), record("core/hand", 3.0), record("core/sdpa", 1.0)])
-    assert [(f.name, f.reached) for f in found] == [("batched / sdpa time", False), ("core/hand / core/sdpa time", True)]
+    expected = [("batched / sdpa time", False), ("core/hand / core/sdpa time", True)]
+    assert [(f.name, f.reached) for f in found] == expected
     gpu = dict(device="NVIDIA H100 80GB HBM3", dtype="bfloat16", d_head=128, heads=16, d_model=2048, seq=4096)
     found = figures([record("core/flash", 1.0, share_of_peak=0.45, **gpu)])
     assert [(f.name, f.reached) for f in found] == [("core/flash share of peak", True)]
@@ -427,3 +431,22 @@ def test_run_restores_torch_threads():
     tiny = suite("cpu", quick=True)
     records = run(type(tiny)("t", (experiment,), min_run_time=0.005, rounds=1, warmup=0), _settings())
     assert records[0].threads == 1 and torch.get_num_threads() == 2
+
+
+def test_the_recording_commands_parse():
+    from mha.bench import CPU_COMMAND, GPU_COMMAND, _parser
+
+    for command in (CPU_COMMAND, GPU_COMMAND):
+        words = command.split()
+        assert words[:3] == ["python", "-m", "mha.bench"]
+        args = _parser().parse_args(words[3:])
+        assert args.json.startswith("notebooks/results/06_") and args.csv.endswith(".csv")
+    assert _parser().parse_args(GPU_COMMAND.split()[3:]).device == "cuda"
+
+
+def test_dry_run_plans_the_gpu_suite_without_a_gpu(capsys):
+    assert main(["--device", "cuda", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "plan for cuda, bfloat16" in out and "nothing is run" in out
+    assert "table: batch 4 · seq 4096 · d_model 2048 · heads 16 · d_head 128 · not causal, forward: 17 to run" in out
+    assert "memory: batch 1 · seq 32768" in out and "core/math (its (batch, heads, q_pos, k_pos) weights" in out
