@@ -609,7 +609,9 @@ def _parser():
         "--dtype", choices=list(DTYPES), help="default: the suite's (cpu, lesson: float32; gpu: bfloat16)"
     )
     parser.add_argument("--suite", choices=["lesson", "cpu", "gpu"], help="default: cpu on a CPU, gpu on CUDA")
-    parser.add_argument("--only", help="comma-separated experiments of the suite: table, seq, heads, memory")
+    parser.add_argument(
+        "--only", help="comma-separated experiments of the suite: table, seq, heads, memory (cpu: also ratios)"
+    )
     parser.add_argument("--quick", action="store_true", help="the suite's experiments at tiny sizes (seconds)")
     parser.add_argument(
         "--dry-run",
