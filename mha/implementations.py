@@ -1,0 +1,350 @@
+"""Every way the course computes multi-head attention, and the check that they all agree.
+
+Implementations compute the same function. "layer" ones take x (batch, seq, d_model) and include the four
+projections; "core" ones take q, k, v (batch, heads, seq, d_head) and do the attention alone.
+
+    loop                 layer  MultiHeadAttentionLoop: one head after another
+    batched              layer  MultiHeadAttention: one fused Q, K, V projection, all heads in one batched product
+    einsum               layer  MultiHeadAttentionEinsum
+    sdpa                 layer  MultiHeadAttentionSDPA, PyTorch choosing the kernel
+    sdpa/<backend>       layer  the same, pinned to one backend (math, flash, efficient, cudnn) with `sdpa_kernel`
+    nn.MHA               layer  torch.nn.MultiheadAttention, need_weights=True (its default)
+    nn.MHA/no-weights    layer  the same with need_weights=False
+    compiled             layer  torch.compile(MultiHeadAttention)
+    core/hand            core   mha.attention: matmul, softmax, matmul
+    core/sdpa            core   mha.sdpa (F.scaled_dot_product_attention), PyTorch choosing the kernel
+    core/<backend>       core   the same, pinned
+
+`check` compares one with a float64 reference computed from the same weights, on a sample of query rows (so that
+it fits in memory at any seq): its output, and the gradient of a loss on those rows.
+"""
+
+import contextlib
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from ._validate import head_size
+from .attention import attention, sdpa
+from .flops import dtype_name
+from .heads import merge_heads, split_heads
+from .masks import causal_mask, combine_masks
+from .multihead import MultiHeadAttention, MultiHeadAttentionEinsum, MultiHeadAttentionLoop, MultiHeadAttentionSDPA
+
+# Largest |output - reference| / largest |reference| accepted. float32: the figure asked for. bfloat16 keeps
+# 8 bits of mantissa (a relative step of 2⁻⁸ ≈ 0.004), and attention rounds q, k, v, the weights and the output
+# to it: a few steps of error are expected, a wrong implementation is off by far more (tests/test_bench.py).
+TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
+TF32_TOLERANCE = 1e-2  # TF32 matrix products keep 10 bits of mantissa
+BACKENDS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+CUDA_ONLY_BACKENDS = ("efficient", "cudnn")  # PyTorch has CPU kernels for math and flash only
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The sizes of one self-attention problem.
+
+    Args:
+        batch, seq, d_model, heads: sizes; heads must divide d_model.
+        causal: every query attends to itself and the keys before it only.
+
+    Shape:
+        x (batch, seq, d_model); q, k, v (batch, heads, seq, d_head).
+    """
+
+    batch: int
+    seq: int
+    d_model: int
+    heads: int
+    causal: bool = False
+
+    def __post_init__(self):
+        head_size(self.d_model, self.heads)
+        if self.batch < 1 or self.seq < 1:
+            raise ValueError(f"batch and seq must be at least 1, got batch={self.batch}, seq={self.seq}")
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.heads
+
+    def __str__(self):
+        mask = "causal" if self.causal else "not causal"
+        return (
+            f"batch {self.batch} · seq {self.seq} · d_model {self.d_model} · heads {self.heads} · "
+            f"d_head {self.d_head} · {mask}"
+        )
+
+
+class Problem:
+    """One problem that every implementation solves: the weights, the input, q, k, v and the masks.
+
+    Weights are drawn so that scores have unit variance (std 1/sqrt(d_model) for W_Q, W_K, W_V), as in a freshly
+    initialised model with normalised inputs; nn.Linear's default is smaller and would leave attention almost
+    uniform, too easy to get right by accident. Biases are non-zero so that a dropped bias shows.
+
+    Args:
+        shape: the sizes.
+        device, dtype: where and in what precision everything runs.
+        attn_mask, key_padding_mask: optional masks in the course convention (True = may attend), as
+            `MultiHeadAttention.forward` takes them.
+        seed: seeds the weights and the input.
+
+    Shape:
+        x (batch, seq, d_model); q, k, v (batch, heads, seq, d_head); mask None or broadcastable to
+        (batch, heads, q_pos, k_pos).
+    """
+
+    def __init__(self, shape: Shape, device, dtype, attn_mask=None, key_padding_mask=None, seed: int = 0):
+        self.shape, self.device, self.dtype = shape, torch.device(device), dtype
+        attn_mask, key_padding_mask = (None if m is None else m.to(self.device) for m in (attn_mask, key_padding_mask))
+        self.causal, self.attn_mask, self.key_padding_mask = shape.causal, attn_mask, key_padding_mask
+        gen = torch.Generator().manual_seed(seed)
+        d_model = shape.d_model
+        module = MultiHeadAttention(d_model, shape.heads)
+        with torch.no_grad():
+            module.in_proj.weight.copy_(torch.randn(3 * d_model, d_model, generator=gen) / math.sqrt(d_model))
+            module.out_proj.weight.copy_(torch.randn(d_model, d_model, generator=gen) / math.sqrt(d_model))
+            module.in_proj.bias.copy_(0.1 * torch.randn(3 * d_model, generator=gen))
+            module.out_proj.bias.copy_(0.1 * torch.randn(d_model, generator=gen))
+        self.module = module.to(self.device, dtype).eval()
+        x = torch.randn(shape.batch, shape.seq, d_model, generator=gen)  # (batch, seq, d_model)
+        self.x = x.to(self.device, dtype).requires_grad_()
+        with torch.no_grad():
+            qkv = self.module.project(self.x, self.x, self.x)  # 3 x (batch, seq, d_model)
+        # (batch, heads, seq, d_head) each, own memory, leaves of the autograd graph for the core's backward
+        self.q, self.k, self.v = (split_heads(t, shape.heads).contiguous().requires_grad_() for t in qkv)
+        self.mask = combine_masks(shape.batch, shape.heads, shape.seq, shape.seq, attn_mask, key_padding_mask)
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """One way of computing attention, as the benchmark builds and runs it.
+
+    Args:
+        name: how tables and the command line call it.
+        scope: "layer" (projections and core, on x) or "core" (attention alone, on q, k, v).
+        build: Problem -> (call with no arguments returning the output, tensors to differentiate for backward).
+        materialises: builds the (batch, heads, q_pos, k_pos) weights, so its memory grows as seq².
+        backend: the SDPA backend it is pinned to, if any.
+    """
+
+    name: str
+    scope: str
+    build: object
+    materialises: bool = True
+    backend: str | None = None
+
+
+def _pinned(backend):
+    return sdpa_kernel([BACKENDS[backend]]) if backend else contextlib.nullcontext()
+
+
+def _copy(cls, module: MultiHeadAttention) -> MultiHeadAttention:
+    if cls is MultiHeadAttentionLoop:
+        return MultiHeadAttentionLoop.from_batched(module).eval()
+    twin = cls(module.d_model, module.heads).to(module.in_proj.weight).eval()
+    twin.load_state_dict(module.state_dict())
+    return twin
+
+
+def _layer(cls, backend=None):
+    def build(p: Problem):
+        module = _copy(cls, p.module)
+
+        def call():
+            with _pinned(backend):
+                return module(p.x, key_padding_mask=p.key_padding_mask, attn_mask=p.attn_mask, causal=p.causal)[0]
+
+        return call, [p.x, *module.parameters()]
+
+    return build
+
+
+def _to_torch(module: MultiHeadAttention) -> nn.MultiheadAttention:
+    """nn.MultiheadAttention with the same weights (the reverse of `MultiHeadAttention.from_torch`)."""
+    weight = module.in_proj.weight
+    twin = nn.MultiheadAttention(module.d_model, module.heads, batch_first=True, device=weight.device)
+    twin = twin.to(weight.dtype).eval()
+    with torch.no_grad():
+        twin.in_proj_weight.copy_(weight)
+        twin.in_proj_bias.copy_(module.in_proj.bias)
+        twin.out_proj.weight.copy_(module.out_proj.weight)
+        twin.out_proj.bias.copy_(module.out_proj.bias)
+    return twin
+
+
+def _torch_masks(p: Problem):
+    """Our masks (True = may attend) -> nn.MultiheadAttention's attn_mask, key_padding_mask, is_causal."""
+    batch, seq, heads = p.shape.batch, p.shape.seq, p.shape.heads
+    kpm = None if p.key_padding_mask is None else ~p.key_padding_mask  # torch: True = padding
+    mask = combine_masks(batch, heads, seq, seq, p.attn_mask)  # None or (batch|1, heads|1, q_pos, k_pos)
+    if p.causal and mask is None:
+        return ~causal_mask(seq, device=p.device), kpm, True  # is_causal is only a hint: the mask is required
+    if p.causal:
+        mask = mask & causal_mask(seq, device=p.device)
+    if mask is None:
+        return None, kpm, False
+    if mask.shape[:2] == (1, 1):
+        return ~mask[0, 0], kpm, False  # (q_pos, k_pos)
+    return ~mask.expand(batch, heads, seq, seq).reshape(batch * heads, seq, seq), kpm, False  # torch's layout
+
+
+def _torch_layer(need_weights: bool):
+    def build(p: Problem):
+        module = _to_torch(p.module)
+        attn_mask, kpm, is_causal = _torch_masks(p)
+
+        def call():
+            return module(
+                p.x,
+                p.x,
+                p.x,
+                key_padding_mask=kpm,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                is_causal=is_causal,
+            )[0]
+
+        return call, [p.x, *module.parameters()]
+
+    return build
+
+
+def _compiled(p: Problem):
+    torch._dynamo.reset()  # a fresh start for each problem: no recompilation limit reached over a sweep
+    module = torch.compile(_copy(MultiHeadAttention, p.module))
+
+    def call():
+        return module(p.x, key_padding_mask=p.key_padding_mask, attn_mask=p.attn_mask, causal=p.causal)[0]
+
+    return call, [p.x, *module.parameters()]
+
+
+def _core(hand_written: bool, backend=None):
+    def build(p: Problem):
+        def call():
+            if hand_written:
+                return attention(p.q, p.k, p.v, p.mask, p.causal)[0]
+            with _pinned(backend):
+                return sdpa(p.q, p.k, p.v, p.mask, p.causal)
+
+        return call, [p.q, p.k, p.v]
+
+    return build
+
+
+IMPLEMENTATIONS = {
+    impl.name: impl
+    for impl in (
+        Implementation("loop", "layer", _layer(MultiHeadAttentionLoop)),
+        Implementation("batched", "layer", _layer(MultiHeadAttention)),
+        Implementation("einsum", "layer", _layer(MultiHeadAttentionEinsum)),
+        Implementation("sdpa", "layer", _layer(MultiHeadAttentionSDPA), materialises=False),
+        *(Implementation(f"sdpa/{b}", "layer", _layer(MultiHeadAttentionSDPA, b), b == "math", b) for b in BACKENDS),
+        Implementation("nn.MHA", "layer", _torch_layer(need_weights=True)),
+        Implementation("nn.MHA/no-weights", "layer", _torch_layer(need_weights=False), materialises=False),
+        Implementation("compiled", "layer", _compiled),
+        Implementation("core/hand", "core", _core(hand_written=True)),
+        Implementation("core/sdpa", "core", _core(hand_written=False), materialises=False),
+        *(Implementation(f"core/{b}", "core", _core(False, b), b == "math", b) for b in BACKENDS),
+    )
+}
+
+
+def unavailable(impl: Implementation, device) -> str | None:
+    """Why `impl` cannot run on this device at all, or None. (Some refuse only some inputs: found when run.)"""
+    device = torch.device(device)
+    if impl.backend in CUDA_ONLY_BACKENDS and device.type != "cuda":
+        return f"the {impl.backend} backend of scaled_dot_product_attention exists only on CUDA"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------- checking
+
+
+def sample_rows(seq: int, n: int = 48) -> torch.Tensor:
+    """Query positions the check looks at: all of them up to n, else n spread from the first to the last."""
+    return torch.linspace(0, seq - 1, min(seq, n)).round().long().unique()
+
+
+def reference(p: Problem, scope: str, rows: torch.Tensor):
+    """The output at query positions `rows`, in float64, from the problem's weights; and the leaves to differentiate.
+
+    Shape:
+        layer: output (batch, rows, d_model), leaves [x]; core: output (batch, heads, rows, d_head), leaves [q, k, v].
+    """
+    rows = rows.to(p.device)
+    if scope == "layer":
+        x = p.x.detach().double().requires_grad_()
+        leaves = [x]
+        w = {name: t.detach().double() for name, t in p.module.named_parameters()}
+        qkv = F.linear(x, w["in_proj.weight"], w["in_proj.bias"]).chunk(3, dim=-1)  # 3 x (batch, seq, d_model)
+        q, k, v = (split_heads(t, p.shape.heads) for t in qkv)  # (batch, heads, seq, d_head)
+    else:
+        q, k, v = leaves = [t.detach().double().requires_grad_() for t in (p.q, p.k, p.v)]
+    mask = p.mask
+    if mask is not None and mask.shape[-2] > 1:
+        mask = mask[..., rows, :]  # (batch|1, heads|1, rows, k_pos)
+    if p.causal:
+        future = causal_mask(p.shape.seq, device=p.device)[rows]  # (rows, k_pos): row i may see keys 0..rows[i]
+        mask = future if mask is None else mask & future
+    out, _ = attention(q[..., rows, :], k, v, mask)  # (batch, heads, rows, d_head)
+    if scope == "layer":
+        out = F.linear(merge_heads(out), w["out_proj.weight"], w["out_proj.bias"])  # (batch, rows, d_model)
+    return out, leaves
+
+
+def _at_rows(out, scope, rows):
+    return out[:, rows] if scope == "layer" else out[..., rows, :]
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """Largest |actual - expected| over the largest |expected|: the error on the scale of the result."""
+    scale = expected.abs().max().clamp_min(torch.finfo(torch.float64).tiny)
+    return float((actual.detach().double() - expected).abs().max() / scale)
+
+
+def check(impl: Implementation, call, grad_inputs, p: Problem, gradient: bool = True, seed: int = 1):
+    """Errors of `impl` against the float64 reference: on the output, and on the gradient of a loss on sampled rows.
+
+    Args:
+        impl, call, grad_inputs: the implementation and what its `build` returned for `p`.
+        p: the problem.
+        gradient: also check the gradient (of x for a layer, of q, k, v for a core).
+        seed: seeds the direction of the loss whose gradient is compared.
+
+    Returns:
+        (output error, gradient error or None), each as `relative_error`.
+    """
+    rows = sample_rows(p.shape.seq)
+    expected, leaves = reference(p, impl.scope, rows)
+    with torch.no_grad():  # the forward exactly as it is timed (nn.MultiheadAttention takes another path here)
+        out_error = relative_error(_at_rows(call(), impl.scope, rows), expected.detach())
+    if not gradient:
+        return out_error, None
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(expected.shape, generator=gen, dtype=torch.float64).to(p.device)
+    expected_grads = torch.autograd.grad((expected * direction).sum(), leaves)
+    out = _at_rows(call(), impl.scope, rows)  # with autograd on this time
+    out_error = max(out_error, relative_error(out, expected.detach()))
+    mine = grad_inputs[:1] if impl.scope == "layer" else grad_inputs[:3]  # x, or q, k, v
+    grads = torch.autograd.grad((out * direction.to(out.dtype)).sum(), mine, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, mine)]  # unused: its gradient is 0
+    grad_error = max(relative_error(g, e) for g, e in zip(grads, expected_grads))
+    return out_error, grad_error
+
+
+def tolerance(dtype: torch.dtype, tf32: bool) -> float:
+    """The largest relative error `check` accepts in this dtype."""
+    if dtype not in TOLERANCE:
+        raise ValueError(f"dtype must be one of {[dtype_name(d) for d in TOLERANCE]}, got {dtype_name(dtype)}")
+    return max(TOLERANCE[dtype], TF32_TOLERANCE) if (tf32 and dtype == torch.float32) else TOLERANCE[dtype]

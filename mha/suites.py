@@ -1,0 +1,194 @@
+"""What `python -m mha.bench` runs: experiments (shapes x implementations x modes), grouped in suites.
+
+    lesson   what lesson 06 runs live on a CPU, within a minute on 2 cores
+    cpu      the recorded CPU results: one thread, a layer of d_model 512 and 8 heads
+    gpu      the recorded GPU results: bfloat16, d_head 64 and 128, seq up to 16k
+
+Each has a quick version (`suite(name, quick=True)`, `--quick`): the same experiments at tiny sizes, seconds on any
+CPU, so that the logic of the GPU suite can be run where there is no GPU.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .implementations import BACKENDS, IMPLEMENTATIONS, Shape
+
+MODES = ("forward", "forward+backward")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Shapes crossed with implementations and modes.
+
+    Args:
+        name: what it shows, e.g. "seq" for time against sequence length.
+        shapes: the sizes to run.
+        implementations: names in `IMPLEMENTATIONS`.
+        modes: "forward" and/or "forward+backward".
+    """
+
+    name: str
+    shapes: tuple
+    implementations: tuple
+    modes: tuple = ("forward",)
+
+    def __post_init__(self):
+        unknown = [n for n in self.implementations if n not in IMPLEMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown implementations {unknown}; known: {list(IMPLEMENTATIONS)}")
+        if not set(self.modes) <= set(MODES):
+            raise ValueError(f"modes must be among {MODES}, got {self.modes}")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Experiments and how to time them.
+
+    Args:
+        name: what the command line calls it.
+        experiments: run in this order.
+        dtype: default dtype.
+        min_run_time: seconds of timing per implementation and shape, over all rounds.
+        rounds: turns of interleaved timing.
+        warmup: untimed calls before timing.
+        compile_backward: also compile the backward pass (slow to compile: tens of seconds on a small CPU).
+    """
+
+    name: str
+    experiments: tuple
+    dtype: torch.dtype = torch.float32
+    min_run_time: float = 0.3
+    rounds: int = 3
+    warmup: int = 2
+    compile_backward: bool = True
+
+
+_ALL = tuple(IMPLEMENTATIONS)
+_NOT_COMPILED = tuple(n for n in _ALL if n != "compiled")
+
+
+def _seq_sweep(seqs, d_model, heads, batch=1, causal=False):
+    return tuple(Shape(batch, s, d_model, heads, causal) for s in seqs)
+
+
+def _ratio_shapes(seqs, batch, d_model, heads):
+    return tuple(Shape(batch, s, d_model, heads, causal) for causal in (False, True) for s in seqs)
+
+
+def _heads_sweep(heads_list, batch, seq, d_model):
+    return tuple(Shape(batch, seq, d_model, h) for h in heads_list)
+
+
+_SEQ_IMPLS = ("batched", "sdpa", "core/hand", "core/sdpa")
+_RATIO_IMPLS = _SEQ_IMPLS  # the two pairs of the figures to reach
+_HEADS_IMPLS = ("loop", "batched", "sdpa")
+_MEMORY_IMPLS = ("core/math", "core/flash", "core/efficient", "core/cudnn")
+_GPU_SEQ_IMPLS = ("batched", "sdpa", "core/hand", *(f"core/{b}" for b in BACKENDS))
+
+
+def _suites():
+    table_cpu = (
+        "loop",
+        "batched",
+        "einsum",
+        "sdpa",
+        "sdpa/math",
+        "sdpa/flash",
+        "sdpa/efficient",
+        "nn.MHA",
+        "nn.MHA/no-weights",
+        "compiled",
+        "core/hand",
+        "core/sdpa",
+    )
+    both = MODES
+    return {
+        # What lesson 06 runs live on a CPU, within a minute on 2 cores: the cpu suite's layer on batch 2, small sweeps.
+        "lesson": Suite(
+            "lesson",
+            (
+                Experiment("table", (Shape(2, 256, 512, 8),), tuple(n for n in table_cpu if n != "compiled"), both),
+                Experiment("seq", _seq_sweep((64, 128, 256, 512, 1024), 512, 8), _SEQ_IMPLS),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32), 2, 64, 128), _HEADS_IMPLS),
+                Experiment("memory", _seq_sweep((128, 256, 512, 1024, 2048), 64, 1), _MEMORY_IMPLS[:3]),
+            ),
+            min_run_time=0.2,
+            rounds=4,
+            warmup=1,
+        ),
+        # The recorded CPU results: one thread, a layer of the size of a small BERT (d_model 512, 8 heads).
+        "cpu": Suite(
+            "cpu",
+            (
+                Experiment("table", (Shape(4, 256, 512, 8), Shape(4, 256, 512, 8, causal=True)), table_cpu, both),
+                Experiment("seq", _seq_sweep((128, 256, 512, 1024, 2048), 256, 4), _SEQ_IMPLS),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 2, 128, 256), _HEADS_IMPLS),
+                Experiment("memory", _seq_sweep((256, 512, 1024, 2048, 4096), 64, 1), _MEMORY_IMPLS[:3]),
+                # The table's layer over seq, causal and not: where each figure to reach holds.
+                Experiment("ratios", _ratio_shapes((128, 256, 512, 1024), 2, 512, 8), _RATIO_IMPLS),
+            ),
+            min_run_time=0.8,  # seconds and turns enough for a median that a busy machine moves little
+            rounds=6,
+        ),
+        # The GPU recording: bfloat16, d_head 64 and 128, seq up to 16k (the hand-written cores skip what would
+        # not fit in memory, saying so).
+        "gpu": Suite(
+            "gpu",
+            (
+                Experiment("table", (Shape(4, 4096, 2048, 16),), _ALL, both),
+                # compiling takes a minute or more per shape: once is enough
+                Experiment("table", (Shape(4, 4096, 2048, 16, causal=True),), _NOT_COMPILED, both),
+                Experiment(
+                    "seq",
+                    _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 32, batch=2)
+                    + _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 16, batch=2)
+                    + _seq_sweep((4096, 16384), 2048, 16, batch=2, causal=True),
+                    _GPU_SEQ_IMPLS,
+                    both,
+                ),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 8, 1024, 1024), _HEADS_IMPLS),
+                Experiment("memory", _seq_sweep((1024, 2048, 4096, 8192, 16384, 32768), 1024, 16), _MEMORY_IMPLS),
+            ),
+            dtype=torch.bfloat16,
+            min_run_time=0.15,
+        ),
+    }
+
+
+def _quick_suites():
+    """The same experiments, shrunk: each runs in seconds on a CPU (the gpu one too, to test its logic there)."""
+    table = tuple(n for n in IMPLEMENTATIONS if not n.startswith("core/") or n in ("core/hand", "core/sdpa"))
+    small = (Shape(2, 32, 64, 4),)
+
+    def quick(name, dtype, d_models_heads):
+        d_model, heads = d_models_heads
+        return Suite(
+            name,
+            (
+                Experiment("table", small, table, MODES),
+                Experiment("seq", _seq_sweep((16, 32, 64), d_model, heads, batch=2), _GPU_SEQ_IMPLS),
+                Experiment("heads", _heads_sweep((1, 4, 16), 1, 16, 64), _HEADS_IMPLS),
+                Experiment("memory", _seq_sweep((32, 64, 128), d_model, heads), _MEMORY_IMPLS),
+                Experiment("ratios", _ratio_shapes((16, 32), 2, 64, 4), _RATIO_IMPLS),
+            ),
+            dtype=dtype,
+            min_run_time=0.01,
+            rounds=2,
+            warmup=1,
+            compile_backward=False,
+        )
+
+    return {
+        "lesson": quick("lesson", torch.float32, (64, 2)),
+        "cpu": quick("cpu", torch.float32, (64, 2)),
+        "gpu": quick("gpu", torch.bfloat16, (256, 2)),  # d_head 128, as in the real one
+    }
+
+
+def suite(name: str, quick: bool = False) -> Suite:
+    """The suite called `name` ("lesson", "cpu" or "gpu"), or its quick version."""
+    suites = _quick_suites() if quick else _suites()
+    if name not in suites:
+        raise ValueError(f"suite must be one of {list(suites)}, got {name!r}")
+    return suites[name]
