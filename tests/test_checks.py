@@ -9,6 +9,7 @@ import nbformat
 import pytest
 
 from mha.checks import EXERCISES, CheckFailed
+from mha.exercises import make_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p.stem.removeprefix("lesson") for p in (ROOT / "mha" / "checks").glob("lesson*.py"))
@@ -52,10 +53,9 @@ def test_the_whole_library_runs_in_seconds():
     assert time.perf_counter() - start < 10
 
 
-def _run_cells(path: Path):
+def _run_cells(nb, path: Path):
     """Execute a notebook's code cells in one namespace; yield (cell source, exception or None)."""
     namespace = {}
-    nb = nbformat.read(path, as_version=4)
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
@@ -71,7 +71,7 @@ def test_solutions_pass_every_check(lesson, tmp_path, monkeypatch):
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("MHA_GRADE_LOG", str(log))
     [path] = (ROOT / "solutions").glob(f"{lesson}_*.ipynb")
-    for source, error in _run_cells(path):
+    for source, error in _run_cells(nbformat.read(path, as_version=4), path):
         assert error is None, f"{source[:80]!r} raised {error!r}"
     results = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["exercise"] for r in results] == EXERCISES[lesson]
@@ -82,8 +82,10 @@ def test_solutions_pass_every_check(lesson, tmp_path, monkeypatch):
 def test_stubs_fail_their_checks_without_crashing_them(lesson, tmp_path, monkeypatch):
     log = tmp_path / "log.jsonl"
     monkeypatch.setenv("MHA_GRADE_LOG", str(log))
-    [path] = (ROOT / "exercises").glob(f"{lesson}_*.ipynb")
-    for source, error in _run_cells(path):
+    [path] = (ROOT / "solutions").glob(f"{lesson}_*.ipynb")
+    # the stubs as generated from the solution (a learner may be working in exercises/ itself)
+    stubs = make_exercise(nbformat.read(path, as_version=4), f"solutions/{path.name}")
+    for source, error in _run_cells(stubs, path):
         if "NotImplementedError" in source:
             assert isinstance(error, CheckFailed), f"{source[:80]!r} raised {error!r}, not CheckFailed"
         else:  # a cell that only uses the learner's functions may meet a stub; nothing else may fail

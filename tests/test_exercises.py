@@ -1,6 +1,7 @@
 """Exercise notebooks are generated from the solutions, and regenerating never destroys a learner's work."""
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -40,10 +41,52 @@ def test_unbalanced_markers_are_an_error(source, words):
 
 @pytest.fixture
 def course(tmp_path):
-    """A copy of the course's solutions and exercises to play with."""
-    for folder in ("solutions", "exercises"):
-        shutil.copytree(ROOT / folder, tmp_path / folder)
+    """A copy of the course's solutions, with the exercises freshly generated from them."""
+    shutil.copytree(ROOT / "solutions", tmp_path / "solutions")
+    exercises.generate(tmp_path)
     return tmp_path
+
+
+def _git(folder, *args):
+    subprocess.run(["git", *args], cwd=folder, check=True, capture_output=True)
+
+
+@pytest.fixture
+def course_in_git(course):
+    _git(course, "init", "-q")
+    _git(course, "add", "-A")
+    _git(course, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "course")
+    return course
+
+
+def _edit_first_stub(exercise):
+    nb = nbformat.read(exercise, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "NotImplementedError" in c.source)
+    cell.source = cell.source.replace("raise NotImplementedError()", "return 'my own attempt'")
+    cell.outputs = [nbformat.v4.new_output("stream", text="my output\n")]
+    nbformat.write(nb, exercise)
+
+
+def test_working_in_the_exercises_does_not_fail_the_check(course_in_git):
+    exercise = sorted((course_in_git / "exercises").glob("01_*.ipynb"))[0]
+    _edit_first_stub(exercise)
+    assert exercises.check(course_in_git) == []
+
+
+def test_a_committed_exercise_that_drifted_still_fails_the_check(course_in_git):
+    exercise = sorted((course_in_git / "exercises").glob("01_*.ipynb"))[0]
+    _edit_first_stub(exercise)
+    _git(course_in_git, "commit", "-qam", "someone committed an edited exercise")
+    problems = exercises.check(course_in_git)
+    assert any("differs from what" in p for p in problems) and any("carries outputs" in p for p in problems)
+
+
+def test_a_solution_changed_without_regenerating_fails_the_check(course_in_git):
+    solution = sorted((course_in_git / "solutions").glob("01_*.ipynb"))[0]
+    nb = nbformat.read(solution, as_version=4)
+    nb.cells[0].source += "\n\nA new sentence."
+    nbformat.write(nb, solution)
+    assert any("differs from what" in p for p in exercises.check(course_in_git))
 
 
 def test_check_catches_drift_and_outputs(course):
@@ -62,11 +105,10 @@ def test_check_catches_drift_and_outputs(course):
 
 def test_regenerating_never_overwrites_a_learners_edit(course, capsys):
     exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
-    nb = nbformat.read(exercise, as_version=4)
-    cell = next(c for c in nb.cells if "NotImplementedError" in c.source)
-    cell.source = cell.source.replace("raise NotImplementedError()", "return 'my own attempt'")
-    nbformat.write(nb, exercise)
+    _edit_first_stub(exercise)
     edited = exercise.read_text()
+    assert exercises.generate(course) == 0, "nothing new to offer: no fresh copy"
+    assert not exercise.with_suffix(".fresh.ipynb").exists()
 
     # the solution changes too, so a blind regeneration would overwrite the learner's file
     solution = course / "solutions" / exercise.name
