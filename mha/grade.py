@@ -6,7 +6,8 @@ SUBMISSIONS holds one sub-folder per student, each with any of the exercise note
 notebook is run from top to bottom in a fresh kernel, in its own process with a time limit, so that a notebook that
 crashes or never ends costs only itself. The exercise checks record what passes (see `mha.checks`); an exercise
 whose check never ran (a crash before it, a time-out) counts as not passed. The CSV has one row per student, lesson
-and exercise: `student, lesson, exercise, passed, note`.
+and exercise: `student, lesson, exercise, passed, note`, the note saying why an exercise did not pass (the check's
+message, or how the notebook ended before its check ran).
 """
 
 import argparse
@@ -54,11 +55,11 @@ def run_notebook(path: Path, timeout: float) -> tuple[list[dict], str]:
         )
         try:
             output, _ = proc.communicate(timeout=timeout)
-            note = _last_line(output) if proc.returncode == 0 else f"crashed: {_last_line(output)}"
+            note = "ran to the end" if proc.returncode == 0 else f"crashed ({_last_line(output)})"
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            note = f"stopped after {timeout:g} s (time limit)"
+            note = f"was stopped after {timeout:g} s (time limit)"
         results = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     return results, note
 
@@ -94,17 +95,27 @@ def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[d
     for student, notebook in tqdm(jobs, desc="grading", unit="notebook", disable=not progress):
         lesson = notebook.name[:2]
         results, note = run_notebook(notebook, timeout)
-        passed = defaultdict(bool)
+        passed, messages = defaultdict(bool), {}
         for r in results:
-            passed[r["exercise"]] = passed[r["exercise"]] or (r["passed"] and r["lesson"] == lesson)
+            if r["lesson"] != lesson:
+                continue
+            passed[r["exercise"]] = passed[r["exercise"]] or r["passed"]
+            if not r["passed"]:
+                messages[r["exercise"]] = r.get("message", "")
         for exercise in EXERCISES.get(lesson, sorted(passed)):
+            if passed[exercise]:
+                why = ""
+            elif exercise in messages:
+                why = messages[exercise]
+            else:
+                why = f"check never ran; the notebook {note}"
             rows.append(
                 {
                     "student": student.name,
                     "lesson": lesson,
                     "exercise": exercise,
                     "passed": passed[exercise],
-                    "note": note,
+                    "note": why,
                 }
             )
     return rows

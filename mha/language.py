@@ -99,7 +99,7 @@ def make_sentence(
     middle: list[str] | None = None,
     aside: list[str] | None = None,
 ) -> Sentence:
-    """Build one sentence from its parts; `make_sentence("apple", "iphone", "but", "expensive")` is the seed's.
+    """Build one sentence from its parts; `make_sentence("apple", "iphone", "but", "expensive")` is the course sentence.
 
     Args:
         company, product, connective, adjective, verb: words from the lists of this module.

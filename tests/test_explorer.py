@@ -11,12 +11,12 @@ def loaded():
 
 def test_explorer_redraws_the_chosen_head_and_prints_no_picture(loaded):
     model, tokenizer = loaded
-    sentences = [pretrained.SEED_SENTENCE, "Hi!"]
+    sentences = [pretrained.COURSE_SENTENCE, "Hi!"]
     explorer = HeadExplorer(model, tokenizer, sentences, layer=3, head=1)
     first = bytes(explorer.picture.value)
     assert first.startswith(b"\x89PNG")
     tokens, weights = explorer.weights()
-    expected = pretrained.encode(model, tokenizer, [pretrained.SEED_SENTENCE]).weights[0, 3, 1]
+    expected = pretrained.encode(model, tokenizer, [pretrained.COURSE_SENTENCE]).weights[0, 3, 1]
     assert tokens[8] == "it" and weights.equal(expected)
     explorer.head.value = 2
     assert bytes(explorer.picture.value) != first

@@ -51,8 +51,10 @@ def test_grade_a_class(tmp_path):
     assert not any(passed["cy", e] for e in exercises)
     assert not any(passed["dee", e] for e in exercises)
     assert not any(passed["eve", e] for e in exercises)
-    notes = {r["student"]: r["note"] for r in rows}
-    assert "time limit" in notes["dee"] and "crashed" in notes["cy"]
+    notes = {(r["student"], r["exercise"]): r["note"] for r in rows}
+    assert "time limit" in notes["dee", "scores"] and "crashed" in notes["cy", "scores"]
+    assert "you did not scale" in notes["bob", "scores"] and notes["ada", "scores"] == ""
+    assert "not written yet" in notes["eve", "attention"]
     assert {r["student"] for r in rows} == {"ada", "bob", "cy", "dee", "eve"}
 
 

@@ -64,7 +64,7 @@ def test_tokenizer_matches_the_reference_and_does_not_pad_to_128(loaded, referen
     assert torch.equal(batch.input_ids, tensors["input_ids"])
     assert torch.equal(batch.mask, tensors["mask"])
     assert not batch.mask.all(), "the reference batch must include padding"
-    alone = tokenize(tokenizer, [pretrained.SEED_SENTENCE])
+    alone = tokenize(tokenizer, [pretrained.COURSE_SENTENCE])
     assert alone.input_ids.shape == (1, 13)
     assert alone.tokens[0][0] == "[CLS]" and alone.tokens[0][-1] == "[SEP]" and "iphone" in alone.tokens[0]
 
@@ -188,7 +188,7 @@ def test_config_refuses_an_architecture_it_cannot_run(tmp_path):
 
 def test_head_mask_removes_exactly_one_head(loaded):
     model, tokenizer = loaded
-    batch = tokenize(tokenizer, [pretrained.SEED_SENTENCE, "Hi!"])
+    batch = tokenize(tokenizer, [pretrained.COURSE_SENTENCE, "Hi!"])
     full = model(batch.input_ids, batch.mask)
     ones = model(batch.input_ids, batch.mask, head_mask=torch.ones(6, 12))
     torch.testing.assert_close(ones.hidden, full.hidden, atol=0, rtol=0)
@@ -204,7 +204,7 @@ def test_head_mask_removes_exactly_one_head(loaded):
 
 def test_weights_are_distributions_over_real_tokens(loaded):
     model, tokenizer = loaded
-    enc = encode(model, tokenizer, [pretrained.SEED_SENTENCE, "Hi!"])
+    enc = encode(model, tokenizer, [pretrained.COURSE_SENTENCE, "Hi!"])
     assert enc.weights.shape == (2, 6, 12, 13, 13)
     torch.testing.assert_close(enc.weights.sum(-1), torch.ones(2, 6, 12, 13))
     assert (enc.weights[1, ..., 4:] == 0).all(), "padding keys must get no weight"
@@ -218,7 +218,7 @@ def test_tokenize_refuses_a_bare_string(loaded):
 
 def test_command_prints_top_tokens_and_writes_json(tmp_path, capsys):
     path = tmp_path / "heads.json"
-    pretrained.main(["--sentence", pretrained.SEED_SENTENCE, "--json", str(path)])
+    pretrained.main(["--sentence", pretrained.COURSE_SENTENCE, "--json", str(path)])
     out = capsys.readouterr().out
     assert "tokens: [CLS] apple released a new iphone , but it is expensive . [SEP]" in out
     assert len([line for line in out.splitlines() if line[:5].strip().isdigit()]) == 72

@@ -78,7 +78,7 @@ def test_pronoun_links_need_single_token_words(loaded):
     assert links.antecedent.shape == (2, 6, 12)
     assert links.antecedent[0, 3, 1] > 0.5 > links.distractor[0, 3, 1]  # L3H1: "it" -> "iphone", not "apple"
     with pytest.raises(ValueError, match="'smartphone' is not one token"):
-        pretrained_heads.pronoun_links(model, tokenizer, [(pretrained.SEED_SENTENCE, "it", "smartphone", "apple")])
+        pretrained_heads.pronoun_links(model, tokenizer, [(pretrained.COURSE_SENTENCE, "it", "smartphone", "apple")])
 
 
 def test_command_prints_the_tables_and_writes_json(tmp_path, capsys, monkeypatch):
@@ -100,7 +100,7 @@ def test_command_prints_the_tables_and_writes_json(tmp_path, capsys, monkeypatch
 
 def test_values_through_output_rebuild_the_attention_output(loaded):
     model, tokenizer = loaded
-    batch = pretrained.tokenize(tokenizer, [pretrained.SEED_SENTENCE, "Hi!"])
+    batch = pretrained.tokenize(tokenizer, [pretrained.COURSE_SENTENCE, "Hi!"])
     inputs, _ = pretrained_heads.layer_inputs(model, batch)
     att = model.layers[2].attention
     out, weights = att(inputs[2], key_padding_mask=batch.mask, need_weights=True, average_weights=False)

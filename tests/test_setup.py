@@ -98,3 +98,13 @@ def test_notebooks_are_committed_executed_with_the_course_kernel(path):
     counts = [c.get("execution_count") for c in nb["cells"] if c["cell_type"] == "code"]
     assert all(counts), f"{path.name} has cells that were never run"
     assert counts == sorted(counts), f"{path.name} was not run top to bottom"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_notebook_cells_hold_no_control_characters(path):
+    # a stray tab usually means "\t" was typed where "\\t" (as in \text) was meant
+    nb = json.loads(path.read_text())
+    for index, cell in enumerate(nb["cells"]):
+        source = "".join(cell["source"])
+        bad = sorted({hex(ord(ch)) for ch in source if ord(ch) < 32 and ch != "\n"})
+        assert not bad, f"{path.name}, cell {index}: control characters {bad}"

@@ -39,8 +39,8 @@ def exercise(lesson: str, name: str):
         def run(*args, **kwargs):
             try:
                 cases = check(*args, **kwargs)
-            except CheckFailed:
-                _record(lesson, name, False)
+            except CheckFailed as failure:
+                _record(lesson, name, False, str(failure).splitlines()[0])
                 raise
             _record(lesson, name, True)
             print(f"✓ lesson {lesson} · {name}: " + ("1 case passes" if cases == 1 else f"all {cases} cases pass"))
@@ -51,15 +51,22 @@ def exercise(lesson: str, name: str):
     return wrap
 
 
-def _record(lesson: str, name: str, passed: bool) -> None:
+def _record(lesson: str, name: str, passed: bool, message: str = "") -> None:
     path = os.environ.get("MHA_GRADE_LOG")
     if path:
         with open(path, "a") as log:
-            log.write(json.dumps({"lesson": lesson, "exercise": name, "passed": passed}) + "\n")
+            entry = {"lesson": lesson, "exercise": name, "passed": passed, "message": message}
+            log.write(json.dumps(entry) + "\n")
 
 
-def call(fn, *args, name: str | None = None, **kwargs):
-    """Call the learner's function; turn a stub or a crash into a CheckFailed that says so."""
+def call(fn, *args, name: str | None = None, explain=None, **kwargs):
+    """Call the learner's function; turn a stub or a crash into a CheckFailed that says so.
+
+    Args:
+        fn: the learner's function; args and kwargs are passed to it.
+        name: how to call it in messages (default: its own name).
+        explain: optional function of the exception returning a hint (or None) for a crash the check recognises.
+    """
     name = name or getattr(fn, "__name__", "your function")
     try:
         return fn(*args, **kwargs)
@@ -70,7 +77,9 @@ def call(fn, *args, name: str | None = None, **kwargs):
     except CheckFailed:
         raise
     except Exception as error:
-        raise CheckFailed(f"`{name}` raised {type(error).__name__}: {error}\n  (inputs: {describe(args)})") from error
+        hint = explain(error) if explain else None
+        message = f"`{name}` raised {type(error).__name__}: {error}\n  (inputs: {describe(args)})"
+        raise CheckFailed(message + (f"\n  likely cause: {hint}" if hint else "")) from error
 
 
 def describe(args) -> str:
@@ -85,9 +94,11 @@ def describe(args) -> str:
 
 
 def as_tensor(got, what: str) -> torch.Tensor:
-    """Accept a tensor or an array; anything else is a mistake worth naming."""
+    """Accept a tensor, an array or a list of numbers; anything else is a mistake worth naming."""
     if isinstance(got, np.ndarray):
         return torch.from_numpy(got)
+    if isinstance(got, list | tuple) and got and all(isinstance(x, int | float) for x in got):
+        return torch.tensor(got, dtype=torch.float32)
     if not isinstance(got, torch.Tensor):
         raise CheckFailed(f"{what} should be a tensor, got {type(got).__name__}")
     return got

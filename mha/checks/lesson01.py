@@ -18,13 +18,25 @@ def _qk(seed: int, *shape_q, k_pos: int):
     return q, k
 
 
+def _explain_scores_crash(q):
+    def explain(error):
+        if q.ndim > 2 and isinstance(error, RuntimeError):
+            return (
+                "on a tensor with more than 2 dimensions `.T` reverses all of them; swap only the last two: "
+                "k.transpose(-2, -1) (or k.mT)"
+            )
+        return None
+
+    return explain
+
+
 @exercise(LESSON, "scores")
 def scores(fn) -> int:
     """fn(q, k) -> scaled dot-product scores (..., q_pos, k_pos)."""
     cases = [_qk(0, 3, 4, k_pos=5), _qk(1, 2, 3, 8, k_pos=6), _qk(2, 2, 2, 4, 16, k_pos=4)]
     for q, k in cases:
         what = f"scores for q {tuple(q.shape)} and k {tuple(k.shape)}"
-        got = as_tensor(call(fn, q, k), what)
+        got = as_tensor(call(fn, q, k, explain=_explain_scores_crash(q)), what)
         q_pos, k_pos, d_head = q.shape[-2], k.shape[-2], q.shape[-1]
         expected_shape = (*q.shape[:-2], q_pos, k_pos)
         if tuple(got.shape) == (*q.shape[:-2], k_pos, q_pos) and q_pos != k_pos:
@@ -100,6 +112,16 @@ def masked_softmax(fn) -> int:
             ),
         ]
         if has_empty_row:
+            mistakes.insert(
+                0,
+                (
+                    s.masked_fill(~m, -1e9).softmax(-1),
+                    "a large negative number such as -1e9 works "
+                    "where some keys remain, but a query whose keys "
+                    "are all masked gets equal weights on all of "
+                    "them; give such a row all-zero weights",
+                ),
+            )
             mistakes.insert(
                 0,
                 (
@@ -203,8 +225,15 @@ def attention(fn) -> int:
         result = call(fn, q, k, v, m)
         if not isinstance(result, tuple) or len(result) != 2:
             raise CheckFailed(f"{what}: return two things, (output, weights); got {type(result).__name__}")
-        out, w = as_tensor(result[0], "the output"), as_tensor(result[1], "the weights")
         expected_out, expected_w = reference_attention(q, k, v, m)
+        if (
+            isinstance(result[0], torch.Tensor)
+            and tuple(result[0].shape) == tuple(expected_w.shape)
+            and isinstance(result[1], torch.Tensor)
+            and tuple(result[1].shape) == tuple(expected_out.shape)
+        ):
+            raise CheckFailed(f"{what}: you returned (weights, output); return (output, weights)")
+        out, w = as_tensor(result[0], "the output"), as_tensor(result[1], "the weights")
         expect_shape(w, expected_w.shape, f"{what}: the weights", "(..., q_pos, k_pos)")
         expect_shape(
             out, expected_out.shape, f"{what}: the output", "(..., q_pos, d_v): one mixture of values per query"

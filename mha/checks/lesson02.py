@@ -75,6 +75,10 @@ def parameter_count(fn) -> int:
             vocab * d_model + readouts + attention: "you forgot the position embedding (seq x d_model)",
             embeddings + relations * d_model * vocab + attention: "you forgot the readouts' biases (vocab each)",
             embeddings + d_model * vocab + vocab + attention: "there is one readout per relationship",
+            embeddings + readouts + heads * 3 * (d_model * d_model + d_model) + d_model * d_model + d_model: (
+                "you gave every head its own full d_model x d_model W_Q, W_K and W_V; each head's are d_model x "
+                "(d_model / heads), so together they make one d_model x d_model matrix each, whatever the heads"
+            ),
         }
         hint = hints.get(
             int(got),

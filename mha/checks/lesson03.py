@@ -209,6 +209,10 @@ def loop_forward(fn) -> int:
                     "one W_Q shared by all heads: each head must use its own W_Q (and W_K, W_V)",
                 ),
                 (
+                    _loop_output(x, [heads[0]] * len(heads), w_out, b_out),
+                    "every head used head 0's weights: inside the loop, take head h's own dictionary",
+                ),
+                (
                     _loop_output(x, heads, w_out, b_out, project=False),
                     "the output projection W_O is missing: concatenate, then apply it",
                 ),
@@ -233,7 +237,7 @@ def load_from_torch(fn) -> int:
             theirs.out_proj.bias.normal_()
         ours = MultiHeadAttention(d_model, heads)
         before = {name: p.detach().clone() for name, p in ours.named_parameters()}
-        call(fn, ours, theirs)
+        call(fn, ours, theirs, explain=_explain_load_crash)
         after = dict(ours.named_parameters())
         sources = {
             "in_proj.weight": theirs.in_proj_weight,
@@ -266,6 +270,15 @@ def load_from_torch(fn) -> int:
             if not same(ours(x)[0], theirs(x, x, x)[0]):
                 raise CheckFailed("the weights look copied but the outputs differ from nn.MultiheadAttention's")
     return 2
+
+
+def _explain_load_crash(error):
+    if isinstance(error, RuntimeError) and "size" in str(error):
+        return (
+            "the shapes do not match: nn.MultiheadAttention stores its weights like nn.Linear, (out_features, "
+            "in_features), the same layout as ours; copy them as they are, without .T"
+        )
+    return None
 
 
 def _qkv_swapped(mine, source):

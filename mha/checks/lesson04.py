@@ -128,21 +128,20 @@ def _remove_head_mistakes(model, tokens, head):
     d, d_model = model.config.d_head, model.config.d_model
     rows = slice(head * d, (head + 1) * d)
     out = []
-    for block, hint in [
-        (
-            0,
-            "zeroing the head's W_Q makes its attention uniform, it does not remove the head: zero "
-            "its output instead (head_mask)",
-        ),
-        (
-            2,
-            "zeroing the head's W_V leaves its value bias, so the head still writes something: zero "
-            "its output instead (head_mask)",
-        ),
-    ]:
+    query_hint = (
+        "zeroing the head's query projection does not remove the head: it still attends (evenly, or the "
+        "same way from every query) and still writes its values; zero its output instead (head_mask)"
+    )
+    value_hint = (
+        "zeroing the head's W_V leaves its value bias, so the head still writes something: zero its output "
+        "instead (head_mask)"
+    )
+    for block, with_bias, hint in [(0, False, query_hint), (0, True, query_hint), (2, False, value_hint)]:
         m = copy.deepcopy(model)
         with torch.no_grad():
             m.attention.in_proj.weight[block * d_model :][rows] = 0.0
+            if with_bias:
+                m.attention.in_proj.bias[block * d_model :][rows] = 0.0
         out.append((m(tokens), hint))
     keep_only = torch.zeros(model.config.heads)
     keep_only[head] = 1.0

@@ -103,6 +103,26 @@ def relation_attention(model, sentences: list[Sentence]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def connective_attention(model, sentences: list[Sentence]) -> torch.Tensor:
+    """Mean weight from "it" on the connective, per head, apart for contrasting and continuing connectives.
+
+    Args:
+        model: a trained `AttentionOnlyModel`.
+        sentences: the sentences to average over (both kinds must occur).
+
+    Shape:
+        returns (heads, 2): column 0 for "but"/"yet", column 1 for "and"/"so".
+    """
+    tokens, _ = TemplateLanguage().encode(sentences)
+    _, weights = model(tokens, need_weights=True)  # (batch, heads, q_pos, k_pos)
+    on_connective = torch.stack([weights[b, :, s.it, s.connective] for b, s in enumerate(sentences)])  # (batch, heads)
+    contrast = torch.tensor([s.answers["contrast"] == "<contrast>" for s in sentences])
+    if contrast.all() or not contrast.any():
+        raise ValueError("connective_attention needs sentences with both kinds of connective")
+    return torch.stack([on_connective[contrast].mean(0), on_connective[~contrast].mean(0)], dim=1)
+
+
+@torch.no_grad()
 def relation_accuracy(model, sentences: list[Sentence], head_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Accuracy of each relationship's answer at "it", optionally with some heads switched off.
 
@@ -187,19 +207,19 @@ def format_record(record: dict) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
     parser.add_argument("--heads", type=int, default=HeadsSetting.heads, help="attention heads (default: 4)")
     parser.add_argument("--d-model", type=int, default=HeadsSetting.d_model, help="features per position")
     parser.add_argument("--steps", type=int, default=HeadsSetting.steps, help="training steps (default: 600)")
     parser.add_argument("--json", type=Path, default=None, help="write the runs here")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
 
 
 def main(args) -> None:
     setting = HeadsSetting(heads=args.heads, d_model=args.d_model, steps=args.steps)
     records = []
-    for seed in args.seed:
-        record = run(setting, seed, progress=not args.no_progress)
+    for seed in args.seeds:
+        record = run(setting, seed, progress=not args.quiet)
         print(format_record(record), end="\n\n")
         records.append(record)
     if args.json:

@@ -344,7 +344,9 @@ def _rounded(x):
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     default = Setting()
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)")
+    parser.add_argument(
+        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+    )
     parser.add_argument("--heads", type=int, nargs="+", default=[1, 4], help="heads compared in the main part")
     parser.add_argument("--vocab", type=int, default=default.vocab, help="distinct tokens")
     parser.add_argument("--steps", type=int, default=default.steps, help="training steps of the base setting")

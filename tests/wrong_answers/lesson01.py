@@ -43,6 +43,14 @@ def softmax_mask_with_zero(scores, mask):
     return scores.masked_fill(~mask, 0.0).softmax(dim=-1)
 
 
+def softmax_minus_1e9(scores, mask):
+    return scores.masked_fill(~mask, -1e9).softmax(dim=-1)
+
+
+def scores_dot_t(q, k):
+    return q @ k.T / math.sqrt(q.shape[-1])
+
+
 def softmax_mask_ignored(scores, mask):
     return scores.softmax(dim=-1)
 
@@ -108,6 +116,20 @@ def attention_output_only(q, k, v, mask=None):
     return w @ v
 
 
+def attention_swapped(q, k, v, mask=None):
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        s = s.masked_fill(~mask, float("-inf"))
+    w = s.softmax(-1)
+    if mask is not None:
+        w = w.masked_fill(~mask.any(-1, keepdim=True), 0.0)
+    return w, w @ v
+
+
+def query_as_list():
+    return [0.0, 2.0, 0.0, 0.0]
+
+
 def query_too_weak():
     return torch.tensor([0.0, 2.0, 0.0, 0.0])
 
@@ -131,6 +153,10 @@ WRONG = [
     ("masked_softmax", softmax_nan_on_empty_row, "keys are all masked got NaN"),
     ("masked_softmax", softmax_mask_with_zero, "blocked scores set to 0 still get weight"),
     ("masked_softmax", softmax_mask_ignored, "the mask was ignored"),
+    ("masked_softmax", softmax_minus_1e9, "a large negative number such as -1e9"),
+    ("scores", scores_dot_t, "swap only the last two"),
+    ("attention", attention_swapped, "you returned (weights, output)"),
+    ("design_query", query_as_list, "make the product feature of your query larger"),
     ("causal_mask", causal_no_diagonal, "off by one: a position may attend to itself"),
     ("causal_mask", causal_upper, "lets each position see the future"),
     ("causal_mask", causal_torch_convention, "nn.MultiheadAttention's convention"),

@@ -29,6 +29,11 @@ def count_full_width_heads(vocab, seq, d_model, heads, relations):
     )
 
 
+def count_full_width_qkv_per_head(vocab, seq, d_model, heads, relations):
+    qkv = heads * 3 * (d_model * d_model + d_model)
+    return vocab * d_model + seq * d_model + qkv + d_model * d_model + d_model + relations * (d_model + 1) * vocab
+
+
 def count_no_biases(vocab, seq, d_model, heads, relations):
     return vocab * d_model + seq * d_model + 4 * d_model * d_model + relations * (d_model + 1) * vocab
 
@@ -75,6 +80,7 @@ WRONG = [
     ("offset_targets", targets_rolled, "torch.roll wraps around"),
     ("offset_targets", targets_off_by_one, "off by one"),
     ("parameter_count", count_full_width_heads, "each head has width d_model / heads"),
+    ("parameter_count", count_full_width_qkv_per_head, "you gave every head its own full d_model x d_model"),
     ("parameter_count", count_no_biases, "you left out the biases"),
     ("parameter_count", count_no_positions, "you forgot the position embedding"),
     ("parameter_count", count_one_readout, "there is one readout per relationship"),

@@ -75,6 +75,10 @@ def _loop(x, head_weights, w_out, b_out, shared_q=False, project=True, reverse=F
     return concat @ w_out.T + b_out if project else concat
 
 
+def loop_head_zero_everywhere(x, head_weights, w_out, b_out):
+    return _loop(x, [head_weights[0]] * len(head_weights), w_out, b_out)
+
+
 def loop_shared_w_q(x, head_weights, w_out, b_out):
     return _loop(x, head_weights, w_out, b_out, shared_q=True)
 
@@ -100,6 +104,11 @@ def load_in_proj_transposed(ours, theirs):
         ours.in_proj.weight.data = theirs.in_proj_weight.T.clone()
         ours.in_proj.bias.copy_(theirs.in_proj_bias)
         ours.out_proj.load_state_dict(theirs.out_proj.state_dict())
+
+
+def load_in_proj_transposed_copy(ours, theirs):
+    with torch.no_grad():
+        ours.in_proj.weight.copy_(theirs.in_proj_weight.T)
 
 
 def load_forgot_biases(ours, theirs):
@@ -151,10 +160,12 @@ WRONG = [
     ("multihead_forward", forward_view_split, "heads split with view and no transpose"),
     ("multihead_forward", forward_averaged_weights, "(batch, heads, q_pos, k_pos)"),
     ("loop_forward", loop_shared_w_q, "one W_Q shared by all heads"),
+    ("loop_forward", loop_head_zero_everywhere, "every head used head 0's weights"),
     ("loop_forward", loop_no_out_proj, "the output projection W_O is missing"),
     ("loop_forward", loop_reversed, "heads concatenated in the wrong order"),
     ("load_from_torch", load_out_proj_transposed, "ours.out_proj.weight is transposed"),
     ("load_from_torch", load_in_proj_transposed, "ours.in_proj.weight is transposed"),
+    ("load_from_torch", load_in_proj_transposed_copy, "copy them as they are, without .T"),
     ("load_from_torch", load_forgot_biases, "ours.in_proj.bias was not copied"),
     ("load_from_torch", load_q_k_swapped, "W_K block where W_Q belongs"),
     ("head_contributions", contributions_rows, "you used rows of W_O"),

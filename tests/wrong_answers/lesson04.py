@@ -50,6 +50,15 @@ def remove_by_zeroing_w_q(model, tokens, head):
     return m(tokens)
 
 
+def remove_by_zeroing_w_q_and_b_q(model, tokens, head):
+    m = copy.deepcopy(model)
+    d = m.config.d_head
+    with torch.no_grad():
+        m.attention.in_proj.weight[head * d : (head + 1) * d] = 0.0
+        m.attention.in_proj.bias[head * d : (head + 1) * d] = 0.0
+    return m(tokens)
+
+
 def remove_by_zeroing_w_v(model, tokens, head):
     m = copy.deepcopy(model)
     d, d_model = m.config.d_head, m.config.d_model
@@ -109,7 +118,8 @@ WRONG = [
     ("relation_table", table_over_heads, "you averaged over the heads too"),
     ("relation_table", table_swapped, "relationships out of order"),
     ("relation_table", table_columns, "you read the columns of 'it'"),
-    ("remove_head", remove_by_zeroing_w_q, "zeroing the head's W_Q makes its attention uniform"),
+    ("remove_head", remove_by_zeroing_w_q, "zeroing the head's query projection does not remove the head"),
+    ("remove_head", remove_by_zeroing_w_q_and_b_q, "zeroing the head's query projection does not remove the head"),
     ("remove_head", remove_by_zeroing_w_v, "zeroing the head's W_V leaves its value bias"),
     ("remove_head", remove_in_place, "changed the model's weights"),
     ("remove_head", keep_only_that_head, "keeps only this head"),
