@@ -61,7 +61,7 @@ def attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Softmax over the last dimension (the keys), with masked keys given weight 0.
+    """Softmax over the last dimension (the keys), with masked keys given weight 0. `scores` is left unchanged.
 
     Args:
         scores: attention scores.
@@ -73,7 +73,12 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> to
     if mask is None:
         return scores.softmax(dim=-1)
     check_mask(mask, scores.shape)
-    weights = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+    return _softmax_of_filled(scores.masked_fill(~mask, float("-inf")), mask)
+
+
+def _softmax_of_filled(filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax of scores whose blocked entries already hold -inf; a fully masked row becomes all zeros."""
+    weights = filled.softmax(dim=-1)
     # A fully masked row is softmax of all -inf = 0/0 = NaN; define it as "attends to nothing".
     return weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
 
@@ -97,11 +102,23 @@ def attention(
         (..., q_pos, k_pos); returns output (..., q_pos, d_v) and weights (..., q_pos, k_pos).
     """
     check_qkv(q, k, v)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., q_pos, k_pos)
-    if causal:
-        future = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-        mask = future if mask is None else mask & future
-    weights = masked_softmax(scores, mask)
+    # Scaling q before the product gives the same scores as scaling them after, and touches q_pos x d_head numbers
+    # instead of q_pos x k_pos.
+    scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (..., q_pos, k_pos)
+    if mask is None and not causal:
+        weights = scores.softmax(dim=-1)
+    else:
+        allowed = mask
+        if causal:
+            future = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+            allowed = future if mask is None else mask & future
+        check_mask(allowed, scores.shape)
+        # scores is ours (just computed), so it can be filled in place: one copy of q_pos x k_pos numbers saved
+        scores = scores.masked_fill_(~allowed, float("-inf"))
+        if mask is None:
+            weights = scores.softmax(dim=-1)  # causal alone leaves every query its own position: no empty row
+        else:
+            weights = _softmax_of_filled(scores, allowed)
     return weights @ v, weights  # (..., q_pos, d_v), (..., q_pos, k_pos)
 
 
