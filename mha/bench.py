@@ -510,7 +510,15 @@ def _planning(device, dtype, threads, budget) -> Settings:
 def main(argv=None) -> int:
     """The command: run a suite, print its tables and figures, write JSON and CSV. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return _main(args, argv)
+    except ValueError as error:  # bad options explained in one line, not a traceback
+        parser.error(str(error))
+
+
+def _main(args, argv) -> int:
     command = "python -m mha.bench " + shlex.join(argv)
     name = args.suite or ("gpu" if args.device == "cuda" else "cpu")
     chosen = suite(name, args.quick)

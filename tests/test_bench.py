@@ -450,3 +450,11 @@ def test_dry_run_plans_the_gpu_suite_without_a_gpu(capsys):
     assert "plan for cuda, bfloat16" in out and "nothing is run" in out
     assert "table: batch 4 · seq 4096 · d_model 2048 · heads 16 · d_head 128 · not causal, forward: 17 to run" in out
     assert "memory: batch 1 · seq 32768" in out and "core/math (its (batch, heads, q_pos, k_pos) weights" in out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_is_one_clear_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--device", "cuda", "--quick"])
+    assert info.value.code == 2
+    assert "torch.cuda.is_available() is False" in capsys.readouterr().err

@@ -198,3 +198,12 @@ def test_weight_by_offset_finds_the_distance_each_head_looks_back():
     torch.testing.assert_close(table[2], torch.full((4,), expected))
     with pytest.raises(ValueError, match="q_pos > max_offset=6"):
         tv.weight_by_offset(weights, max_offset=6)
+
+
+def test_bad_options_are_one_clear_line(capsys):
+    from mha.experiments.__main__ import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["tunnel-vision", "--heads", "3", "--seeds", "0", "--quiet"])
+    assert info.value.code == 2
+    assert "d_model=64 is not divisible by heads=3" in capsys.readouterr().err

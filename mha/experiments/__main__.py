@@ -27,9 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv  # so that an experiment can record the exact command that made its results
-    args.main(args)
+    try:
+        args.main(args)
+    except ValueError as error:  # bad options explained in one line, not a traceback
+        parser.error(f"{args.command}: {error}")
 
 
 if __name__ == "__main__":
