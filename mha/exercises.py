@@ -68,6 +68,8 @@ def fingerprint(nb) -> str:
 def make_exercise(solution, source_name: str):
     """The exercise notebook for one solution notebook: solutions stubbed, outputs cleared, fingerprint recorded."""
     nb = copy.deepcopy(solution)
+    # widget state (progress bars) is output too, with random ids: keep only what says how to run the notebook
+    nb.metadata = {key: value for key, value in nb.metadata.items() if key in ("kernelspec", "language_info")}
     count = 0
     for index, cell in enumerate(nb.cells):
         where = f"{source_name}, cell {index}"
