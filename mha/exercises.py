@@ -77,6 +77,7 @@ def make_exercise(solution, source_name: str):
             stripped = strip_solutions(cell.source, cell.cell_type, where)
             count += stripped != cell.source
             cell.source = stripped
+        cell.metadata.pop("execution", None)  # when each cell last ran: output, not content
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     if not count:

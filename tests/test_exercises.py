@@ -132,3 +132,16 @@ def test_an_unedited_exercise_is_updated(course):
     assert exercises.generate(course) == 0
     assert "A new sentence." in exercise.read_text()
     assert not exercise.with_suffix(".fresh.ipynb").exists()
+
+
+def test_a_generated_exercise_carries_no_run_records():
+    kernelspec = {"name": "mha-course", "display_name": "Python (mha course)", "language": "python"}
+    solution = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec, "widgets": {"state": {}}})
+    cell = nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION", execution_count=3)
+    cell.metadata["execution"] = {"iopub.execute_input": "2026-01-01T00:00:00Z"}
+    cell.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    solution.cells.append(cell)
+    exercise = exercises.make_exercise(solution, "solutions/99_test.ipynb")
+    assert set(exercise.metadata) == {"kernelspec", "mha_exercise"}
+    [stub] = exercise.cells
+    assert stub.metadata == {} and stub.outputs == [] and stub.execution_count is None
