@@ -83,32 +83,26 @@ def padding_transposed(lengths, seq):
     return torch.arange(seq)[:, None] < lengths
 
 
-def attention_unscaled(q, k, v, mask=None):
-    s = q @ k.transpose(-2, -1)
+def _attention(q, k, v, mask=None, scale=True, zero_empty_rows=True, mix="v"):
+    s = q @ k.transpose(-2, -1) / (math.sqrt(q.shape[-1]) if scale else 1.0)
     if mask is not None:
         s = s.masked_fill(~mask, float("-inf"))
     w = s.softmax(-1)
-    if mask is not None:
+    if mask is not None and zero_empty_rows:
         w = w.masked_fill(~mask.any(-1, keepdim=True), 0.0)
-    return w @ v, w
+    return w @ (v if mix == "v" else k), w
+
+
+def attention_unscaled(q, k, v, mask=None):
+    return _attention(q, k, v, mask, scale=False)
 
 
 def attention_nan(q, k, v, mask=None):
-    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    w = s.softmax(-1)
-    return w @ v, w
+    return _attention(q, k, v, mask, zero_empty_rows=False)
 
 
 def attention_mixes_keys(q, k, v, mask=None):
-    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    w = s.softmax(-1)
-    if mask is not None:
-        w = w.masked_fill(~mask.any(-1, keepdim=True), 0.0)
-    return w @ k, w
+    return _attention(q, k, v, mask, mix="k")
 
 
 def attention_output_only(q, k, v, mask=None):
@@ -117,13 +111,8 @@ def attention_output_only(q, k, v, mask=None):
 
 
 def attention_swapped(q, k, v, mask=None):
-    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if mask is not None:
-        s = s.masked_fill(~mask, float("-inf"))
-    w = s.softmax(-1)
-    if mask is not None:
-        w = w.masked_fill(~mask.any(-1, keepdim=True), 0.0)
-    return w, w @ v
+    output, weights = _attention(q, k, v, mask)
+    return weights, output
 
 
 def query_as_list():
