@@ -6,8 +6,9 @@ SUBMISSIONS holds one sub-folder per student, each with any of the exercise note
 notebook is run from top to bottom in a fresh kernel, in its own process with a time limit, so that a notebook that
 crashes or never ends costs only itself. The exercise checks record what passes (see `mha.checks`); an exercise
 whose check never ran (a crash before it, a time-out) counts as not passed. The CSV has one row per student, lesson
-and exercise: `student, lesson, exercise, passed, note`, the note saying why an exercise did not pass (the check's
-message, or how the notebook ended before its check ran).
+and exercise: `student, notebook, lesson, exercise, passed, note`, the note saying why an exercise did not pass
+(the check's message, or how the notebook ended before its check ran). Copies named `NN_name.fresh.ipynb`, which
+`make exercises` may leave beside a student's work, are not graded.
 """
 
 import argparse
@@ -18,7 +19,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -90,7 +91,16 @@ def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[d
     students = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not students:
         raise ValueError(f"{folder} has no sub-folders: expected one folder per student")
-    jobs = [(s, nb) for s in students for nb in sorted(s.glob("[0-9][0-9]_*.ipynb"))]
+    # `make exercises` may leave NN_name.fresh.ipynb beside a student's notebook: a copy of ours, not their work
+    jobs = [(s, nb) for s in students for nb in sorted(s.glob("[0-9][0-9]_*.ipynb")) if ".fresh." not in nb.name]
+    for student in students:
+        lessons = [nb.name[:2] for s, nb in jobs if s == student]
+        for lesson in sorted({x for x in lessons if lessons.count(x) > 1}):
+            print(
+                f"warning: {student.name} handed in {lessons.count(lesson)} notebooks for lesson {lesson}; "
+                f"each is graded on its own rows",
+                file=sys.stderr,
+            )
     rows = []
     for student, notebook in tqdm(jobs, desc="grading", unit="notebook", disable=not progress):
         lesson = notebook.name[:2]
@@ -112,6 +122,7 @@ def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[d
             rows.append(
                 {
                     "student": student.name,
+                    "notebook": notebook.name,
                     "lesson": lesson,
                     "exercise": exercise,
                     "passed": passed[exercise],
@@ -122,22 +133,28 @@ def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[d
 
 
 def summary(rows: list[dict]) -> str:
-    """A table per student (exercises passed per lesson) and the pass rate of every exercise."""
-    by_student, by_exercise = defaultdict(lambda: defaultdict(list)), defaultdict(list)
+    """Exercises passed per student and lesson; per exercise, how many students passed and the commonest failure."""
+    by_student, by_exercise = defaultdict(lambda: defaultdict(list)), defaultdict(dict)
+    students = sorted({r["student"] for r in rows})
     for r in rows:
         by_student[r["student"]][r["lesson"]].append(r["passed"])
-        by_exercise[(r["lesson"], r["exercise"])].append(r["passed"])
+        best = by_exercise[(r["lesson"], r["exercise"])].get(r["student"])
+        if best is None or r["passed"]:
+            by_exercise[(r["lesson"], r["exercise"])][r["student"]] = r
     lines = ["student               " + "  ".join(f"lesson {lesson}" for lesson in sorted(EXERCISES))]
-    for student, lessons in sorted(by_student.items()):
+    for student in students:
         cells = []
         for lesson in sorted(EXERCISES):
-            marks = lessons.get(lesson)
+            marks = by_student[student].get(lesson)
             cells.append(f"{sum(marks):>3}/{len(marks):<5}" if marks else f"{'-':>3}{'':6}")
         lines.append(f"{student:<22}" + " ".join(cells))
     lines.append("")
-    lines.append("exercise                          passed")
-    for (lesson, exercise), marks in sorted(by_exercise.items()):
-        lines.append(f"{lesson} {exercise:<30} {sum(marks)}/{len(marks)}")
+    lines.append(f"exercise                        passed (of {len(students)} students)   commonest reason it did not")
+    for (lesson, exercise), per_student in sorted(by_exercise.items()):
+        passed = sum(r["passed"] for r in per_student.values())
+        reasons = Counter(r["note"] for r in per_student.values() if not r["passed"] and r["note"])
+        commonest = f"{reasons.most_common(1)[0][0][:70]} ({reasons.most_common(1)[0][1]})" if reasons else ""
+        lines.append(f"{lesson} {exercise:<28} {passed:>4}   {commonest}")
     return "\n".join(lines)
 
 
@@ -155,7 +172,7 @@ def main(argv=None) -> int:
     rows = grade(args.folder, args.timeout)
     out = args.csv or args.folder / "grades.csv"
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["student", "lesson", "exercise", "passed", "note"])
+        writer = csv.DictWriter(f, fieldnames=["student", "notebook", "lesson", "exercise", "passed", "note"])
         writer.writeheader()
         writer.writerows(rows)
     print(summary(rows))

@@ -14,7 +14,16 @@ def _to_numpy(x):
 
 
 def show_attention(
-    weights, q_labels=None, k_labels=None, ax=None, title=None, annotate=None, cmap="Blues", vmax=None, colorbar=True
+    weights,
+    q_labels=None,
+    k_labels=None,
+    ax=None,
+    title=None,
+    annotate=None,
+    cmap="Blues",
+    vmax=None,
+    colorbar=True,
+    axis_labels=("key position (attended to)", "query position (attending)"),
 ):
     """Heatmap of attention weights: one row per query, one column per key.
 
@@ -26,6 +35,7 @@ def show_attention(
         annotate: write each weight in its cell (default: when the map has at most 12 x 12 cells).
         cmap, vmax: colour map and the weight shown darkest (default: 1, the most a weight can be).
         colorbar: draw a colour bar beside the map.
+        axis_labels: (columns, rows) axis titles, for tables that are not query x key.
 
     Shape:
         weights (q_pos, k_pos).
@@ -42,8 +52,8 @@ def show_attention(
         rotation=90 if k_labels is not None else 0,
     )
     ax.set_yticks(range(w.shape[0]), q_labels if q_labels is not None else range(w.shape[0]))
-    ax.set_xlabel("key position (attended to)")
-    ax.set_ylabel("query position (attending)")
+    ax.set_xlabel(axis_labels[0])
+    ax.set_ylabel(axis_labels[1])
     if title:
         ax.set_title(title)
     if annotate is None:

@@ -458,3 +458,13 @@ def test_asking_for_cuda_without_a_gpu_is_one_clear_line(capsys):
         main(["--device", "cuda", "--quick"])
     assert info.value.code == 2
     assert "torch.cuda.is_available() is False" in capsys.readouterr().err
+
+
+def test_the_first_call_demo_times_both_sides_on_the_same_threads_and_shows_the_gap():
+    from mha.mistakes import first_call
+
+    torch.set_num_threads(2)
+    found = first_call("cpu", threads=1, min_run_time=0.05)
+    assert torch.get_num_threads() == 2, "the thread count must be restored"
+    # compiling (or, without a compiler, setting up) makes the first call far slower than a warm one
+    assert found.wrong_value > 3 * found.right_value, (found.wrong_value, found.right_value)

@@ -117,3 +117,23 @@ def test_an_unrecognised_mistake_still_says_where_it_differs():
 
     with pytest.raises(CheckFailed, match="largest difference .* at index"):
         checks_of("01").scores(scores)
+
+
+def test_a_check_given_the_course_own_function_says_so():
+    import mha
+
+    with pytest.raises(CheckFailed, match="is the course's own code"):
+        checks_of("01").attention(mha.attention)
+    with pytest.raises(CheckFailed, match="is the course's own code"):
+        checks_of("03").split_heads(mha.split_heads)
+
+
+def test_a_crash_inside_a_function_the_learner_calls_is_named():
+    def mean_pool(hidden, mask):
+        return (hidden * mask).sum(dim=1)  # the classic broadcast mistake
+
+    def sentence_embedding(hidden, mask):
+        return mean_pool(hidden, mask)
+
+    with pytest.raises(CheckFailed, match="in `mean_pool`, which it calls"):
+        checks_of("05").sentence_embedding(sentence_embedding)

@@ -38,11 +38,13 @@ def test_grade_a_class(tmp_path):
     _with_cell("import os\nos._exit(1)", tmp_path / "cy" / LESSON01.name)  # the kernel dies
     _with_cell("while True:\n    pass", tmp_path / "dee" / LESSON01.name)  # never ends
     shutil.copy(ROOT / "exercises" / LESSON01.name, tmp_path / "eve" / LESSON01.name)  # handed in untouched
+    # a fresh copy left by `make exercises` is ours, not ada's work: it must not be graded
+    shutil.copy(ROOT / "exercises" / LESSON01.name, tmp_path / "ada" / LESSON01.name.replace(".ipynb", ".fresh.ipynb"))
 
     assert grade.main([str(tmp_path), "--timeout", "30"]) == 0
     with open(tmp_path / "grades.csv") as f:
         rows = list(csv.DictReader(f))
-    assert set(rows[0]) == {"student", "lesson", "exercise", "passed", "note"}
+    assert set(rows[0]) == {"student", "notebook", "lesson", "exercise", "passed", "note"}
     passed = {(r["student"], r["exercise"]): r["passed"] == "True" for r in rows}
     exercises = grade.EXERCISES["01"]
     assert all(passed["ada", e] for e in exercises)
@@ -51,6 +53,7 @@ def test_grade_a_class(tmp_path):
     assert not any(passed["cy", e] for e in exercises)
     assert not any(passed["dee", e] for e in exercises)
     assert not any(passed["eve", e] for e in exercises)
+    assert len(rows) == 5 * len(exercises), "one row per student and exercise (the fresh copy is not graded)"
     notes = {(r["student"], r["exercise"]): r["note"] for r in rows}
     assert "time limit" in notes["dee", "scores"] and "crashed" in notes["cy", "scores"]
     assert "you did not scale" in notes["bob", "scores"] and notes["ada", "scores"] == ""

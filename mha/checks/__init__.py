@@ -38,6 +38,7 @@ def exercise(lesson: str, name: str):
         @functools.wraps(check)
         def run(*args, **kwargs):
             try:
+                _refuse_course_code(args)
                 cases = check(*args, **kwargs)
             except CheckFailed as failure:
                 _record(lesson, name, False, str(failure).splitlines()[0])
@@ -49,6 +50,17 @@ def exercise(lesson: str, name: str):
         return run
 
     return wrap
+
+
+def _refuse_course_code(args) -> None:
+    """A check given the course's own function would test the course, not the learner: say so."""
+    for arg in args:
+        module = getattr(arg, "__module__", "") or ""
+        if callable(arg) and (module == "mha" or module.startswith("mha.")):
+            name = getattr(arg, "__qualname__", repr(arg))
+            raise CheckFailed(
+                f"`{name}` is the course's own code ({module}); the check is for the function you write yourself"
+            )
 
 
 def _record(lesson: str, name: str, passed: bool, message: str = "") -> None:
@@ -78,8 +90,21 @@ def call(fn, *args, name: str | None = None, explain=None, **kwargs):
         raise
     except Exception as error:
         hint = explain(error) if explain else None
-        message = f"`{name}` raised {type(error).__name__}: {error}\n  (inputs: {describe(args)})"
+        inner = _innermost_learner_function(error)
+        where = f" (in `{inner}`, which it calls)" if inner and inner != name else ""
+        message = f"`{name}` raised {type(error).__name__}{where}: {error}\n  (inputs: {describe(args)})"
         raise CheckFailed(message + (f"\n  likely cause: {hint}" if hint else "")) from error
+
+
+def _innermost_learner_function(error: BaseException) -> str | None:
+    """Name of the deepest function in the traceback that is neither ours, nor a library's, nor Python's."""
+    name, tb = None, error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not any(part in filename for part in ("site-packages", "/mha/", "/lib/python")):
+            name = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return name
 
 
 def describe(args) -> str:

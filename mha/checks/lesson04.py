@@ -143,6 +143,16 @@ def _remove_head_mistakes(model, tokens, head):
             if with_bias:
                 m.attention.in_proj.bias[block * d_model :][rows] = 0.0
         out.append((m(tokens), hint))
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        m.attention.out_proj.weight[rows] = 0.0
+    out.append(
+        (
+            m(tokens),
+            "you zeroed rows of W_O, which are output features; the head's block of W_O is its "
+            "columns, W_O[:, h*d_head:(h+1)*d_head] (or simply use head_mask)",
+        )
+    )
     keep_only = torch.zeros(model.config.heads)
     keep_only[head] = 1.0
     out.append((model(tokens, head_mask=keep_only), "that keeps only this head and removes all the others"))
@@ -221,6 +231,11 @@ def pronoun_accuracy(fn) -> int:
         12 / 20,
         [
             (12, "that is a count; divide by the number of sentences"),
+            (
+                0,
+                "no prediction counted as right: compare the predicted token id with INDEX[s.answers['pronoun']], "
+                "the id of the word, not with the word itself",
+            ),
             (4 / 20, "you read the prediction at the last word; read it at 'it' (sentence.it)"),
             (
                 8 / 20,

@@ -24,7 +24,13 @@ def previous_token_score(fn) -> int:
         heads, seq, _ = w.shape
         what = f"previous_token_score on weights {tuple(w.shape)}"
         got = as_tensor(call(fn, w.clone()), what)
-        expect_shape(got, (heads,), what, "one score per head")
+        expect_shape(
+            got,
+            (heads,),
+            what,
+            "one score per head: take the diagonal over the last two dimensions, "
+            "diagonal(offset=-1, dim1=-2, dim2=-1), then average it",
+        )
         below = w.diagonal(offset=-1, dim1=-2, dim2=-1)  # (heads, seq - 1): entries (i, i - 1)
         diagnose(
             got,
@@ -56,13 +62,21 @@ def _hidden(seed: int):
     return hidden, mask
 
 
+def _explain_broadcast(error):
+    if isinstance(error, RuntimeError) and "must match the size" in str(error):
+        return (
+            "mask (batch, seq) does not line up with hidden (batch, seq, d_model): use mask[..., None], (batch, seq, 1)"
+        )
+    return None
+
+
 @exercise(LESSON, "mean_pool")
 def mean_pool(fn) -> int:
     """fn(hidden (batch, seq, d_model), mask (batch, seq) True = real token) -> (batch, d_model)."""
     cases = [_hidden(3), _hidden(4)]
     for hidden, mask in cases:
         what = f"mean_pool on hidden {tuple(hidden.shape)} with lengths {mask.sum(-1).tolist()}"
-        got = as_tensor(call(fn, hidden.clone(), mask.clone()), what)
+        got = as_tensor(call(fn, hidden.clone(), mask.clone(), explain=_explain_broadcast), what)
         expect_shape(got, (hidden.shape[0], hidden.shape[2]), what, "one vector per sentence, (batch, d_model)")
         masked_sum = (hidden * mask[..., None]).sum(1)
         diagnose(
@@ -100,6 +114,12 @@ def sentence_embedding(fn) -> int:
                     "you scaled each token to length 1 and then averaged; average first, then scale the average",
                 ),
                 (F.normalize(hidden.mean(1), dim=-1), "padding was included in the average"),
+                (
+                    reference_pool(hidden, mask) / reference_pool(hidden, mask).norm(),
+                    "you divided by the norm of the whole "
+                    "batch; each sentence's vector must "
+                    "have length 1 on its own (dim=-1)",
+                ),
                 (
                     F.normalize(reference_pool(hidden, mask), dim=0),
                     "normalised along the wrong dimension: each sentence's vector must have length 1 (dim=-1)",
@@ -169,6 +189,12 @@ def top_heads(fn) -> int:
         if pairs != expected:
             raise CheckFailed(f"{what}: got heads {pairs}, expected {expected}")
         for layer, head, score in got:
+            if not (isinstance(layer, int) and isinstance(head, int) and isinstance(score, float)):
+                raise CheckFailed(
+                    f"{what}: return plain Python numbers, (int, int, float), e.g. int(i) // heads and "
+                    f"float(v); got ({type(layer).__name__}, {type(head).__name__}, "
+                    f"{type(score).__name__})"
+                )
             if abs(float(score) - float(scores[layer, head])) > 1e-6:
                 raise CheckFailed(
                     f"{what}: the score of layer {layer}, head {head} should be "

@@ -23,6 +23,7 @@ def layer_flops(fn) -> int:
             reference_flops(batch, seq, d_model, causal),
             [
                 (projections // 2 + core // 2, "a multiply-add is 2 FLOPs: an (m, k) @ (k, n) product costs 2·m·k·n"),
+                (projections + core // 2, "the core has two products, Q Kᵀ and weights @ V, each 2·batch·seq²·d_model"),
                 (
                     projections + core // heads,
                     "the core's cost does not shrink with heads: each head works on d_head = "
@@ -64,10 +65,16 @@ def median_iqr(fn) -> int:
             ],
             f"{what}, the median",
         )
+        e1, _, e3 = statistics.quantiles(times, n=4)  # the default method, "exclusive"
         diagnose(
             iqr,
             q3 - q1,
             [
+                (
+                    e3 - e1,
+                    'statistics.quantiles defaults to method="exclusive"; numpy.percentile interpolates as '
+                    'method="inclusive" does',
+                ),
                 (
                     max(times) - min(times),
                     "that is the whole range, max - min; the IQR is the 75th percentile minus the "
@@ -136,6 +143,8 @@ def score_memory(fn) -> int:
                 (batch * seq * seq * size, "every head has its own (seq, seq) matrix: multiply by heads"),
                 (batch * heads * seq * size, "the scores are seq × seq per head: one number per (query, key) pair"),
                 (batch * heads * seq * seq, "that counts numbers; multiply by the bytes per number"),
+                (batch * heads * seq * seq * size / 2**20, "that is in MiB; return bytes"),
+                (batch * heads * seq * seq * size / 1e6, "that is in MB; return bytes"),
             ],
             what,
         )
@@ -145,7 +154,7 @@ def score_memory(fn) -> int:
 @exercise(LESSON, "longest_seq")
 def longest_seq(fn) -> int:
     """fn(batch, heads, bytes_per_number, budget_bytes) -> the largest seq whose score matrix fits the budget."""
-    cases = [(1, 1, 2, 512 * 2**20), (4, 16, 2, 80 * 2**30), (2, 12, 4, 10**9)]
+    cases = [(1, 1, 2, 512 * 2**20), (4, 16, 2, 80 * 2**30), (2, 12, 4, 10**9), (1, 1, 1, 8)]
     for batch, heads, size, budget in cases:
         what = f"longest_seq(batch={batch}, heads={heads}, bytes_per_number={size}, budget_bytes={budget:,})"
         got = int(call(fn, batch, heads, size, budget))

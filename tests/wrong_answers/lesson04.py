@@ -74,6 +74,14 @@ def remove_in_place(model, tokens, head):
     return model(tokens)
 
 
+def remove_by_zeroing_w_o_rows(model, tokens, head):
+    m = copy.deepcopy(model)
+    d = m.config.d_head
+    with torch.no_grad():
+        m.attention.out_proj.weight[head * d : (head + 1) * d] = 0.0
+    return m(tokens)
+
+
 def keep_only_that_head(model, tokens, head):
     keep = torch.zeros(model.config.heads)
     keep[head] = 1.0
@@ -107,6 +115,14 @@ def pronoun_from_entity_readout(model, sentences):
     return _pronoun(model, sentences, readout="entity")
 
 
+def pronoun_compared_with_word(model, sentences):
+    tokens, _ = TemplateLanguage().encode(sentences)
+    predictions = model(tokens).argmax(dim=-1)
+    r = RELATIONS.index("pronoun")
+    hits = [predictions[b, s.it, r] == s.answers["pronoun"] for b, s in enumerate(sentences)]
+    return sum(bool(h) for h in hits) / len(hits)
+
+
 def pronoun_count(model, sentences):
     return _pronoun(model, sentences, count=True)
 
@@ -123,9 +139,11 @@ WRONG = [
     ("remove_head", remove_by_zeroing_w_v, "zeroing the head's W_V leaves its value bias"),
     ("remove_head", remove_in_place, "changed the model's weights"),
     ("remove_head", keep_only_that_head, "keeps only this head"),
+    ("remove_head", remove_by_zeroing_w_o_rows, "you zeroed rows of W_O"),
     ("accuracy_by_distance", distance_counts, "those are counts"),
     ("accuracy_by_distance", distance_overall, "at distance"),
     ("pronoun_accuracy", pronoun_at_last_word, "you read the prediction at the last word"),
     ("pronoun_accuracy", pronoun_from_entity_readout, "you read the entity readout"),
     ("pronoun_accuracy", pronoun_count, "that is a count"),
+    ("pronoun_accuracy", pronoun_compared_with_word, "compare the predicted token id with INDEX"),
 ]
