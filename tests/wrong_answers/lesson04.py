@@ -42,29 +42,32 @@ def table_columns(weights, sentences):
     return torch.stack(columns, dim=1)
 
 
-def remove_by_zeroing_w_q(model, tokens, head):
+def _zeroed_copy(model, head, tensor, block=0):
+    """A copy of `model` with head `head`'s rows of one attention tensor set to zero."""
     m = copy.deepcopy(model)
-    d = m.config.d_head
+    d, d_model = m.config.d_head, m.config.d_model
+    part = slice(block * d_model + head * d, block * d_model + (head + 1) * d)
     with torch.no_grad():
-        m.attention.in_proj.weight[head * d : (head + 1) * d] = 0.0
-    return m(tokens)
+        target = {
+            "in_weight": m.attention.in_proj.weight,
+            "in_bias": m.attention.in_proj.bias,
+            "out_weight": m.attention.out_proj.weight,
+        }[tensor]
+        target[part] = 0.0
+    return m
+
+
+def remove_by_zeroing_w_q(model, tokens, head):
+    return _zeroed_copy(model, head, "in_weight")(tokens)
 
 
 def remove_by_zeroing_w_q_and_b_q(model, tokens, head):
-    m = copy.deepcopy(model)
-    d = m.config.d_head
-    with torch.no_grad():
-        m.attention.in_proj.weight[head * d : (head + 1) * d] = 0.0
-        m.attention.in_proj.bias[head * d : (head + 1) * d] = 0.0
-    return m(tokens)
+    m = _zeroed_copy(model, head, "in_weight")
+    return _zeroed_copy(m, head, "in_bias")(tokens)
 
 
 def remove_by_zeroing_w_v(model, tokens, head):
-    m = copy.deepcopy(model)
-    d, d_model = m.config.d_head, m.config.d_model
-    with torch.no_grad():
-        m.attention.in_proj.weight[2 * d_model + head * d : 2 * d_model + (head + 1) * d] = 0.0
-    return m(tokens)
+    return _zeroed_copy(model, head, "in_weight", block=2)(tokens)
 
 
 def remove_in_place(model, tokens, head):
@@ -75,11 +78,7 @@ def remove_in_place(model, tokens, head):
 
 
 def remove_by_zeroing_w_o_rows(model, tokens, head):
-    m = copy.deepcopy(model)
-    d = m.config.d_head
-    with torch.no_grad():
-        m.attention.out_proj.weight[head * d : (head + 1) * d] = 0.0
-    return m(tokens)
+    return _zeroed_copy(model, head, "out_weight")(tokens)
 
 
 def keep_only_that_head(model, tokens, head):
