@@ -34,7 +34,7 @@ test: lint unit notebooks
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check mha tests
-	$(BIN)/python -m mha.exercises --check
+	$(BIN)/python -m mha.course exercises --check
 
 unit: setup
 	$(BIN)/python -m pytest tests
@@ -44,7 +44,7 @@ notebooks: setup
 
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup
-	$(BIN)/python -m mha.exercises
+	$(BIN)/python -m mha.course exercises
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -15,10 +15,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mha import MultiHeadAttention, padding_mask
 from mha.attention import attention
-from mha.bench import MODES, Experiment, Settings, main, plan, prepare, run, run_shape, suite
-from mha.flops import attention_flops, core_flops, known_peak, projection_flops
-from mha.heads import merge_heads, split_heads
-from mha.implementations import (
+from mha.bench import MODES, Experiment, Settings, plan, prepare, run, run_shape, suite
+from mha.bench.__main__ import main
+from mha.bench.flops import attention_flops, core_flops, known_peak, projection_flops
+from mha.bench.implementations import (
     IMPLEMENTATIONS,
     Implementation,
     Problem,
@@ -29,10 +29,11 @@ from mha.implementations import (
     tolerance,
     unavailable,
 )
-from mha.memory import LiveTensorMeter, peak_memory
-from mha.mistakes import flash_refuses_mask, format_mistake, run_all
-from mha.results import Record, figures, format_table, load
-from mha.timing import time_interleaved
+from mha.bench.memory import LiveTensorMeter, peak_memory
+from mha.bench.mistakes import flash_refuses_mask, format_mistake, run_all
+from mha.bench.results import Record, figures, format_table, load
+from mha.bench.timing import time_interleaved
+from mha.heads import merge_heads, split_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_CPU = [n for n in IMPLEMENTATIONS if unavailable(IMPLEMENTATIONS[n], "cpu") is None]
@@ -289,7 +290,7 @@ def _tiny_suite():
 
 def _check_records_file(path: Path, command_has: str):
     payload = json.loads(path.read_text())
-    meta, records = payload["meta"], payload["records"]
+    meta, records = {**payload["provenance"], **payload["settings"]}, payload["records"]
     assert meta["device"].startswith("CPU") and meta["torch"] == torch.__version__
     assert command_has in meta["command"] and meta["command"].startswith("python -m mha.bench")
     assert re.match(r"\d{4}-\d\d-\d\dT", meta["date"])
@@ -434,7 +435,8 @@ def test_run_restores_torch_threads():
 
 
 def test_the_recording_commands_parse():
-    from mha.bench import CPU_COMMAND, GPU_COMMAND, _parser
+    from mha.bench import CPU_COMMAND, GPU_COMMAND
+    from mha.bench.__main__ import _parser
 
     for command in (CPU_COMMAND, GPU_COMMAND):
         words = command.split()
@@ -461,7 +463,7 @@ def test_asking_for_cuda_without_a_gpu_is_one_clear_line(capsys):
 
 
 def test_the_first_call_demo_times_both_sides_on_the_same_threads_and_shows_the_gap():
-    from mha.mistakes import first_call
+    from mha.bench.mistakes import first_call
 
     torch.set_num_threads(2)
     found = first_call("cpu", threads=1, min_run_time=0.05)

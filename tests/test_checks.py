@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from mha.checks import EXERCISES, CheckFailed
-from mha.exercises import make_exercise
+from mha.course.exercises import make_exercise
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted(p.stem.removeprefix("lesson") for p in (ROOT / "mha" / "checks").glob("lesson*.py"))

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mha import exercises
+from mha.course import exercises
 
 ROOT = Path(__file__).resolve().parents[1]
 

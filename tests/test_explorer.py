@@ -1,7 +1,7 @@
 import pytest
 
 from mha import pretrained
-from mha.explorer import HeadExplorer
+from mha.pretrained.explorer import HeadExplorer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from mha import grade
+from mha.course import grade
+from mha.course.__main__ import main as course
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSON01 = sorted((ROOT / "solutions").glob("01_*.ipynb"))[0]
@@ -41,7 +42,7 @@ def test_grade_a_class(tmp_path):
     # a fresh copy left by `make exercises` is ours, not ada's work: it must not be graded
     shutil.copy(ROOT / "exercises" / LESSON01.name, tmp_path / "ada" / LESSON01.name.replace(".ipynb", ".fresh.ipynb"))
 
-    assert grade.main([str(tmp_path), "--timeout", "30"]) == 0
+    assert course(["grade", str(tmp_path), "--timeout", "30"]) == 0
     with open(tmp_path / "grades.csv") as f:
         rows = list(csv.DictReader(f))
     assert set(rows[0]) == {"student", "notebook", "lesson", "exercise", "passed", "note"}

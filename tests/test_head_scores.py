@@ -3,8 +3,15 @@ import math
 import pytest
 import torch
 
-from mha import head_scores
-from mha.head_scores import head_type_scores, mean_over_sentences, next_token, previous_token, same_word, to_token
+from mha.pretrained import head_scores
+from mha.pretrained.head_scores import (
+    head_type_scores,
+    mean_over_sentences,
+    next_token,
+    previous_token,
+    same_word,
+    to_token,
+)
 
 TOKENS = ["[CLS]", "the", "cat", "saw", "the", "dog", "[SEP]"]
 

@@ -2,9 +2,9 @@
 
 import torch
 
-from mha.experiments import heads as experiment
-from mha.language import RELATIONS, TemplateLanguage
-from mha.models import AttentionOnlyConfig, build_model
+from mha.toy import what_heads_learn as experiment
+from mha.toy.language import RELATIONS, TemplateLanguage
+from mha.toy.models import AttentionOnlyConfig, build_model
 
 LANGUAGE = TemplateLanguage()
 

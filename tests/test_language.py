@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mha.language import (
+from mha.toy.language import (
     CONTRAST,
     INDEX,
     PAD,
@@ -14,7 +14,7 @@ from mha.language import (
     decode,
     make_sentence,
 )
-from mha.tasks import IGNORE_INDEX
+from mha.toy.tasks import IGNORE_INDEX
 
 
 def test_the_seed_sentence_is_in_the_language():

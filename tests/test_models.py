@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mha import MultiHeadAttention
-from mha.models import AttentionOnlyConfig, AttentionOnlyModel, build_model, count_parameters
+from mha.toy.models import AttentionOnlyConfig, AttentionOnlyModel, build_model, count_parameters
 
 
 def expected_parameters(vocab, seq, d_model, relations):

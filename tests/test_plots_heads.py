@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from mha.plots import head_grid, head_score_maps
+from mha.pretrained.plots import head_grid, head_score_maps
 
 
 def test_head_grid_lays_every_head_out_in_one_image():

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from mha import pretrained
 from mha.pretrained import Encoder, EncoderConfig, checkpoint_names, encode, load_weights, tokenize
+from mha.pretrained.__main__ import main as pretrained_command
 
 REFERENCE = Path(__file__).parent / "pretrained_reference" / "minilm_reference.safetensors"
 TOL = 1e-4
@@ -218,7 +219,7 @@ def test_tokenize_refuses_a_bare_string(loaded):
 
 def test_command_prints_top_tokens_and_writes_json(tmp_path, capsys):
     path = tmp_path / "heads.json"
-    pretrained.main(["--sentence", pretrained.COURSE_SENTENCE, "--json", str(path)])
+    pretrained_command(["--sentence", pretrained.COURSE_SENTENCE, "--json", str(path)])
     out = capsys.readouterr().out
     assert "tokens: [CLS] apple released a new iphone , but it is expensive . [SEP]" in out
     assert len([line for line in out.splitlines() if line[:5].strip().isdigit()]) == 72

@@ -3,8 +3,10 @@ import json
 import pytest
 import torch
 
-from mha import pretrained, pretrained_heads
-from mha.pretrained_heads import (
+from mha import pretrained
+from mha.pretrained import analysis
+from mha.pretrained.__main__ import main as pretrained_command
+from mha.pretrained.analysis import (
     ablate_heads,
     embed_with_head_masks,
     pair_similarities,
@@ -74,26 +76,27 @@ def test_pruning_everything_least_first_and_most_first_meet(loaded):
 
 def test_pronoun_links_need_single_token_words(loaded):
     model, tokenizer = loaded
-    links = pretrained_heads.pronoun_links(model, tokenizer, pretrained_heads.PRONOUN_SENTENCES[:2])
+    links = analysis.pronoun_links(model, tokenizer, analysis.PRONOUN_SENTENCES[:2])
     assert links.antecedent.shape == (2, 6, 12)
     assert links.antecedent[0, 3, 1] > 0.5 > links.distractor[0, 3, 1]  # L3H1: "it" -> "iphone", not "apple"
     with pytest.raises(ValueError, match="'smartphone' is not one token"):
-        pretrained_heads.pronoun_links(model, tokenizer, [(pretrained.COURSE_SENTENCE, "it", "smartphone", "apple")])
+        analysis.pronoun_links(model, tokenizer, [(pretrained.COURSE_SENTENCE, "it", "smartphone", "apple")])
 
 
 def test_command_prints_the_tables_and_writes_json(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(pretrained_heads, "PAIRS", PAIRS)
-    monkeypatch.setattr(pretrained_heads, "PRUNE_COUNTS", (0, 36))
-    monkeypatch.setattr(pretrained_heads, "TYPE_SENTENCES", pretrained_heads.TYPE_SENTENCES[:3])
-    monkeypatch.setattr(pretrained_heads, "PRONOUN_SENTENCES", pretrained_heads.PRONOUN_SENTENCES[:3])
+    monkeypatch.setattr(analysis, "PAIRS", PAIRS)
+    monkeypatch.setattr(analysis, "PRUNE_COUNTS", (0, 36))
+    monkeypatch.setattr(analysis, "TYPE_SENTENCES", analysis.TYPE_SENTENCES[:3])
+    monkeypatch.setattr(analysis, "PRONOUN_SENTENCES", analysis.PRONOUN_SENTENCES[:3])
     path = tmp_path / "heads.json"
-    pretrained_heads.main(["--json", str(path)])
+    pretrained_command(["heads", "--json", str(path)])
     out = capsys.readouterr().out
     assert "previous   L0H2 1.00" in out
     assert "pronoun -> antecedent, over 3 sentences" in out and "L3H1: 0.76 on the antecedent" in out
     assert "one head removed at a time" in out and "least important first" in out
     data = json.loads(path.read_text())
-    assert set(data) == {"head_types", "sink_shares", "pronoun", "ablation", "prune"}
+    assert set(data) == {"provenance", "head_types", "sink_shares", "pronoun", "ablation", "prune"}
+    assert data["provenance"]["command"] == f"python -m mha.pretrained heads --json {path}"
     assert "weight on [CLS]" in out
     assert len(data["ablation"]["shift"]) == 6 and len(data["prune"]) == 4
 
@@ -101,17 +104,17 @@ def test_command_prints_the_tables_and_writes_json(tmp_path, capsys, monkeypatch
 def test_values_through_output_rebuild_the_attention_output(loaded):
     model, tokenizer = loaded
     batch = pretrained.tokenize(tokenizer, [pretrained.COURSE_SENTENCE, "Hi!"])
-    inputs, _ = pretrained_heads.layer_inputs(model, batch)
+    inputs, _ = analysis.layer_inputs(model, batch)
     att = model.layers[2].attention
     out, weights = att(inputs[2], key_padding_mask=batch.mask, need_weights=True, average_weights=False)
-    f = pretrained_heads.values_through_output(att, inputs[2])  # (batch, heads, k_pos, d_model)
+    f = analysis.values_through_output(att, inputs[2])  # (batch, heads, k_pos, d_model)
     rebuilt = torch.einsum("bhqk,bhkm->bqm", weights, f) + att.out_proj.bias
     torch.testing.assert_close(rebuilt, out, atol=1e-5, rtol=0)
 
 
 def test_sink_shares_weight_on_cls_is_mostly_parking(loaded):
     model, tokenizer = loaded
-    shares = pretrained_heads.sink_shares(model, tokenizer, pretrained_heads.TYPE_SENTENCES[:3])
+    shares = analysis.sink_shares(model, tokenizer, analysis.TYPE_SENTENCES[:3])
     assert shares.weight.shape == shares.norm.shape == (6, 12)
     assert ((shares.weight >= 0) & (shares.weight <= 1) & (shares.norm >= 0) & (shares.norm <= 1)).all()
     assert shares.weight.mean() > 0.4 > 0.15 > shares.norm.mean()

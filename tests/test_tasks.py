@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mha.tasks import IGNORE_INDEX, OffsetCopyTask
+from mha.toy.tasks import IGNORE_INDEX, OffsetCopyTask
 
 
 def sample(task, batch=8, seed=0):

@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
-from mha.experiments import tunnel_vision as tv
-from mha.experiments.__main__ import build_parser
-from mha.experiments.__main__ import main as cli
-from mha.models import AttentionOnlyConfig, build_model
-from mha.tasks import IGNORE_INDEX, OffsetCopyTask
-from mha.train import TrainConfig, evaluate, loss_fn, train
+from mha.toy import tunnel_vision as tv
+from mha.toy.__main__ import build_parser
+from mha.toy.__main__ import main as cli
+from mha.toy.models import AttentionOnlyConfig, build_model
+from mha.toy.tasks import IGNORE_INDEX, OffsetCopyTask
+from mha.toy.train import TrainConfig, evaluate, loss_fn, train
 
 RECORD_KEYS = {"heads", "d_model", "vocab", "seed", "steps", "params", "accuracy", "relation_accuracy", "seconds"}
 
@@ -166,13 +166,14 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "per relationship" in out and "[took" in out and "wrote 4 runs" in out
-    runs = json.loads(path.read_text())
+    payload = json.loads(path.read_text())
+    runs, made = payload["runs"], payload["provenance"]
+    assert made["command"].startswith("python -m mha.toy tunnel-vision") and made["torch"] == torch.__version__
     assert isinstance(runs, list) and len(runs) == 4
     assert [(r["heads"], r["seed"]) for r in runs] == [(1, 0), (1, 1), (2, 0), (2, 1)]
     for r in runs:
         assert RECORD_KEYS <= set(r)
         assert r["vocab"] == 16 and r["steps"] == 3 and len(r["relation_accuracy"]) == 3
-        assert r["command"].startswith("python -m mha.experiments tunnel-vision") and r["torch"] == torch.__version__
 
 
 def test_the_parser_has_the_documented_options_and_refuses_unknown_parts():
@@ -201,7 +202,7 @@ def test_weight_by_offset_finds_the_distance_each_head_looks_back():
 
 
 def test_bad_options_are_one_clear_line(capsys):
-    from mha.experiments.__main__ import main
+    from mha.toy.__main__ import main
 
     with pytest.raises(SystemExit) as info:
         main(["tunnel-vision", "--heads", "3", "--seeds", "0", "--quiet"])

@@ -6,7 +6,7 @@ a mistake by computing the classic wrong answers itself and comparing: if the le
 the hint for that one is given.
 
 Every check result is also appended, as one JSON line, to the file named by the environment variable
-`MHA_GRADE_LOG` when it is set: that is how `python -m mha.grade` collects results without parsing outputs.
+`MHA_GRADE_LOG` when it is set: that is how `python -m mha.course grade` collects results without parsing outputs.
 """
 
 import functools

@@ -2,9 +2,9 @@
 
 import torch
 
-from ..experiments.tunnel_vision import weight_by_offset as reference_by_offset
-from ..models import AttentionOnlyConfig, AttentionOnlyModel, count_parameters
-from ..tasks import IGNORE_INDEX
+from ..toy.models import AttentionOnlyConfig, AttentionOnlyModel, count_parameters
+from ..toy.tasks import IGNORE_INDEX
+from ..toy.tunnel_vision import weight_by_offset as reference_by_offset
 from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
 
 LESSON = "02"

@@ -4,8 +4,8 @@ from collections import defaultdict
 
 import torch
 
-from ..language import INDEX, RELATIONS, TemplateLanguage
-from ..models import AttentionOnlyConfig, build_model
+from ..toy.language import INDEX, RELATIONS, TemplateLanguage
+from ..toy.models import AttentionOnlyConfig, build_model
 from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
 
 LESSON = "04"

@@ -3,9 +3,9 @@
 import torch
 import torch.nn.functional as F
 
-from .. import head_scores
-from ..pretrained import mean_pool as reference_pool
-from ..pretrained import sentence_embeddings as reference_embeddings
+from ..pretrained import head_scores
+from ..pretrained.encoder import mean_pool as reference_pool
+from ..pretrained.encoder import sentence_embeddings as reference_embeddings
 from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
 
 LESSON = "05"

@@ -3,7 +3,7 @@
 import statistics
 import time
 
-from ..flops import attention_flops as reference_flops
+from ..bench.flops import attention_flops as reference_flops
 from . import CheckFailed, call, diagnose, exercise
 
 LESSON = "06"

@@ -2,7 +2,7 @@
 
 import torch
 
-from mha.tasks import IGNORE_INDEX
+from mha.toy.tasks import IGNORE_INDEX
 
 
 def targets_ahead(tokens, offset):

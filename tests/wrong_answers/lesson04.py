@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from mha.language import INDEX, RELATIONS, TemplateLanguage
+from mha.toy.language import INDEX, RELATIONS, TemplateLanguage
 
 
 def it_column(weights, sentence):

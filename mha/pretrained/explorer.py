@@ -10,8 +10,8 @@ import io
 import ipywidgets as widgets
 from matplotlib.figure import Figure
 
-from .plots import show_attention
-from .pretrained import Encoder, encode
+from ..plots import show_attention
+from .encoder import Encoder, encode
 
 
 class HeadExplorer(widgets.VBox):

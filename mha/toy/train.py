@@ -1,12 +1,12 @@
 """A small training loop for the course's synthetic tasks: Adam on fresh batches, scored on a fixed held-out set.
 
 Any task with `sample(batch, generator) -> (tokens, targets)` and any model mapping tokens (batch, seq) to logits
-(batch, seq, relations, vocab) will do. Targets equal to `mha.tasks.IGNORE_INDEX` count nowhere: not in the loss,
+(batch, seq, relations, vocab) will do. Targets equal to `mha.toy.tasks.IGNORE_INDEX` count nowhere: not in the loss,
 not in any accuracy.
 
 Everything random comes from the seed: the batches from a generator seeded with `seed`, the held-out set from one
 seeded with `eval_seed` (the same for every run, so that runs are scored on the same sequences). The starting
-weights are the caller's (see `mha.models.build_model`). Training runs on `threads` CPU threads, one by default:
+weights are the caller's (see `mha.toy.models.build_model`). Training runs on `threads` CPU threads, one by default:
 these models are too small to gain from more, and a fixed count keeps sums in the same order on every machine.
 """
 
@@ -124,7 +124,7 @@ def train(model: torch.nn.Module, task, config: TrainConfig = TrainConfig(), pro
 
     Args:
         model: maps tokens to logits; trained in place.
-        task: has `sample(batch, generator)` returning tokens and targets (e.g. `mha.tasks.OffsetCopyTask`).
+        task: has `sample(batch, generator)` returning tokens and targets (e.g. `mha.toy.tasks.OffsetCopyTask`).
         config: steps, batch size, learning rate, seeds.
         progress: show a progress bar.
 

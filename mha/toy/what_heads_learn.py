@@ -1,9 +1,9 @@
 """What heads learn: a multi-head attention layer trained on sentences like "Apple released a new iPhone, but it is
 expensive.", looked at head by head.
 
-The language (`mha.language`): at the pronoun "it", name the product it refers to (pronoun), the company that
+The language (`mha.toy.language`): at the pronoun "it", name the product it refers to (pronoun), the company that
 released it (entity), and whether the clause contrasts (contrast: "but", "yet" against "and", "so"). Each answer
-sits at one position of the sentence. The model (`mha.models.AttentionOnlyModel`): embeddings, one causal attention
+sits at one position of the sentence. The model (`mha.toy.models.AttentionOnlyModel`): embeddings, one causal attention
 layer, a residual, one readout per relationship.
 
 After training it measures, on a fixed set of sentences:
@@ -12,24 +12,18 @@ After training it measures, on a fixed set of sentences:
   distance   the pronoun's accuracy against the distance from "it" back to the product.
 
 Examples:
-  python -m mha.experiments heads --seed 0 --json heads.json
-  python -m mha.experiments heads --heads 1 --steps 1200
+  python -m mha.toy heads --seed 0 --json heads.json
+  python -m mha.toy heads --heads 1 --steps 1200
 """
 
-import argparse
-import datetime
-import json
-import shlex
-import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from ..language import INDEX, RELATIONS, Sentence, TemplateLanguage
-from ..models import AttentionOnlyConfig, build_model, count_parameters
-from ..train import TrainConfig, TrainResult, train
+from .language import INDEX, RELATIONS, Sentence, TemplateLanguage
+from .models import AttentionOnlyConfig, build_model, count_parameters
+from .train import TrainConfig, TrainResult, train
 
 PROBE_SEED = 2024  # the analysis sentences are the same for every run
 
@@ -204,30 +198,3 @@ def format_record(record: dict) -> str:
     for h, row in enumerate(record["ablation"]):
         lines.append(f"-head {h:<2}" + "".join(f"{x:>10.0%}" for x in row))
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
-    parser.add_argument("--heads", type=int, default=HeadsSetting.heads, help="attention heads (default: 4)")
-    parser.add_argument("--d-model", type=int, default=HeadsSetting.d_model, help="features per position")
-    parser.add_argument("--steps", type=int, default=HeadsSetting.steps, help="training steps (default: 600)")
-    parser.add_argument("--json", type=Path, default=None, help="write the runs here")
-    parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
-
-
-def main(args) -> None:
-    setting = HeadsSetting(heads=args.heads, d_model=args.d_model, steps=args.steps)
-    records = []
-    for seed in args.seeds:
-        record = run(setting, seed, progress=not args.quiet)
-        print(format_record(record), end="\n\n")
-        records.append(record)
-    if args.json:
-        payload = {
-            "command": "python -m mha.experiments " + shlex.join(getattr(args, "argv", sys.argv[1:])),
-            "torch": torch.__version__,
-            "date": datetime.date.today().isoformat(),
-            "runs": records,
-        }
-        args.json.write_text(json.dumps(payload, indent=1))
-        print(f"wrote {args.json}")

@@ -1,6 +1,6 @@
 """Grade a folder of submitted exercise notebooks.
 
-    python -m mha.grade SUBMISSIONS [--csv grades.csv] [--timeout 120]
+    python -m mha.course grade SUBMISSIONS [--csv grades.csv] [--timeout 120]
 
 SUBMISSIONS holds one sub-folder per student, each with any of the exercise notebooks (`01_*.ipynb`, ...). Every
 notebook is run from top to bottom in a fresh kernel, in its own process with a time limit, so that a notebook that
@@ -11,8 +11,6 @@ and exercise: `student, notebook, lesson, exercise, passed, note`, the note sayi
 `make exercises` may leave beside a student's work, are not graded.
 """
 
-import argparse
-import csv
 import json
 import os
 import signal
@@ -24,7 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .checks import EXERCISES
+from ..checks import EXERCISES
 
 
 def _load_all_checks() -> None:
@@ -32,7 +30,7 @@ def _load_all_checks() -> None:
     import importlib
     import pkgutil
 
-    from . import checks
+    from .. import checks
 
     for module in pkgutil.iter_modules(checks.__path__):
         importlib.import_module(f"{checks.__name__}.{module.name}")
@@ -43,7 +41,7 @@ def run_notebook(path: Path, timeout: float) -> tuple[list[dict], str]:
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "checks.jsonl"
         env = dict(os.environ, MHA_GRADE_LOG=str(log), MPLBACKEND="Agg")
-        cmd = [sys.executable, "-m", "mha.grade", "--run-one", str(path.resolve())]
+        cmd = [sys.executable, "-m", "mha.course", "grade", "--run-one", str(path.resolve())]
         # A session of its own, so that on a time-out the kernel it started is killed with it.
         proc = subprocess.Popen(
             cmd,
@@ -156,29 +154,3 @@ def summary(rows: list[dict]) -> str:
         commonest = f"{reasons.most_common(1)[0][0][:70]} ({reasons.most_common(1)[0][1]})" if reasons else ""
         lines.append(f"{lesson} {exercise:<28} {passed:>4}   {commonest}")
     return "\n".join(lines)
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mha.grade", description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", type=Path, help="one sub-folder per student, holding exercise notebooks")
-    parser.add_argument("--csv", type=Path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per notebook (default 120)")
-    parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.run_one:
-        return _execute(args.folder)
-    if not args.folder.is_dir():
-        parser.error(f"{args.folder} is not a folder")
-    rows = grade(args.folder, args.timeout)
-    out = args.csv or args.folder / "grades.csv"
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["student", "notebook", "lesson", "exercise", "passed", "note"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(summary(rows))
-    print(f"\nwrote {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """What the 72 heads of the pretrained encoder do: head types over sentences, the pronoun heads, and ablation.
 
-- `head_types`: the scores of `mha.head_scores` (previous token, next token, [CLS], [SEP], same word, ...),
+- `head_types`: the scores of `mha.pretrained.head_scores` (previous token, next token, [CLS], [SEP], same word, ...),
   averaged over a set of sentences, one number per layer and head.
 - `sink_shares`: how much of a head's weight goes to [CLS], against how much of what the head adds comes from it.
 - `pronoun_links`: for sentences with a pronoun and two candidate nouns, how much weight "it" puts on the noun it
@@ -9,19 +9,16 @@
   embeddings move, and whether the similarity ranking of a set of sentence pairs changes.
 - `prune`: remove many heads at once, least or most important first.
 
-Command: `python -m mha.pretrained_heads --json PATH` prints the tables the lesson prints and writes them to PATH.
+Command: `python -m mha.pretrained heads --json PATH` prints the tables the lesson prints and writes them to PATH.
 """
 
-import argparse
-import json
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from ..heads import split_heads
+from .encoder import COURSE_SENTENCE, Encoder, encode, sentence_embeddings, tokenize
 from .head_scores import head_type_scores, mean_over_sentences
-from .heads import split_heads
-from .pretrained import COURSE_SENTENCE, Encoder, encode, load, sentence_embeddings, tokenize
 
 # Sentences for the head-type scores: everyday syntax, several with a repeated word (for "same word").
 TYPE_SENTENCES = [
@@ -66,7 +63,7 @@ PAIRS = [
 
 
 def head_types(model: Encoder, tokenizer, sentences=TYPE_SENTENCES) -> dict[str, torch.Tensor]:
-    """Each head-type score of `mha.head_scores`, averaged over sentences.
+    """Each head-type score of `mha.pretrained.head_scores`, averaged over sentences.
 
     Args:
         model, tokenizer: from `mha.pretrained.load`.
@@ -313,87 +310,60 @@ def prune(model: Encoder, tokenizer, importance: torch.Tensor, counts=PRUNE_COUN
     return [PruneRow(c, name, float(s), int(r)) for (c, name), s, r in zip(labels, similarity, changes)]
 
 
-def print_head_types(types: dict[str, torch.Tensor], k: int = 3) -> None:
+def format_head_types(types: dict[str, torch.Tensor], k: int = 3) -> str:
     """The k highest-scoring heads of each head type, as the lesson and the command print them."""
-    print(f"head types, averaged over the sentences: the {k} highest-scoring heads (L = layer, H = head)")
+    lines = []
+    lines.append(f"head types, averaged over the sentences: the {k} highest-scoring heads (L = layer, H = head)")
     for name, scores in types.items():
-        print(f"  {name:<10} " + "   ".join(f"L{layer}H{head} {s:.2f}" for layer, head, s in top_heads(scores, k)))
+        lines.append(
+            f"  {name:<10} " + "   ".join(f"L{layer}H{head} {s:.2f}" for layer, head, s in top_heads(scores, k))
+        )
+    return "\n".join(lines)
 
 
-def print_sink_shares(shares: SinkShares) -> None:
+def format_sink_shares(shares: SinkShares) -> str:
     """Per layer, the mean share of the weight on [CLS] and the mean share of the heads' output that comes from it."""
-    print(f"{'layer':>5} | {'weight on [CLS]':>15} | {'output from [CLS]':>17}")
+    lines = []
+    lines.append(f"{'layer':>5} | {'weight on [CLS]':>15} | {'output from [CLS]':>17}")
     for layer, (weight, norm) in enumerate(zip(shares.weight.mean(dim=1), shares.norm.mean(dim=1))):
-        print(f"{layer:>5} | {weight:>15.2f} | {norm:>17.2f}")
-    print(f"{'all':>5} | {shares.weight.mean():>15.2f} | {shares.norm.mean():>17.2f}")
+        lines.append(f"{layer:>5} | {weight:>15.2f} | {norm:>17.2f}")
+    lines.append(f"{'all':>5} | {shares.weight.mean():>15.2f} | {shares.norm.mean():>17.2f}")
+    return "\n".join(lines)
 
 
-def print_pronoun_links(links: PronounLinks, k: int = 3) -> None:
+def format_pronoun_links(links: PronounLinks, k: int = 3) -> str:
     """The k heads that put the most weight from the pronoun on its antecedent, with the distractor beside it."""
+    lines = []
     ahead = (links.antecedent > links.distractor).float().mean(dim=0)  # (layers, heads)
-    print(f"pronoun -> antecedent, over {len(links.antecedent)} sentences: the {k} heads with most weight on it")
+    lines.append(f"pronoun -> antecedent, over {len(links.antecedent)} sentences: the {k} heads with most weight on it")
     for layer, head, s in top_heads(links.antecedent.mean(dim=0), k):
         other = links.distractor[:, layer, head].mean()
-        print(
+        lines.append(
             f"  L{layer}H{head}: {s:.2f} on the antecedent, {other:.2f} on the distractor; "
             f"antecedent ahead in {ahead[layer, head]:.0%} of the sentences"
         )
+    return "\n".join(lines)
 
 
-def print_ablation(ablation: Ablation, k: int = 5) -> None:
+def format_ablation(ablation: Ablation, k: int = 5) -> str:
     """The k heads whose removal moves the sentence embeddings most, and how many heads change the ranking."""
-    print(f"one head removed at a time: the {k} heads whose removal moves the embeddings most")
+    lines = []
+    lines.append(f"one head removed at a time: the {k} heads whose removal moves the embeddings most")
     for layer, head, s in top_heads(ablation.shift, k):
-        print(
+        lines.append(
             f"  L{layer}H{head}: 1 - cos = {s:.3f}, largest change of a pair's similarity "
             f"{ablation.similarity_change[layer, head]:.3f}, ranking flips {int(ablation.rank_changes[layer, head])}"
         )
     median = ablation.shift.flatten().median()
-    print(f"  the median head: 1 - cos = {median:.3f}")
-    print(f"  heads whose removal changes the ranking of the pairs: {int((ablation.rank_changes > 0).sum())}")
+    lines.append(f"  the median head: 1 - cos = {median:.3f}")
+    lines.append(f"  heads whose removal changes the ranking of the pairs: {int((ablation.rank_changes > 0).sum())}")
+    return "\n".join(lines)
 
 
-def print_prune(rows: list[PruneRow]) -> None:
+def format_prune(rows: list[PruneRow]) -> str:
     """The table of `prune`."""
-    print(f"{'removed':>7} | {'order':<22} | {'cos to full model':>17} | {'ranking flips':>13}")
+    lines = []
+    lines.append(f"{'removed':>7} | {'order':<22} | {'cos to full model':>17} | {'ranking flips':>13}")
     for row in rows:
-        print(f"{row.removed:>7} | {row.order:<22} | {row.similarity:>17.3f} | {row.rank_changes:>13}")
-
-
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m mha.pretrained_heads",
-        description="What the heads of all-MiniLM-L6-v2 do: head types, pronoun links, ablation.",
-    )
-    parser.add_argument("--json", type=Path, help="write the tables to this file")
-    args = parser.parse_args(argv)
-    model, tokenizer = load()
-    types = head_types(model, tokenizer, TYPE_SENTENCES)
-    print_head_types(types)
-    shares = sink_shares(model, tokenizer, TYPE_SENTENCES)
-    print()
-    print_sink_shares(shares)
-    links = pronoun_links(model, tokenizer, PRONOUN_SENTENCES)
-    print()
-    print_pronoun_links(links)
-    ablation = ablate_heads(model, tokenizer, PAIRS)
-    print()
-    print_ablation(ablation)
-    rows = prune(model, tokenizer, ablation.shift, PRUNE_COUNTS, PAIRS)
-    print()
-    print_prune(rows)
-    if args.json:
-        result = {
-            "head_types": {name: scores.tolist() for name, scores in types.items()},
-            "sink_shares": {k: v.tolist() for k, v in shares._asdict().items()},
-            "pronoun": {"items": PRONOUN_SENTENCES, **{k: v.tolist() for k, v in links._asdict().items()}},
-            "ablation": {"pairs": PAIRS, **{k: v.tolist() for k, v in ablation._asdict().items()}},
-            "prune": [row._asdict() for row in rows],
-        }
-        args.json.write_text(json.dumps(result, indent=1))
-        print(f"wrote {args.json}")
-    return {"head_types": types, "sink_shares": shares, "pronoun": links, "ablation": ablation, "prune": rows}
-
-
-if __name__ == "__main__":
-    main()
+        lines.append(f"{row.removed:>7} | {row.order:<22} | {row.similarity:>17.3f} | {row.rank_changes:>13}")
+    return "\n".join(lines)

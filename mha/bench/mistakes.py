@@ -1,11 +1,11 @@
-"""The classic mistakes of timing attention, each measured the wrong way and the right way: `python -m mha.mistakes`.
+"""The classic mistakes of timing attention, each measured the wrong way and the right way.
+
+The command is `python -m mha.bench mistakes`.
 
 Each function runs one pair of measurements and returns a `Mistake`. Those that exist only on a GPU (forgetting to
 synchronise, a mask that switches the flash kernel off) say why they did not run elsewhere.
 """
 
-import argparse
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.benchmark import Timer
 
-from .masks import causal_mask
-from .multihead import MultiHeadAttention, MultiHeadAttentionSDPA
+from ..masks import causal_mask
+from ..multihead import MultiHeadAttention, MultiHeadAttentionSDPA
 from .results import fmt_ratio, fmt_time
 from .timing import time_interleaved
 
@@ -53,7 +53,7 @@ def _in_turns(a, b, threads_a: int, threads_b: int, min_run_time: float, rounds:
 
 
 def _medians(fns: dict, threads: int, min_run_time: float) -> dict:
-    """name -> median seconds, all timed in turns (`mha.timing.time_interleaved`)."""
+    """name -> median seconds, all timed in turns (`mha.bench.timing.time_interleaved`)."""
     return {name: t.median for name, t in time_interleaved(fns, threads, min_run_time, rounds=4).items()}
 
 
@@ -244,20 +244,3 @@ def run_all(device="cpu", threads: int = 1, min_run_time: float = 0.2) -> list:
         mask_instead_of_causal(device, threads, min_run_time),
         no_synchronisation(device, threads, min_run_time),
     ]
-
-
-def main(argv=None) -> int:
-    """The command: run every mistake on one device and print them. Returns the exit status."""
-    parser = argparse.ArgumentParser(prog="python -m mha.mistakes", description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--min-run-time", type=float, default=0.2)
-    args = parser.parse_args(argv)
-    for m in run_all(args.device, args.threads, args.min_run_time):
-        print(format_mistake(m))
-    print("flash kernel given a mask:", flash_refuses_mask(args.device))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

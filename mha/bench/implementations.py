@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ._validate import head_size
-from .attention import attention, sdpa
+from .._validate import head_size
+from ..attention import attention, sdpa
+from ..heads import merge_heads, split_heads
+from ..masks import causal_mask, combine_masks
+from ..multihead import MultiHeadAttention, MultiHeadAttentionEinsum, MultiHeadAttentionLoop, MultiHeadAttentionSDPA
 from .flops import dtype_name
-from .heads import merge_heads, split_heads
-from .masks import causal_mask, combine_masks
-from .multihead import MultiHeadAttention, MultiHeadAttentionEinsum, MultiHeadAttentionLoop, MultiHeadAttentionSDPA
 
 # Largest |output - reference| / largest |reference| accepted. float32: the figure asked for. bfloat16 keeps
 # 8 bits of mantissa (a relative step of 2⁻⁸ ≈ 0.004), and attention rounds q, k, v, the weights and the output

@@ -1,4 +1,4 @@
-"""Check in a few seconds that this environment can run the course: `python -m mha.doctor`.
+"""Check in a few seconds that this environment can run the course: `python -m mha.course doctor`.
 
 For a learner whose notebook will not start, and for an instructor preparing a JupyterHub image: it checks the
 Python and package versions against requirements.txt, the course's Jupyter kernel, the pretrained model's files,
@@ -17,7 +17,7 @@ KERNEL = "mha-course"
 
 def _requirements() -> dict[str, str]:
     """name -> pinned version, from the requirements.txt next to the package (None outside a checkout)."""
-    path = Path(__file__).resolve().parents[1] / "requirements.txt"
+    path = Path(__file__).resolve().parents[2] / "requirements.txt"
     if not path.exists():
         return {}
     pins = {}
@@ -58,7 +58,7 @@ def checks():
     except ImportError:
         results.append((False, "jupyter_client is not installed: run `make setup`"))
     try:
-        from .pretrained import model_dir
+        from ..pretrained.encoder import model_dir
 
         folder = model_dir()
         results.append((True, f"pretrained model files in {folder.name}/ (lesson 05)"))
@@ -72,7 +72,7 @@ def _attention_agrees():
     import torch
     import torch.nn.functional as F
 
-    from .attention import attention
+    from ..attention import attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 16, 8, generator=g) for _ in range(3))
@@ -86,16 +86,3 @@ def _attention_agrees():
         f"mha.attention agrees with PyTorch's kernel ({device}; {torch.get_num_threads()} threads; "
         f"{1e3 * seconds:.1f} ms)",
     )
-
-
-def main() -> int:
-    results = checks()
-    for ok, what in results:
-        print(("✓ " if ok else "✗ ") + what)
-    failed = sum(not ok for ok, _ in results)
-    print("ready for the course" if not failed else f"{failed} problem(s): fix them, or run `make setup` again")
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

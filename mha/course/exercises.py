@@ -4,25 +4,23 @@
 `### END SOLUTION` (nbgrader's markers); the exercise keeps everything else and puts a stub in its place. In a
 markdown cell the same markers hide a written answer.
 
-    python -m mha.exercises            # regenerate exercises/ (never overwrites a notebook you have edited)
-    python -m mha.exercises --check    # fail if exercises/ is not exactly what solutions/ generate
+    python -m mha.course exercises            # regenerate exercises/ (never overwrites a notebook you have edited)
+    python -m mha.course exercises --check    # fail if exercises/ is not exactly what solutions/ generate
 
 A generated notebook records a fingerprint of its cells in its metadata. If the cells no longer match it, a learner
 has worked in the notebook: it is left alone, and the fresh copy is written beside it as `NN_*.fresh.ipynb`.
 """
 
-import argparse
 import copy
 import hashlib
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]
 MARKDOWN_STUB = ["_Your answer here._"]
@@ -177,25 +175,3 @@ def check(root: Path = ROOT) -> list[str]:
         if stray.name not in expected and not stray.name.endswith(".fresh.ipynb"):
             problems.append(f"exercises/{stray.name} has no solution notebook in solutions/")
     return problems
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mha.exercises", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="fail if exercises/ is out of sync (for CI)")
-    parser.add_argument("--root", type=Path, default=ROOT, help="course folder (default: this checkout)")
-    args = parser.parse_args(argv)
-    if args.check:
-        problems = check(args.root)
-        for problem in problems:
-            print(f"✗ {problem}")
-        if problems:
-            print("Run `make exercises` and commit the result.")
-            return 1
-        print("✓ exercises/ matches solutions/")
-        return 0
-    generate(args.root)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """Tunnel vision: one attention head against several of the same total width, on a task that needs several positions.
 
-The task (`mha.tasks.OffsetCopyTask`): at every position i, name the tokens at i-1, i-2 and i-3, one readout each.
-The model (`mha.models.AttentionOnlyModel`): embeddings, one causal attention layer, a residual, linear readouts.
+The task (`mha.toy.tasks.OffsetCopyTask`): at every position i, name the tokens at i-1, i-2 and i-3, one readout each.
+The model (`mha.toy.models.AttentionOnlyModel`): embeddings, one causal attention layer, a residual, linear readouts.
 One head of width d_model is compared with several heads of width d_model / heads: same d_model, same parameters.
 
 Parts, each a list of runs (one per setting and seed):
@@ -11,25 +11,19 @@ Parts, each a list of runs (one per setting and seed):
   relations  1, 2, 4 and 8 heads as the number of relationships (offsets 1..n) grows from 1 to 6.
 
 Examples:
-  python -m mha.experiments tunnel-vision --seeds 0 1 2 --json runs.json
-  python -m mha.experiments tunnel-vision --vocab 16 --steps 2000 --heads 1 2 4
-  python -m mha.experiments tunnel-vision --parts main controls vocab relations --json sweep.json
+  python -m mha.toy tunnel-vision --seeds 0 1 2 --json runs.json
+  python -m mha.toy tunnel-vision --vocab 16 --steps 2000 --heads 1 2 4
+  python -m mha.toy tunnel-vision --parts main controls vocab relations --json sweep.json
 """
 
-import argparse
 import dataclasses
-import datetime
-import json
-import shlex
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from ..models import AttentionOnlyConfig, build_model, count_parameters
-from ..tasks import OffsetCopyTask
-from ..train import TrainConfig, TrainResult, train
+from .models import AttentionOnlyConfig, build_model, count_parameters
+from .tasks import OffsetCopyTask
+from .train import TrainConfig, TrainResult, train
 
 PARTS = ("main", "controls", "vocab", "relations")
 CURVE_POINTS = 20  # held-out evaluations per run, evenly spaced: enough for a training curve, cheap to compute
@@ -309,72 +303,3 @@ def format_summary(records) -> str:
             f"{seeds:<{seeds_width}} {_relations(s['relations'], s['relation_accuracy'])}"
         )
     return "\n".join(lines)
-
-
-def provenance(argv) -> dict:
-    """Where a set of runs came from: the command (its arguments after `python -m mha.experiments`), torch, date."""
-    return {
-        "command": "python -m mha.experiments " + shlex.join(argv),
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
-
-
-def write_json(records, path, argv) -> None:
-    """Write the runs as a JSON list, one run per line; each also carries the command, torch and date that made it.
-
-    Floats are rounded to 6 decimals: finer digits are noise, and they would make the file hard to read and diff.
-    """
-    stamp = provenance(argv)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps(_rounded({**r, **stamp})) for r in records]
-    path.write_text("[\n" + ",\n".join(lines) + "\n]\n")
-
-
-def _rounded(x):
-    if isinstance(x, float):
-        return round(x, 6)
-    if isinstance(x, dict):
-        return {k: _rounded(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_rounded(v) for v in x]
-    return x
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    default = Setting()
-    parser.add_argument(
-        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
-    )
-    parser.add_argument("--heads", type=int, nargs="+", default=[1, 4], help="heads compared in the main part")
-    parser.add_argument("--vocab", type=int, default=default.vocab, help="distinct tokens")
-    parser.add_argument("--steps", type=int, default=default.steps, help="training steps of the base setting")
-    parser.add_argument("--d-model", type=int, default=default.d_model, help="features per position")
-    parser.add_argument("--seq", type=int, default=default.seq, help="tokens per sequence")
-    parser.add_argument("--offsets", type=int, nargs="+", default=list(default.offsets), help="relationships")
-    parser.add_argument("--batch", type=int, default=default.batch, help="sequences per batch")
-    parser.add_argument("--lr", type=float, default=default.lr, help="Adam's learning rate")
-    parser.add_argument("--parts", nargs="+", choices=PARTS, default=["main"], help="what to run (default: main)")
-    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH as a JSON list")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
-def main(args: argparse.Namespace) -> None:
-    base = Setting(
-        d_model=args.d_model,
-        vocab=args.vocab,
-        seq=args.seq,
-        offsets=tuple(args.offsets),
-        steps=args.steps,
-        batch=args.batch,
-        lr=args.lr,
-    )
-    settings = settings_for(args.parts, base, tuple(args.heads))
-    records = run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
-    print(format_table(records))
-    print()
-    print(format_summary(records))
-    if args.json:
-        write_json(records, args.json, args.argv)
-        print(f"\nwrote {len(records)} runs to {args.json}")

@@ -1,4 +1,4 @@
-"""Pictures of benchmark results (`mha.results.Record`s), live or recorded, in one style.
+"""Pictures of benchmark results (`mha.bench.results.Record`s), live or recorded, in one style.
 
 Every function draws on a matplotlib Axes (a new figure when none is given) and returns it. Nothing here measures:
 pass the records in.

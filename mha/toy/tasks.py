@@ -4,7 +4,7 @@ A task answers a fixed set of questions ("relationships") at every position of a
 relationship, so that a model needs one readout per relationship and the experiments can score each one apart.
 
 Positions where a relationship has no answer (e.g. "the token 3 back" at position 1) get the target
-`IGNORE_INDEX` (-100): `torch.nn.functional.cross_entropy` skips it by default, and `mha.train` leaves it out of
+`IGNORE_INDEX` (-100): `torch.nn.functional.cross_entropy` skips it by default, and `mha.toy.train` leaves it out of
 every accuracy.
 """
 

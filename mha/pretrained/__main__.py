@@ -1,0 +1,94 @@
+"""`python -m mha.pretrained [heads] [options]`: the pretrained encoder of lesson 05, from a shell.
+
+python -m mha.pretrained --sentence "..." --json it.json   every head's top key per query token, for one sentence
+python -m mha.pretrained heads --json heads.json           the lesson's tables: head types, [CLS] as a sink,
+                                                           pronoun links, ablation, pruning
+"""
+
+import argparse
+import sys
+
+from .._provenance import command_line, stamp, writable, write_results
+from . import analysis
+from .encoder import COURSE_SENTENCE, load, summarise
+
+PROG = "python -m mha.pretrained"
+
+
+def _sentence(argv) -> None:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Where every head of all-MiniLM-L6-v2 looks: each query token's most attended token."
+    )
+    parser.add_argument("--sentence", default=COURSE_SENTENCE, help="the sentence to look at")
+    parser.add_argument("--json", metavar="PATH", help="write every head's weights and summary to PATH")
+    args = parser.parse_args(argv)
+    if not args.sentence.strip():
+        parser.error("--sentence is empty: give the text to look at")
+    try:
+        if args.json:
+            writable(args.json)
+    except ValueError as error:
+        parser.error(str(error))
+    model, tokenizer = load()
+    summary = summarise(model, tokenizer, args.sentence)
+    tokens = summary["tokens"]
+    width = max(6, *(min(len(t), 9) for t in tokens))
+    print(f"tokens: {' '.join(tokens)}")
+    print("each row: one head; each column: a query token, and under it the token it attends to most")
+    print(f"{'layer head':<11}" + " ".join(f"{t[:width]:>{width}}" for t in tokens))
+    for h in summary["heads"]:
+        print(f"{h['layer']:>5} {h['head']:>4} " + " ".join(f"{t['key'][:width]:>{width}}" for t in h["top"]))
+    if args.json:
+        write_results(args.json, stamp(command_line(PROG, argv)), summary)
+        print(f"wrote {args.json}")
+
+
+def _heads(argv) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} heads",
+        description="What the heads of all-MiniLM-L6-v2 do: head types, pronoun links, ablation, pruning.",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the tables to PATH")
+    args = parser.parse_args(argv)
+    try:
+        if args.json:
+            writable(args.json)
+    except ValueError as error:
+        parser.error(str(error))
+    model, tokenizer = load()
+    types = analysis.head_types(model, tokenizer, analysis.TYPE_SENTENCES)
+    shares = analysis.sink_shares(model, tokenizer, analysis.TYPE_SENTENCES)
+    links = analysis.pronoun_links(model, tokenizer, analysis.PRONOUN_SENTENCES)
+    ablation = analysis.ablate_heads(model, tokenizer, analysis.PAIRS)
+    rows = analysis.prune(model, tokenizer, ablation.shift, analysis.PRUNE_COUNTS, analysis.PAIRS)
+    print(analysis.format_head_types(types))
+    print()
+    print(analysis.format_sink_shares(shares))
+    print()
+    print(analysis.format_pronoun_links(links))
+    print()
+    print(analysis.format_ablation(ablation))
+    print()
+    print(analysis.format_prune(rows))
+    if args.json:
+        content = {
+            "head_types": {name: scores.tolist() for name, scores in types.items()},
+            "sink_shares": {k: v.tolist() for k, v in shares._asdict().items()},
+            "pronoun": {"items": analysis.PRONOUN_SENTENCES, **{k: v.tolist() for k, v in links._asdict().items()}},
+            "ablation": {"pairs": analysis.PAIRS, **{k: v.tolist() for k, v in ablation._asdict().items()}},
+            "prune": [row._asdict() for row in rows],
+        }
+        write_results(args.json, stamp(command_line(PROG, ["heads", *argv])), content)
+        print(f"wrote {args.json}")
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["heads"]:
+        _heads(argv[1:])
+    else:
+        _sentence(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""`python -m mha.toy NAME [options]`: the toy experiments of lessons 02 and 04, from a shell.
+
+    tunnel-vision   lesson 02: one head against several of the same total width
+    heads           lesson 04: what each head of a trained layer does
+
+Each prints the tables its lesson prints and, with `--json PATH`, writes the runs with the exact command that made
+them (`mha._provenance`). The folder of PATH is checked before any training starts.
+"""
+
+import argparse
+import sys
+
+from .._provenance import command_line, rounded, stamp, writable, write_results
+from . import tunnel_vision, what_heads_learn
+
+PROG = "python -m mha.toy"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
+
+
+def _tunnel_vision_arguments(parser: argparse.ArgumentParser) -> None:
+    default = tunnel_vision.Setting()
+    parser.add_argument(
+        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+    )
+    parser.add_argument("--heads", type=_positive, nargs="+", default=[1, 4], help="heads compared in the main part")
+    parser.add_argument("--vocab", type=_positive, default=default.vocab, help="distinct tokens")
+    parser.add_argument("--steps", type=_positive, default=default.steps, help="training steps of the base setting")
+    parser.add_argument("--d-model", type=_positive, default=default.d_model, help="features per position")
+    parser.add_argument("--seq", type=_positive, default=default.seq, help="tokens per sequence")
+    parser.add_argument("--offsets", type=_positive, nargs="+", default=list(default.offsets), help="relationships")
+    parser.add_argument("--batch", type=_positive, default=default.batch, help="sequences per batch")
+    parser.add_argument("--lr", type=_positive_float, default=default.lr, help="Adam's learning rate")
+    parser.add_argument(
+        "--parts", nargs="+", choices=tunnel_vision.PARTS, default=["main"], help="what to run (default: main)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _tunnel_vision(args) -> None:
+    base = tunnel_vision.Setting(
+        d_model=args.d_model,
+        vocab=args.vocab,
+        seq=args.seq,
+        offsets=tuple(args.offsets),
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+    )
+    settings = tunnel_vision.settings_for(args.parts, base, tuple(args.heads))
+    if args.json:
+        writable(args.json)
+    records = tunnel_vision.run_all(
+        settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr
+    )
+    print(tunnel_vision.format_table(records))
+    print()
+    print(tunnel_vision.format_summary(records))
+    if args.json:
+        write_results(args.json, stamp(args.command), {"runs": rounded(records)}, one_line_lists=("runs",))
+        print(f"\nwrote {len(records)} runs to {args.json}")
+
+
+def _heads_arguments(parser: argparse.ArgumentParser) -> None:
+    default = what_heads_learn.HeadsSetting
+    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
+    parser.add_argument("--heads", type=_positive, default=default.heads, help="attention heads (default: 4)")
+    parser.add_argument("--d-model", type=_positive, default=default.d_model, help="features per position")
+    parser.add_argument("--steps", type=_positive, default=default.steps, help="training steps (default: 600)")
+    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
+    parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
+
+
+def _heads(args) -> None:
+    setting = what_heads_learn.HeadsSetting(heads=args.heads, d_model=args.d_model, steps=args.steps)
+    if args.json:
+        writable(args.json)
+    records = []
+    for seed in args.seeds:
+        record = what_heads_learn.run(setting, seed, progress=not args.quiet)
+        print(what_heads_learn.format_record(record), end="\n\n")
+        records.append(record)
+    if args.json:
+        write_results(args.json, stamp(args.command), {"runs": rounded(records)})
+        print(f"wrote {args.json}")
+
+
+# name -> (module whose docstring is the command's help, add the options, run)
+COMMANDS = {
+    "tunnel-vision": (tunnel_vision, _tunnel_vision_arguments, _tunnel_vision),
+    "heads": (what_heads_learn, _heads_arguments, _heads),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subcommands = parser.add_subparsers(dest="name", required=True, metavar="NAME")
+    for name, (module, add_arguments, run) in COMMANDS.items():
+        summary = module.__doc__.strip().splitlines()[0]
+        sub = subcommands.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command = command_line(PROG, argv)  # recorded in every results file
+    try:
+        args.run(args)
+    except ValueError as error:  # bad options explained in one line, not a traceback
+        parser.error(f"{args.name}: {error}")
+
+
+if __name__ == "__main__":
+    main()
