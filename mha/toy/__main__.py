@@ -1,7 +1,8 @@
-"""`python -m mha.toy NAME [options]`: the toy experiments of lessons 02 and 04, from a shell.
+"""`python -m mha.toy NAME [options]`: the toy experiments of lessons 02, 04 and 09, from a shell.
 
     tunnel-vision   lesson 02: one head against several of the same total width
     heads           lesson 04: what each head of a trained layer does
+    positions       lesson 09: each position scheme trained at one length, tested at 2x and 4x
 
 Each prints the tables its lesson prints and, with `--json PATH`, writes the runs with the exact command that made
 them (`mha._provenance`). The folder of PATH is checked before any training starts.
@@ -11,7 +12,8 @@ import argparse
 import sys
 
 from .._provenance import command_line, rounded, stamp, writable, write_results
-from . import tunnel_vision, what_heads_learn
+from ..positions import SCHEMES
+from . import lengths, tunnel_vision, what_heads_learn
 
 PROG = "python -m mha.toy"
 
@@ -44,6 +46,12 @@ def _tunnel_vision_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_positive, default=default.batch, help="sequences per batch")
     parser.add_argument("--lr", type=_positive_float, default=default.lr, help="Adam's learning rate")
     parser.add_argument(
+        "--positions",
+        choices=SCHEMES,
+        default=default.positions,
+        help=f"how the model tells positions apart (lesson 09; default: {default.positions})",
+    )
+    parser.add_argument(
         "--parts", nargs="+", choices=tunnel_vision.PARTS, default=["main"], help="what to run (default: main)"
     )
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
@@ -59,6 +67,7 @@ def _tunnel_vision(args) -> None:
         steps=args.steps,
         batch=args.batch,
         lr=args.lr,
+        positions=args.positions,
     )
     settings = tunnel_vision.settings_for(args.parts, base, tuple(args.heads))
     if args.json:
@@ -98,10 +107,38 @@ def _heads(args) -> None:
         print(f"wrote {args.json}")
 
 
+def _positions_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+    )
+    parser.add_argument("--tasks", nargs="+", choices=lengths.TASKS, default=list(lengths.TASKS), help="tasks")
+    parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="position schemes")
+    parser.add_argument("--steps", type=_positive, help="training steps (default: 400 offset, 600 language)")
+    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _positions(args) -> None:
+    changes = {} if args.steps is None else {"steps": args.steps}
+    settings = lengths.settings_for(args.tasks, args.schemes, **changes)
+    if args.json:
+        writable(args.json)
+    records = lengths.run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
+    print(lengths.format_summary(records))
+    print()
+    print(lengths.format_summary(records, new_positions=True))
+    print()
+    print(lengths.format_summary(records, new_positions=True, scores="window_scores"))
+    if args.json:
+        write_results(args.json, stamp(args.command), {"runs": rounded(records)}, one_line_lists=("runs",))
+        print(f"\nwrote {len(records)} runs to {args.json}")
+
+
 # name -> (module whose docstring is the command's help, add the options, run)
 COMMANDS = {
     "tunnel-vision": (tunnel_vision, _tunnel_vision_arguments, _tunnel_vision),
     "heads": (what_heads_learn, _heads_arguments, _heads),
+    "positions": (lengths, _positions_arguments, _positions),
 }
 
 

@@ -6,6 +6,9 @@
 
 No MLP, no normalisation, no second layer: whatever the model can do with other positions, its attention does.
 The number of heads changes how d_model is split, not the number of parameters.
+
+How positions are told apart is a choice (`mha.positions`, lesson 09): a learned table (the default), a fixed
+sinusoidal table, none, or RoPE, which adds nothing to x and turns the queries and keys inside each head instead.
 """
 
 from dataclasses import dataclass
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 
 from .._validate import check_rank, fmt_shape, head_size
-from ..multihead import MultiHeadAttention
+from ..positions import attention_layer, check_scheme, position_embedding
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class AttentionOnlyConfig:
         d_model: features per position.
         heads: attention heads; each gets d_head = d_model // heads features.
         relations: number of readouts, one per relationship the task asks about.
+        positions: how positions are told apart: "learned" (default), "sinusoidal", "rope" or "none".
     """
 
     vocab: int = 64
@@ -34,8 +38,10 @@ class AttentionOnlyConfig:
     d_model: int = 64
     heads: int = 4
     relations: int = 3
+    positions: str = "learned"
 
     def __post_init__(self):
+        check_scheme(self.positions)
         for name in ("vocab", "seq", "relations"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -61,32 +67,41 @@ class AttentionOnlyModel(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab, config.d_model)
-        self.position_embedding = nn.Embedding(config.seq, config.d_model)  # learned: where a token sits
-        self.attention = MultiHeadAttention(config.d_model, config.heads)
+        # learned: nn.Embedding(seq, d_model), where a token sits; sinusoidal: a fixed table; rope and none: None
+        self.position_embedding = position_embedding(config.positions, config.seq, config.d_model)
+        self.attention = attention_layer(config.positions, config.d_model, config.heads)  # rope: turns q and k
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
 
-    def forward(self, tokens: torch.Tensor, need_weights: bool = False, head_mask: torch.Tensor | None = None):
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        need_weights: bool = False,
+        head_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+    ):
         """Logits for every relationship at every position; with `need_weights`, also each head's attention.
 
         Args:
             tokens: token ids.
             need_weights: also return the attention weights of every head.
             head_mask: multiplies each head's output before W_O; 0 removes a head (ablation), 1 keeps it.
+            attn_mask: bool, True = may attend, on top of the causal mask (default: None, the causal mask alone).
 
         Shape:
-            tokens (batch, seq); head_mask (heads,) or (batch, heads); returns logits (batch, seq, relations,
-            vocab), and with need_weights a tuple (logits, weights) with weights (batch, heads, q_pos, k_pos).
+            tokens (batch, seq); head_mask (heads,) or (batch, heads); attn_mask (q_pos, k_pos); returns logits
+            (batch, seq, relations, vocab), and with need_weights a tuple (logits, weights) with weights
+            (batch, heads, q_pos, k_pos).
         """
         x = self.embed(tokens)  # (batch, seq, d_model)
         mixed, weights = self.attention(
-            x, causal=True, need_weights=need_weights, average_weights=False, head_mask=head_mask
+            x, attn_mask=attn_mask, causal=True, need_weights=need_weights, average_weights=False, head_mask=head_mask
         )
         x = x + mixed  # the residual keeps each position's own token and position next to what attention brought
         logits = torch.stack([readout(x) for readout in self.readouts], dim=2)  # (batch, seq, relations, vocab)
         return (logits, weights) if need_weights else logits
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """What attention reads at each position: its token's embedding plus its position's.
+        """What attention reads at each position: its token's embedding plus its position's (if the scheme adds one).
 
         Args:
             tokens: token ids.
@@ -95,6 +110,8 @@ class AttentionOnlyModel(nn.Module):
             tokens (batch, seq); returns (batch, seq, d_model).
         """
         self._check_tokens(tokens)
+        if self.position_embedding is None:
+            return self.token_embedding(tokens)  # (batch, seq, d_model): no position added
         positions = torch.arange(tokens.shape[1], device=tokens.device)  # (seq,)
         return self.token_embedding(tokens) + self.position_embedding(positions)  # (batch, seq, d_model)
 
@@ -104,8 +121,8 @@ class AttentionOnlyModel(nn.Module):
             raise TypeError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
         if tokens.shape[1] > self.config.seq:
             raise ValueError(
-                f"tokens has shape {fmt_shape(tokens.shape)}: at most seq={self.config.seq} positions "
-                f"(one learned position embedding each)"
+                f"tokens has shape {fmt_shape(tokens.shape)}: at most seq={self.config.seq} positions"
+                + (" (one learned position embedding each)" if self.config.positions == "learned" else "")
             )
 
 

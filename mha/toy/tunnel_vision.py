@@ -14,6 +14,7 @@ Examples:
   python -m mha.toy tunnel-vision --seeds 0 1 2 --json runs.json
   python -m mha.toy tunnel-vision --vocab 16 --steps 2000 --heads 1 2 4
   python -m mha.toy tunnel-vision --parts main controls vocab relations --json sweep.json
+  python -m mha.toy tunnel-vision --positions rope     (lesson 09: how the heads know where; default: learned)
 """
 
 import dataclasses
@@ -47,7 +48,9 @@ class Setting:
         batch: sequences per batch.
         lr: Adam's learning rate.
         part: which part of the experiment the setting belongs to (see `PARTS`).
-        label: a name for the table, e.g. "1 head, 5x steps" (default: "1 head" or "4 heads").
+        label: a name for the table, e.g. "1 head, 5x steps" (default: "1 head" or "4 heads", and the position
+            scheme unless it is the learned table).
+        positions: how the model tells positions apart: "learned" (default), "sinusoidal", "rope" or "none".
     """
 
     heads: int = 4
@@ -60,17 +63,19 @@ class Setting:
     lr: float = 3e-3
     part: str = "main"
     label: str = ""
+    positions: str = "learned"
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(self.offsets))
         if not self.label:
-            object.__setattr__(self, "label", _heads(self.heads))
+            scheme = "" if self.positions == "learned" else f", {self.positions}"
+            object.__setattr__(self, "label", _heads(self.heads) + scheme)
 
     def task(self) -> OffsetCopyTask:
         return OffsetCopyTask(self.offsets, self.vocab, self.seq)
 
     def model_config(self) -> AttentionOnlyConfig:
-        return AttentionOnlyConfig(self.vocab, self.seq, self.d_model, self.heads, len(self.offsets))
+        return AttentionOnlyConfig(self.vocab, self.seq, self.d_model, self.heads, len(self.offsets), self.positions)
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -87,7 +92,7 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
         progress: show a progress bar.
 
     Shape:
-        returns (record, result); record has the keys heads, d_model, d_head, vocab, seq, offsets, relations,
+        returns (record, result); record has the keys positions, heads, d_model, d_head, vocab, seq, offsets, relations,
         seed, steps, batch, lr, params, accuracy, relation_accuracy (one per relationship), seconds, part, label
         and curve (step, accuracy and relation_accuracy at each held-out evaluation).
     """
@@ -97,6 +102,7 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
     record = {
         "part": setting.part,
         "label": setting.label,
+        "positions": setting.positions,
         "heads": setting.heads,
         "d_model": setting.d_model,
         "d_head": setting.d_model // setting.heads,

@@ -1,0 +1,373 @@
+"""Positions and length: each position scheme trained at one length, then tested on sequences 2x and 4x as long.
+
+Two tasks, the same model for every scheme (`mha.toy.models.AttentionOnlyModel`: embeddings, one causal attention
+layer of 4 heads, a residual, one readout per relationship) and the same training:
+
+  offset     lesson 02's task: at every position i, name the tokens at i-1, i-2 and i-3. Trained on sequences of
+             16 tokens; tested on 16, 32 and 64. Only the position tells a head where "three back" is.
+  language   lesson 04's sentences ("apple released a new iphone , but it is expensive ."), each placed at the end
+             of a sequence of 28 tokens after a filler of the language's distractor phrases ("last week , in paris ,
+             ..."); at "it", name the product, the company and whether the clause contrasts. Tested with the filler
+             grown to fill 56 and 112 tokens. Here a head can find each word by what it is.
+
+The schemes (`mha.positions`): none, learned (a trained table), sinusoidal (a fixed table), rope (queries and
+keys turned by their positions). A learned table has no trained rows beyond the trained length, so every model is
+built for the longest test (its `seq` is 4x the trained length): the learned table's rows past the trained
+length are there, and still hold their random starting values, since no training batch ever reached them (each
+record says how many rows were left untouched).
+
+Under a causal mask, position i of a longer sequence sees exactly what it saw in a trained-length one as long as
+i is below the trained length; so each record gives the accuracy over every position and over the new positions
+alone (i >= trained length), and the accuracy at each position.
+
+Each model is also scored with a window: every query may see only the keys less than the trained length back
+(`window_mask`), so that no head meets a distance it never met in training. What the window repairs was caused by
+the new distances; what it does not, by the new positions.
+
+Examples:
+  python -m mha.toy positions --seeds 0 1 2 --json lengths.json
+  python -m mha.toy positions --tasks offset --schemes rope learned --seeds 0
+"""
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..positions import SCHEMES, check_scheme
+from .language import ASIDES, INDEX, MIDDLES, OPENERS, PAD, RELATIONS, TemplateLanguage
+from .models import AttentionOnlyConfig, build_model, count_parameters
+from .tasks import IGNORE_INDEX, OffsetCopyTask
+from .train import TrainConfig, train
+
+TASKS = ("offset", "language")
+FACTORS = (1, 2, 4)  # test lengths, in multiples of the trained length
+EVAL_SEED = 1_000_003  # the held-out sequences: the same for every scheme and seed (as mha.toy.train's)
+FILLER = [phrase + [","] if phrase[-1] != "," else phrase for phrase in OPENERS + MIDDLES + ASIDES]
+
+
+@dataclass(frozen=True)
+class FilledLanguage:
+    """Lesson 04's sentences, each at the end of a sequence of `seq` tokens, after a filler of distractor phrases.
+
+    The filler is made of the phrases the language already uses as distractors ("last week ,", "in paris ,",
+    "to be fair", ...), cut to length from the left; the answers are asked at "it", as in `TemplateLanguage`.
+
+    Args:
+        seq: tokens per sequence (at least the longest sentence, 26, plus one).
+    """
+
+    seq: int = 28
+
+    relations = len(RELATIONS)
+    names = RELATIONS
+    vocab = TemplateLanguage.vocab
+
+    def __post_init__(self):
+        if not isinstance(self.seq, int) or self.seq < 27:
+            raise ValueError(f"seq must be an integer of at least 27 (the longest sentence has 26), got {self.seq!r}")
+
+    def filler(self, n: int, generator: torch.Generator) -> list[str]:
+        """n words of distractor phrases, e.g. "week , in paris , sadly ,"."""
+        words: list[str] = []
+        while len(words) < n:
+            words += FILLER[int(torch.randint(len(FILLER), (), generator=generator))]
+        return words[len(words) - n :]
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of filled sequences and their targets; the interface of `mha.toy.train.train`.
+
+        Shape:
+            returns tokens (batch, seq) and targets (batch, seq, relations), int64; targets are IGNORE_INDEX
+            everywhere but at "it".
+        """
+        language = TemplateLanguage()
+        tokens = torch.full((batch, self.seq), PAD)
+        targets = torch.full((batch, self.seq, self.relations), IGNORE_INDEX)
+        for b in range(batch):
+            sentence = language.random_sentence(generator)
+            start = self.seq - len(sentence.words)  # the sentence ends at the last position
+            words = self.filler(start, generator) + list(sentence.words)
+            tokens[b] = torch.tensor([INDEX[w] for w in words])
+            targets[b, start + sentence.it] = torch.tensor([INDEX[sentence.answers[r]] for r in RELATIONS])
+        return tokens, targets
+
+
+@dataclass(frozen=True)
+class LengthSetting:
+    """One configuration: task, position scheme, model and training (everything but the seed).
+
+    Args:
+        task: "offset" or "language".
+        positions: the position scheme, one of `mha.positions.SCHEMES`.
+        trained: the sequence length trained on.
+        factors: test lengths, in multiples of `trained`.
+        heads: attention heads.
+        d_model: features per position.
+        steps: training steps, one fresh batch each.
+        batch: sequences per batch.
+        lr: Adam's learning rate.
+        eval_batch: held-out sequences per test length.
+    """
+
+    task: str = "offset"
+    positions: str = "learned"
+    trained: int = 16
+    factors: tuple[int, ...] = FACTORS
+    heads: int = 4
+    d_model: int = 64
+    steps: int = 400
+    batch: int = 32
+    lr: float = 3e-3
+    eval_batch: int = 512
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}: expected one of {list(TASKS)}")
+        check_scheme(self.positions)
+        object.__setattr__(self, "factors", tuple(self.factors))
+        if not self.factors or any(not isinstance(f, int) or f < 1 for f in self.factors):
+            raise ValueError(f"factors must be positive integers, got {self.factors!r}")
+
+    @property
+    def longest(self) -> int:
+        return self.trained * max(self.factors)
+
+    def make_task(self, seq: int):
+        """The task at `seq` tokens per sequence."""
+        if self.task == "offset":
+            return OffsetCopyTask((1, 2, 3), vocab=64, seq=seq)
+        return FilledLanguage(seq)
+
+    def model_config(self) -> AttentionOnlyConfig:
+        task = self.make_task(self.trained)
+        return AttentionOnlyConfig(task.vocab, self.longest, self.d_model, self.heads, task.relations, self.positions)
+
+
+def offset_setting(positions: str, **changes) -> LengthSetting:
+    """The offset task as lesson 02 trains it: 16 tokens, 4 heads of 16 features, 400 steps of 32 sequences."""
+    return LengthSetting(task="offset", positions=positions, **changes)
+
+
+def language_setting(positions: str, **changes) -> LengthSetting:
+    """The sentences as lesson 04 trains them: 28 tokens, 4 heads of 16 features, 600 steps of 64 sentences."""
+    defaults = {"trained": 28, "steps": 600, "batch": 64, "eval_batch": 256}
+    return LengthSetting(task="language", positions=positions, **{**defaults, **changes})
+
+
+def settings_for(tasks=TASKS, schemes=SCHEMES, **changes) -> list[LengthSetting]:
+    """Every task with every scheme, in order."""
+    makers = {"offset": offset_setting, "language": language_setting}
+    unknown = [t for t in tasks if t not in makers]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}: expected some of {list(TASKS)}")
+    return [makers[t](s, **changes) for t in tasks for s in schemes]
+
+
+def window_mask(seq: int, window: int) -> torch.Tensor:
+    """True where the key is less than `window` positions back from the query (or ahead of it: the causal mask
+    of the model hides those).
+
+    Shape:
+        returns (seq, seq) bool, indexed (q_pos, k_pos).
+    """
+    positions = torch.arange(seq)
+    return positions[:, None] - positions[None, :] < window  # (q_pos, k_pos)
+
+
+@torch.no_grad()
+def score(model, task, trained: int, eval_batch: int, window: int | None = None) -> dict:
+    """Accuracy of a trained model on held-out sequences of `task`, overall, on new positions, and by position.
+
+    Args:
+        model: maps tokens (batch, seq) to logits (batch, seq, relations, vocab); takes `attn_mask` if `window`.
+        task: the task at the test length.
+        trained: the length trained on: positions from here on are new.
+        eval_batch: held-out sequences.
+        window: let each query see only the keys less than this many positions back (default: None, all of them).
+
+    Shape:
+        returns {"accuracy": float, "relation_accuracy": [float] * relations, "new_accuracy": float or None,
+        "by_position": [float or None] * seq}: accuracies over the answers that exist (None where none does).
+    """
+    tokens, targets = task.sample(eval_batch, torch.Generator().manual_seed(EVAL_SEED))  # (batch, seq), (.., rel.)
+    was_training = model.training
+    model.eval()
+    mask = None if window is None else window_mask(tokens.shape[1], window)
+    answers = model(tokens, attn_mask=mask).argmax(dim=-1)  # (batch, seq, relations)
+    model.train(was_training)
+    valid = targets != IGNORE_INDEX  # (batch, seq, relations)
+    right = (answers == targets) & valid
+
+    def share(r, v):
+        return (r.sum() / v.sum()).item() if v.any() else None
+
+    per_relation = right.sum(dim=(0, 1)) / valid.sum(dim=(0, 1))  # (relations,)
+    return {
+        "accuracy": per_relation.mean().item(),
+        "relation_accuracy": per_relation.tolist(),
+        "new_accuracy": share(right[:, trained:], valid[:, trained:]),
+        "by_position": [share(right[:, i], valid[:, i]) for i in range(tokens.shape[1])],
+    }
+
+
+def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict, torch.nn.Module]:
+    """Train one model at the trained length, then score it at every test length; return its record and the model.
+
+    Args:
+        setting: the configuration.
+        seed: seeds the starting weights and the training batches.
+        progress: show a progress bar.
+
+    Shape:
+        returns (record, model); record has the keys task, positions, seed, trained, heads, d_model, steps, batch,
+        lr, params, lengths (the test lengths), scores (one `score` dict per test length), window_scores (the same
+        with every query limited to the keys less than `trained` back), untouched_rows (for a
+        learned table: rows past the trained length still equal to their starting values; else None),
+        table_rows (rows of a learned table; else None) and seconds.
+    """
+    model = build_model(setting.model_config(), seed)
+    table = model.position_embedding.weight.detach().clone() if setting.positions == "learned" else None
+    start = time.perf_counter()
+    train_config = TrainConfig(
+        steps=setting.steps,
+        batch=setting.batch,
+        lr=setting.lr,
+        seed=seed,
+        eval_every=setting.steps,
+        eval_batch=setting.eval_batch,
+    )
+    train(model, setting.make_task(setting.trained), train_config, progress=progress)
+    lengths = [setting.trained * f for f in setting.factors]
+    tasks = [setting.make_task(n) for n in lengths]
+    scores = [score(model, task, setting.trained, setting.eval_batch) for task in tasks]
+    windowed = [score(model, task, setting.trained, setting.eval_batch, window=setting.trained) for task in tasks]
+    untouched = None
+    if table is not None:
+        after = model.position_embedding.weight.detach()
+        untouched = int((after == table).all(dim=-1)[setting.trained :].sum())
+    record = {
+        "task": setting.task,
+        "positions": setting.positions,
+        "seed": seed,
+        "trained": setting.trained,
+        "heads": setting.heads,
+        "d_model": setting.d_model,
+        "steps": setting.steps,
+        "batch": setting.batch,
+        "lr": setting.lr,
+        "params": count_parameters(model),
+        "lengths": lengths,
+        "scores": scores,
+        "window_scores": windowed,
+        "untouched_rows": untouched,
+        "table_rows": setting.longest if table is not None else None,
+        "seconds": time.perf_counter() - start,
+    }
+    return record, model
+
+
+def run_all(settings, seeds, progress: bool = True, log=None, keep_models: bool = False):
+    """Every setting from every seed, in order.
+
+    Args:
+        settings: the configurations.
+        seeds: the seeds, the same for every setting.
+        progress: show a progress bar per run.
+        log: a text stream (e.g. sys.stderr) that gets one line per finished run; None for silence.
+        keep_models: also return the trained models, in the same order.
+
+    Shape:
+        returns a list of records (see `run`), or (records, models) with keep_models.
+    """
+    records, models = [], []
+    for setting in settings:
+        for seed in seeds:
+            record, model = run(setting, seed, progress)
+            records.append(record)
+            if keep_models:
+                models.append(model)
+            if log is not None:
+                print(format_run(record), file=log, flush=True)
+    return (records, models) if keep_models else records
+
+
+def _pct(x) -> str:
+    return "  n/a" if x is None else f"{100 * x:4.0f}%"
+
+
+def format_run(record: dict) -> str:
+    """One line: task, scheme, seed, accuracy at each test length (new positions in brackets), seconds."""
+    cells = " ".join(
+        f"{n:>4}: {_pct(s['accuracy'])} ({_pct(s['new_accuracy'])})"
+        for n, s in zip(record["lengths"], record["scores"])
+    )
+    name = f"{record['task']:<8} {record['positions']:<10} seed {record['seed']:<3}"
+    return f"{name} {cells}   [took {record['seconds']:.1f} s]"
+
+
+def summarize(records, scores: str = "scores") -> list[dict]:
+    """Mean, lowest and highest over seeds of each (task, scheme) at each test length, in first-seen order.
+
+    Args:
+        records: the runs.
+        scores: "scores" (every key visible) or "window_scores" (keys less than the trained length back).
+
+    Shape:
+        returns one dict per (task, scheme): task, positions, trained, lengths, params, seeds, and per length
+        lists mean, low, high (accuracy over all positions) and new_mean, new_low, new_high (new positions only;
+        None at the trained length).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["task"], r["positions"]), []).append(r)
+    summary = []
+    for (task, positions), runs in groups.items():
+        first = runs[0]
+        entry = {
+            "task": task,
+            "positions": positions,
+            "trained": first["trained"],
+            "lengths": first["lengths"],
+            "params": first["params"],
+            "seeds": [r["seed"] for r in runs],
+        }
+        for key, prefix in (("accuracy", ""), ("new_accuracy", "new_")):
+            columns = [[r[scores][i][key] for r in runs] for i in range(len(first["lengths"]))]
+            entry[prefix + "mean"] = [None if None in c else sum(c) / len(c) for c in columns]
+            entry[prefix + "low"] = [None if None in c else min(c) for c in columns]
+            entry[prefix + "high"] = [None if None in c else max(c) for c in columns]
+        summary.append(entry)
+    return summary
+
+
+def format_summary(records, new_positions: bool = False, scores: str = "scores") -> str:
+    """The accuracy table: one row per task and scheme, one column per test length, mean [lowest-highest] over seeds.
+
+    Args:
+        records: the runs.
+        new_positions: score only the positions at or past the trained length (the trained-length column is then
+            the accuracy over all its positions).
+        scores: "scores" (every key visible) or "window_scores" (keys less than the trained length back).
+    """
+    summary = summarize(records, scores)
+    lines = []
+    for task in dict.fromkeys(s["task"] for s in summary):
+        rows = [s for s in summary if s["task"] == task]
+        trained, lengths = rows[0]["trained"], rows[0]["lengths"]
+        heads = [f"{n} ({n // trained}x)" for n in lengths]
+        seeds = len(rows[0]["seeds"])
+        what = "new positions only" if new_positions else "all positions"
+        what += ", window of the trained length" if scores == "window_scores" else ""
+        lines.append(f"{task}: trained on {trained} tokens; mean [lowest-highest] over {seeds} seeds; {what}")
+        header = f"{'scheme':<11}{'params':>8}  " + "".join(f"{h:<21}" for h in heads)
+        lines += [header, "-" * len(header.rstrip())]
+        for s in rows:
+            cells = []
+            for i in range(len(lengths)):
+                pick = "new_" if new_positions and i > 0 else ""
+                mean, low, high = s[pick + "mean"][i], s[pick + "low"][i], s[pick + "high"][i]
+                cells.append(f"{_pct(mean).strip():>4} [{_pct(low).strip()}-{_pct(high).strip()}]".ljust(21))
+            lines.append(f"{s['positions']:<11}{s['params']:>8,}  " + "".join(cells))
+        lines.append("")
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,195 @@
+"""Lesson 09's experiment: every position scheme trains in the toy models and the offset task's command, and the
+length test scores what it says it scores."""
+
+import json
+
+import pytest
+import torch
+
+from mha.positions import SCHEMES, RotaryMultiHeadAttention, SinusoidalPositions
+from mha.toy import lengths
+from mha.toy import tunnel_vision as tv
+from mha.toy.__main__ import main as cli
+from mha.toy.language import INDEX, VOCAB
+from mha.toy.models import AttentionOnlyConfig, build_model, count_parameters
+from mha.toy.tasks import IGNORE_INDEX, OffsetCopyTask
+
+# --- the toy model with each scheme ---------------------------------------------------------------------------------
+
+
+def test_the_default_model_is_the_learned_table_of_lessons_02_and_04():
+    config = AttentionOnlyConfig(vocab=64, seq=16, d_model=64, heads=4, relations=3)
+    assert config.positions == "learned"
+    model, again = build_model(config, 0), build_model(config, 0)
+    assert isinstance(model.position_embedding, torch.nn.Embedding) and type(model.attention).__name__ == (
+        "MultiHeadAttention"
+    )
+    assert list(model.state_dict()) == [
+        "token_embedding.weight",
+        "position_embedding.weight",
+        "attention.in_proj.weight",
+        "attention.in_proj.bias",
+        "attention.out_proj.weight",
+        "attention.out_proj.bias",
+        "readouts.0.weight",
+        "readouts.0.bias",
+        "readouts.1.weight",
+        "readouts.1.bias",
+        "readouts.2.weight",
+        "readouts.2.bias",
+    ]
+    assert count_parameters(model) == 34_240
+    tokens = torch.randint(64, (2, 16))
+    x = model.token_embedding(tokens) + model.position_embedding(torch.arange(16))
+    torch.testing.assert_close(model.embed(tokens), x, atol=0, rtol=0)
+    torch.testing.assert_close(model(tokens), again(tokens), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_each_scheme_builds_runs_and_adds_only_what_it_should(scheme):
+    config = AttentionOnlyConfig(vocab=10, seq=12, d_model=16, heads=2, relations=2, positions=scheme)
+    model = build_model(config, 0)
+    learned = count_parameters(build_model(AttentionOnlyConfig(vocab=10, seq=12, d_model=16, heads=2, relations=2), 0))
+    table = 12 * 16
+    assert count_parameters(model) == (learned if scheme == "learned" else learned - table)
+    assert isinstance(model.attention, RotaryMultiHeadAttention) == (scheme == "rope")
+    assert isinstance(model.position_embedding, SinusoidalPositions) == (scheme == "sinusoidal")
+    tokens = torch.randint(10, (3, 12))
+    logits, weights = model(tokens, need_weights=True)
+    assert logits.shape == (3, 12, 2, 10) and weights.shape == (3, 2, 12, 12)
+    assert (weights.triu(1) == 0).all()
+    embedded = model.embed(tokens)
+    if scheme in ("none", "rope"):
+        torch.testing.assert_close(embedded, model.token_embedding(tokens))  # nothing added to the tokens
+    else:
+        assert not torch.allclose(embedded, model.token_embedding(tokens))
+
+
+def test_an_extra_mask_narrows_what_each_query_sees():
+    model = build_model(AttentionOnlyConfig(vocab=10, seq=8, d_model=16, heads=2, relations=1, positions="rope"), 0)
+    tokens = torch.randint(10, (2, 8))
+    _, weights = model(tokens, need_weights=True, attn_mask=lengths.window_mask(8, 3))
+    q, k = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    assert (weights[..., (q - k >= 3) | (k > q)] == 0).all()
+    assert (weights[..., (q - k < 3) & (k <= q)] > 0).all()
+
+
+def test_too_long_input_is_named_for_every_scheme():
+    for scheme in SCHEMES:
+        model = build_model(AttentionOnlyConfig(vocab=10, seq=8, d_model=16, heads=2, positions=scheme), 0)
+        with pytest.raises(ValueError, match="at most seq=8 positions"):
+            model(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="unknown position scheme"):
+        AttentionOnlyConfig(positions="relative")
+
+
+# --- each scheme trains in the offset task's command ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_each_scheme_trains_in_the_offset_tasks_command(scheme, tmp_path, capsys):
+    path = tmp_path / "runs.json"
+    cli(["tunnel-vision", "--positions", scheme, "--heads", "2", "--d-model", "16", "--steps", "30", "--seeds", "0"]
+        + ["--vocab", "8", "--seq", "8", "--json", str(path), "--quiet"])  # fmt: skip
+    [record] = json.loads(path.read_text())["runs"]
+    assert record["positions"] == scheme
+    assert record["label"] == ("2 heads" if scheme == "learned" else f"2 heads, {scheme}")
+    assert record["curve"]["step"][-1] == 30
+    losses = tv.run(tv.Setting(heads=2, d_model=16, vocab=8, seq=8, steps=30, positions=scheme), 0, False)[1].history
+    assert losses[-1]["loss"] < losses[0]["train_loss"], "training lowers the loss"
+    assert scheme in capsys.readouterr().out or scheme == "learned"
+
+
+# --- the length test -------------------------------------------------------------------------------------------------
+
+
+def test_filled_language_puts_the_sentence_last_and_asks_only_at_it():
+    task = lengths.FilledLanguage(40)
+    tokens, targets = task.sample(20, torch.Generator().manual_seed(0))
+    assert tokens.shape == (20, 40) and targets.shape == (20, 40, 3)
+    assert (tokens[:, -1] == INDEX["."]).all() and (tokens[:, -4] == INDEX["it"]).all()
+    asked = (targets != IGNORE_INDEX).all(-1)  # (batch, seq)
+    assert asked.sum(1).tolist() == [1] * 20 and asked[:, -4].all()
+    filler_words = {w for phrase in lengths.FILLER for w in phrase}
+    for row in tokens[:, : 40 - 26]:  # the longest sentence has 26 tokens: what comes before is filler
+        assert {VOCAB[int(t)] for t in row} <= filler_words
+    with pytest.raises(ValueError, match="at least 27"):
+        lengths.FilledLanguage(20)
+
+
+def test_window_mask_keeps_the_last_window_keys():
+    mask = lengths.window_mask(5, 2)
+    assert mask[4].tolist() == [False, False, False, True, True]
+    assert mask[0].tolist() == [True] * 5  # keys ahead: the model's causal mask hides them
+
+
+class _RightUpTo(torch.nn.Module):
+    """Answers an OffsetCopyTask perfectly at positions below `up_to`, wrongly beyond."""
+
+    def __init__(self, task, up_to):
+        super().__init__()
+        self.task, self.up_to = task, up_to
+
+    def forward(self, tokens, attn_mask=None):
+        batch, seq = tokens.shape
+        logits = torch.zeros(batch, seq, self.task.relations, self.task.vocab)
+        for r, offset in enumerate(self.task.offsets):
+            answer = torch.roll(tokens, offset, dims=1)
+            answer[:, self.up_to :] = (answer[:, self.up_to :] + 1) % self.task.vocab
+            logits[:, :, r].scatter_(-1, answer[..., None], 1.0)
+        return logits
+
+
+def test_score_separates_new_positions_from_trained_ones():
+    task = OffsetCopyTask((1, 2, 3), vocab=16, seq=32)
+    result = lengths.score(_RightUpTo(task, 16), task, trained=16, eval_batch=8)
+    assert result["new_accuracy"] == 0.0
+    assert result["by_position"][:3] == [None, 1.0, 1.0] and result["by_position"][16:] == [0.0] * 16
+    # relationship i-d has answers at positions d..31, right at d..15: (16 - d) / (32 - d); accuracy is their mean
+    assert result["accuracy"] == pytest.approx(sum((16 - d) / (32 - d) for d in (1, 2, 3)) / 3, abs=1e-6)
+    assert lengths.score(_RightUpTo(task, 32), task, trained=16, eval_batch=8)["accuracy"] == 1.0
+
+
+def test_a_learned_tables_rows_past_the_trained_length_never_change():
+    setting = lengths.offset_setting("learned", steps=20, d_model=16, eval_batch=16)
+    record, model = lengths.run(setting, seed=0, progress=False)
+    assert record["table_rows"] == 64 and record["untouched_rows"] == 48
+    start = build_model(setting.model_config(), 0).position_embedding.weight
+    assert torch.equal(model.position_embedding.weight[16:], start[16:])
+    assert not torch.equal(model.position_embedding.weight[:16], start[:16])
+    assert record["lengths"] == [16, 32, 64] and len(record["scores"]) == len(record["window_scores"]) == 3
+    rope, _ = lengths.run(lengths.offset_setting("rope", steps=2, d_model=16, eval_batch=16), seed=0, progress=False)
+    assert rope["untouched_rows"] is None and rope["params"] == record["params"] - 64 * 16
+
+
+def test_summary_gives_mean_lowest_and_highest_over_seeds():
+    def record(seed, accuracies):
+        scores = [{"accuracy": a, "new_accuracy": None if i == 0 else a / 2} for i, a in enumerate(accuracies)]
+        return {"task": "offset", "positions": "rope", "seed": seed, "trained": 16, "lengths": [16, 32, 64],
+                "params": 1, "scores": scores}  # fmt: skip
+
+    [row] = lengths.summarize([record(0, [1.0, 0.5, 0.2]), record(1, [0.8, 0.7, 0.4])])
+    assert row["mean"] == pytest.approx([0.9, 0.6, 0.3]) and row["low"] == [0.8, 0.5, 0.2]
+    assert row["high"] == [1.0, 0.7, 0.4] and row["new_mean"][0] is None
+    text = lengths.format_summary([record(0, [1.0, 0.5, 0.2]), record(1, [0.8, 0.7, 0.4])])
+    assert "rope" in text and "90% [80%-100%]" in text
+
+
+def test_the_positions_command_writes_its_runs_with_provenance(tmp_path, capsys):
+    path = tmp_path / "out" / "lengths.json"
+    cli(["positions", "--tasks", "offset", "--schemes", "rope", "none", "--seeds", "0", "--steps", "3"]
+        + ["--json", str(path), "--quiet"])  # fmt: skip
+    written = json.loads(path.read_text())
+    assert written["provenance"]["command"].startswith("python -m mha.toy positions --tasks offset")
+    assert [r["positions"] for r in written["runs"]] == ["rope", "none"]
+    out = capsys.readouterr().out
+    assert "new positions only" in out and "window of the trained length" in out
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown task"):
+        lengths.LengthSetting(task="copy")
+    with pytest.raises(ValueError, match="unknown position scheme"):
+        lengths.offset_setting("alibi")
+    with pytest.raises(ValueError, match="factors must be positive integers"):
+        lengths.offset_setting("rope", factors=(1, 0))
