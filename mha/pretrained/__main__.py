@@ -3,13 +3,15 @@
 python -m mha.pretrained --sentence "..." --json it.json   every head's top key per query token, for one sentence
 python -m mha.pretrained heads --json heads.json           the lesson's tables: head types, [CLS] as a sink,
                                                            pronoun links, ablation, pruning
+python -m mha.pretrained positions --json moved.json       lesson 09: the previous-token head with the position
+                                                           table shifted or shuffled
 """
 
 import argparse
 import sys
 
 from .._provenance import command_line, stamp, writable, write_results
-from . import analysis
+from . import analysis, moved_positions
 from .encoder import COURSE_SENTENCE, load, summarise
 
 PROG = "python -m mha.pretrained"
@@ -82,10 +84,36 @@ def _heads(argv) -> None:
         print(f"wrote {args.json}")
 
 
+def _positions(argv) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} positions",
+        description="The previous-token head L0H2 of all-MiniLM-L6-v2 with its learned position table shifted or "
+        "shuffled (the loaded model itself is left as it was).",
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the report to PATH")
+    args = parser.parse_args(argv)
+    try:
+        if args.json:
+            writable(args.json)
+    except ValueError as error:
+        parser.error(str(error))
+    model, tokenizer = load()
+    report = moved_positions.moved_table_report(
+        model, tokenizer, analysis.TYPE_SENTENCES, moved_positions.SHIFTS, moved_positions.SHUFFLE_SEEDS
+    )
+    print(moved_positions.format_report(report))
+    if args.json:
+        content = {**report, "sentences": analysis.TYPE_SENTENCES}
+        write_results(args.json, stamp(command_line(PROG, ["positions", *argv])), content)
+        print(f"wrote {args.json}")
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["heads"]:
         _heads(argv[1:])
+    elif argv[:1] == ["positions"]:
+        _positions(argv[1:])
     else:
         _sentence(argv)
 

@@ -113,7 +113,7 @@ def _positions_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--tasks", nargs="+", choices=lengths.TASKS, default=list(lengths.TASKS), help="tasks")
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="position schemes")
-    parser.add_argument("--steps", type=_positive, help="training steps (default: 400 offset, 600 language)")
+    parser.add_argument("--steps", type=_positive, help="training steps (default: 1500 offset, 600 language)")
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
