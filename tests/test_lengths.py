@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from mha.positions import SCHEMES, RotaryMultiHeadAttention, SinusoidalPositions
+from mha.heads import split_heads
+from mha.positions import SCHEMES, RotaryMultiHeadAttention, SinusoidalPositions, apply_rope
 from mha.toy import lengths
 from mha.toy import tunnel_vision as tv
 from mha.toy.__main__ import main as cli
@@ -193,3 +194,22 @@ def test_bad_settings_are_named():
         lengths.offset_setting("alibi")
     with pytest.raises(ValueError, match="factors must be positive integers"):
         lengths.offset_setting("rope", factors=(1, 0))
+
+
+@pytest.mark.parametrize("scheme", ["rope", "learned"])
+def test_scores_by_offset_are_the_scores_behind_the_models_weights(scheme):
+    model = build_model(AttentionOnlyConfig(vocab=10, seq=9, d_model=16, heads=2, relations=1, positions=scheme), 3)
+    tokens = torch.randint(10, (4, 9), generator=torch.Generator().manual_seed(0))
+    table = lengths.scores_by_offset(model, tokens)  # (heads, seq)
+    with torch.no_grad():
+        _, weights = model(tokens, need_weights=True)  # (batch, heads, q_pos, k_pos)
+    # the weights of the last query are the softmax of its scores; rebuild them from a per-query computation
+    x = model.embed(tokens)
+    q, k, _ = model.attention.project(x, x, x)
+    q, k = split_heads(q, 2), split_heads(k, 2)
+    if scheme == "rope":
+        q, k = apply_rope(q), apply_rope(k)
+    scores = (q @ k.transpose(-2, -1)).detach() / 8**0.5
+    torch.testing.assert_close(scores[:, :, -1].softmax(-1), weights[:, :, -1])
+    torch.testing.assert_close(table[:, 2], scores.diagonal(offset=-2, dim1=-2, dim2=-1).mean(dim=(0, 2)))
+    assert table.shape == (2, 9)

@@ -29,12 +29,14 @@ Examples:
   python -m mha.toy positions --tasks offset --schemes rope learned --seeds 0
 """
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 
-from ..positions import SCHEMES, check_scheme
+from ..heads import split_heads
+from ..positions import SCHEMES, RotaryMultiHeadAttention, apply_rope, check_scheme
 from .language import ASIDES, INDEX, MIDDLES, OPENERS, PAD, RELATIONS, TemplateLanguage
 from .models import AttentionOnlyConfig, build_model, count_parameters
 from .tasks import IGNORE_INDEX, OffsetCopyTask
@@ -213,6 +215,30 @@ def score(model, task, trained: int, eval_batch: int, window: int | None = None)
         "new_accuracy": share(right[:, trained:], valid[:, trained:]),
         "by_position": [share(right[:, i], valid[:, i]) for i in range(tokens.shape[1])],
     }
+
+
+@torch.no_grad()
+def scores_by_offset(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Each head's mean score (before the softmax) at each distance back, q_pos - k_pos = 0, 1, ..., seq - 1.
+
+    The scores are what the model's attention layer computes, RoPE's turn included when the layer has one; each
+    distance is averaged over the batch and over every query that has a key that far back.
+
+    Args:
+        model: an `AttentionOnlyModel`.
+        tokens: the sequences.
+
+    Shape:
+        tokens (batch, seq); returns (heads, seq).
+    """
+    layer = model.attention
+    x = model.embed(tokens)  # (batch, seq, d_model)
+    q, k, _ = (split_heads(t, layer.heads) for t in layer.project(x, x, x))  # (batch, heads, seq, d_head) each
+    if isinstance(layer, RotaryMultiHeadAttention):
+        q, k = apply_rope(q, base=layer.base), apply_rope(k, base=layer.base)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(layer.d_head)  # (batch, heads, q_pos, k_pos)
+    by_distance = [scores.diagonal(offset=-d, dim1=-2, dim2=-1).mean(dim=(0, 2)) for d in range(tokens.shape[1])]
+    return torch.stack(by_distance, dim=1)  # (heads, seq)
 
 
 def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict, torch.nn.Module]:
