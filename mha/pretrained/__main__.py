@@ -10,7 +10,7 @@ python -m mha.pretrained positions --json moved.json       lesson 09: the previo
 import argparse
 import sys
 
-from .._provenance import command_line, stamp, writable, write_results
+from .._provenance import command_line, rounded, stamp, writable, write_results
 from . import analysis, moved_positions
 from .encoder import COURSE_SENTENCE, load, summarise
 
@@ -103,7 +103,7 @@ def _positions(argv) -> None:
     )
     print(moved_positions.format_report(report))
     if args.json:
-        content = {**report, "sentences": analysis.TYPE_SENTENCES}
+        content = {**rounded(report), "sentences": analysis.TYPE_SENTENCES}
         write_results(args.json, stamp(command_line(PROG, ["positions", *argv])), content)
         print(f"wrote {args.json}")
 
