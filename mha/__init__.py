@@ -8,12 +8,13 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
     multihead.py   multi-head attention in named versions: one head, a loop of heads, all heads at once
                    (batched), einsum, and PyTorch's fused kernel
     plots.py       pictures of attention weights and masks
+    positions.py   how a head knows where: learned and sinusoidal tables, RoPE (rotary), none (lesson 09)
     _validate.py   argument checks: every error names what was expected and what arrived
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 
     mha.toy          small tasks, a template language, small models and their training; the experiments of
-                     lessons 02 (one head against many) and 04 (what heads learn)
+                     lessons 02 (one head against many), 04 (what heads learn) and 09 (positions and length)
     mha.pretrained   a real pretrained transformer (all-MiniLM-L6-v2) built from the core, and its 72 heads (lesson 05)
     mha.bench        timing every implementation on a CPU and a GPU (lesson 06)
     mha.checks       the exercise checks: `from mha.checks import lesson01 as check`

@@ -6,6 +6,7 @@
     analysis.py      the 72 heads over many sentences: head types, [CLS] as a sink, pronoun links, ablation, pruning
     explorer.py      an interactive widget: pick a sentence, a layer and a head, see its attention
     plots.py         every head at once, and head-type score maps
+    moved_positions.py  lesson 09: the previous-token head, position table shifted or shuffled
     __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`
 
 `from mha import pretrained` gives the encoder's API: `pretrained.load()`, `pretrained.encode(...)`, ...

@@ -1,4 +1,4 @@
-"""The toy wing: small tasks and models in which one can see what heads do (lessons 02 and 04).
+"""The toy wing: small tasks and models in which one can see what heads do (lessons 02, 04 and 09).
 
     tasks.py             OffsetCopyTask: name the tokens 1, 2, 3 positions back (lesson 02)
     language.py          a template language of sentences like "apple released a new iphone , but it is ..."
@@ -6,7 +6,9 @@
     train.py             Adam on fresh batches, scored on a fixed held-out set
     tunnel_vision.py     lesson 02's experiment: one head against several of the same width
     what_heads_learn.py  lesson 04's experiment: which head serves which relationship, ablation, distance
-    __main__.py          the command: `python -m mha.toy tunnel-vision ...`, `python -m mha.toy heads ...`
+    lengths.py           lesson 09's experiment: each position scheme trained at one length, tested at 2x and 4x
+    __main__.py          the command: `python -m mha.toy tunnel-vision ...`, `python -m mha.toy heads ...`,
+                         `python -m mha.toy positions ...`
 
 A notebook runs an experiment by calling these functions; the command calls the same ones, prints the same tables
 and can write the runs as JSON.
