@@ -213,3 +213,13 @@ def test_scores_by_offset_are_the_scores_behind_the_models_weights(scheme):
     torch.testing.assert_close(scores[:, :, -1].softmax(-1), weights[:, :, -1])
     torch.testing.assert_close(table[:, 2], scores.diagonal(offset=-2, dim1=-2, dim2=-1).mean(dim=(0, 2)))
     assert table.shape == (2, 9)
+
+
+def test_runs_in_parallel_processes_give_the_same_records():
+    settings = [lengths.offset_setting("rope", steps=3, d_model=16, eval_batch=8)]
+    one_by_one = lengths.run_all(settings, [0, 1], progress=False)
+    parallel = lengths.run_all(settings, [0, 1], jobs=2)
+    for a, b in zip(one_by_one, parallel, strict=True):
+        assert {k: v for k, v in a.items() if k != "seconds"} == {k: v for k, v in b.items() if k != "seconds"}
+    with pytest.raises(ValueError, match="keep_models needs jobs=1"):
+        lengths.run_all(settings, [0], keep_models=True, jobs=2)

@@ -114,6 +114,7 @@ def _positions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", choices=lengths.TASKS, default=list(lengths.TASKS), help="tasks")
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="position schemes")
     parser.add_argument("--steps", type=_positive, help="training steps (default: 1500 offset, 600 language)")
+    parser.add_argument("--jobs", type=_positive, default=1, help="runs at a time, one process each (default: 1)")
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -123,7 +124,9 @@ def _positions(args) -> None:
     settings = lengths.settings_for(args.tasks, args.schemes, **changes)
     if args.json:
         writable(args.json)
-    records = lengths.run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
+    records = lengths.run_all(
+        settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr, jobs=args.jobs
+    )
     print(lengths.format_summary(records))
     print()
     print(lengths.format_summary(records, new_positions=True))

@@ -30,7 +30,9 @@ Examples:
 """
 
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -297,28 +299,45 @@ def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict,
     return record, model
 
 
-def run_all(settings, seeds, progress: bool = True, log=None, keep_models: bool = False):
+def _record_only(setting: LengthSetting, seed: int) -> dict:
+    torch.set_num_threads(1)  # one thread per worker process: the workers share the cores
+    return run(setting, seed, progress=False)[0]
+
+
+def run_all(settings, seeds, progress: bool = True, log=None, keep_models: bool = False, jobs: int = 1):
     """Every setting from every seed, in order.
 
     Args:
         settings: the configurations.
         seeds: the seeds, the same for every setting.
-        progress: show a progress bar per run.
+        progress: show a progress bar per run (only with jobs=1).
         log: a text stream (e.g. sys.stderr) that gets one line per finished run; None for silence.
-        keep_models: also return the trained models, in the same order.
+        keep_models: also return the trained models, in the same order (only with jobs=1).
+        jobs: runs at a time, each in a process of its own with one thread (default: 1, one after the other).
 
     Shape:
         returns a list of records (see `run`), or (records, models) with keep_models.
     """
+    pairs = [(setting, seed) for setting in settings for seed in seeds]
+    if jobs > 1:
+        if keep_models:
+            raise ValueError("keep_models needs jobs=1: the models of other processes are not sent back")
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter per worker: no state shared by a fork
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            records = []
+            for record in pool.map(_record_only, *zip(*pairs)):
+                records.append(record)
+                if log is not None:
+                    print(format_run(record), file=log, flush=True)
+        return records
     records, models = [], []
-    for setting in settings:
-        for seed in seeds:
-            record, model = run(setting, seed, progress)
-            records.append(record)
-            if keep_models:
-                models.append(model)
-            if log is not None:
-                print(format_run(record), file=log, flush=True)
+    for setting, seed in pairs:
+        record, model = run(setting, seed, progress)
+        records.append(record)
+        if keep_models:
+            models.append(model)
+        if log is not None:
+            print(format_run(record), file=log, flush=True)
     return (records, models) if keep_models else records
 
 
