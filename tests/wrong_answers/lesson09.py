@@ -3,7 +3,7 @@
 import torch
 
 from mha import attention
-from mha.positions import apply_rope
+from mha.positions import apply_rope as turn
 
 
 def _interleave(even, odd):
@@ -45,6 +45,11 @@ def table_positions_from_1(seq, d_model):
 def table_base_1000(seq, d_model):
     a = _angles(torch.arange(seq), d_model, base=1000.0)
     return _interleave(a.sin(), a.cos()).float()
+
+
+def table_transposed(seq, d_model):
+    a = _angles(torch.arange(seq), d_model)
+    return _interleave(a.sin(), a.cos()).T.float()
 
 
 # apply_rope(x, positions)
@@ -90,15 +95,15 @@ def rope_base_100000(x, positions):
 
 
 def attention_values_turned_too(q, k, v):
-    return attention(apply_rope(q), apply_rope(k), apply_rope(v))[0]
+    return attention(turn(q), turn(k), turn(v))[0]
 
 
 def attention_only_queries_turned(q, k, v):
-    return attention(apply_rope(q), k, v)[0]
+    return attention(turn(q), k, v)[0]
 
 
 def attention_turned_after(q, k, v):
-    return apply_rope(attention(q, k, v)[0])
+    return turn(attention(q, k, v)[0])
 
 
 def attention_not_turned(q, k, v):
@@ -106,7 +111,7 @@ def attention_not_turned(q, k, v):
 
 
 def attention_unscaled(q, k, v):
-    return (apply_rope(q) @ apply_rope(k).transpose(-2, -1)).softmax(-1) @ v
+    return (turn(q) @ turn(k).transpose(-2, -1)).softmax(-1) @ v
 
 
 # shift_error(rotate, q, k, m, n, shift)
@@ -118,6 +123,14 @@ def _dot(rotate, q, k, m, n):
 
 def shift_only_the_query(rotate, q, k, m, n, shift):
     return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, m + shift, n))
+
+
+def shift_only_the_key(rotate, q, k, m, n, shift):
+    return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, m, n + shift))
+
+
+def shift_swapped(rotate, q, k, m, n, shift):
+    return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, n + shift, m + shift))
 
 
 def shift_signed(rotate, q, k, m, n, shift):
@@ -143,6 +156,14 @@ def gap_mean(layer, x, perm):
     return (layer(x[:, perm])[0] - layer(x)[0][:, perm]).abs().mean().item()
 
 
+def gap_signed_max(layer, x, perm):
+    return (layer(x[:, perm])[0] - layer(x)[0][:, perm]).max().item()
+
+
+def rope_returns_x(x, positions):
+    return x.clone()
+
+
 WRONG = [
     ("sinusoidal_table", table_sin_cos_swapped, "sine and cosine swapped"),
     ("sinusoidal_table", table_in_halves, "all the sines first"),
@@ -150,21 +171,26 @@ WRONG = [
     ("sinusoidal_table", table_multiplied_by_the_frequency, "divide by it"),
     ("sinusoidal_table", table_positions_from_1, "positions start at 0"),
     ("sinusoidal_table", table_base_1000, "wrong frequency base (1000)"),
+    ("sinusoidal_table", table_transposed, "that is (d_model, seq)"),
     ("apply_rope", rope_rotate_half, "pairs neighbours"),
     ("apply_rope", rope_backwards, "turns the wrong way"),
     ("apply_rope", rope_angles_concatenated, "must turn by the same angle"),
     ("apply_rope", rope_exponent_without_the_2, "you used i / d_head"),
     ("apply_rope", rope_ignores_positions, "use the positions you are given"),
     ("apply_rope", rope_base_100000, "wrong frequency base (100000)"),
+    ("apply_rope", rope_returns_x, "nothing was turned"),
     ("rotary_attention", attention_values_turned_too, "you turned the values too"),
     ("rotary_attention", attention_only_queries_turned, "you turned only the queries"),
     ("rotary_attention", attention_turned_after, "you turned after the dot product"),
     ("rotary_attention", attention_not_turned, "nothing was turned"),
     ("rotary_attention", attention_unscaled, "the scores are not scaled"),
     ("shift_error", shift_only_the_query, "you moved only the query"),
+    ("shift_error", shift_only_the_key, "you moved only the key"),
+    ("shift_error", shift_swapped, "you swapped the query's and the key's positions"),
     ("shift_error", shift_signed, "return the size of the difference"),
     ("shift_error", shift_returns_a_score, "that is a score"),
     ("permutation_gap", gap_inverse_permutation, "inverse permutation"),
     ("permutation_gap", gap_output_not_permuted, "permuted the same way as the input"),
     ("permutation_gap", gap_mean, "that is the mean difference"),
+    ("permutation_gap", gap_signed_max, "take .abs() before .max()"),
 ]
