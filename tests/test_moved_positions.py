@@ -77,3 +77,4 @@ def test_command_prints_the_report_and_writes_json(tmp_path, capsys, monkeypatch
     data = json.loads(path.read_text())
     assert data["provenance"]["command"] == f"python -m mha.pretrained positions --json {path}"
     assert data["head"] == [0, 2] and data["sentences"] == SENTENCES[:1]
+    assert "L0H2, averaged over 1 sentences" in moved_positions.format_report(data)

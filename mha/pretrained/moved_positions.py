@@ -157,10 +157,12 @@ def moved_table_report(
 
 
 def format_report(report: dict) -> str:
-    """The report as two small tables."""
+    """The report as two small tables (from `moved_table_report`, or read back from the command's JSON)."""
     layer, h = report["head"]
+    sentences = report["sentences"]  # a count, or the sentences themselves (as the command's JSON records them)
+    count = len(sentences) if isinstance(sentences, list) else sentences
     lines = [
-        f"L{layer}H{h}, averaged over {report['sentences']} sentences",
+        f"L{layer}H{h}, averaged over {count} sentences",
         f"{'table':<22}{'weight on previous token':>26}{'cosine to own sentence vector':>32}",
     ]
     for row in report["shift"]:
