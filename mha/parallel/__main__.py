@@ -18,7 +18,7 @@ import shlex
 import sys
 
 from .._provenance import stamp, writable, write_results
-from .cost import LINKS, breakeven_seq, layer_time
+from .cost import model_table
 from .experiments import TOLERANCE, check, measure, summarise_check, summarise_measure
 from .jobs import Problem, Sweep, measure_on_rank, on_rank, single_process
 from .launch import choose_backend, loopback_interface
@@ -195,28 +195,6 @@ def _measure(args, argv) -> int:
     return 0
 
 
-def format_model(d_models, seqs, batch: int, share: float) -> str:
-    """The paper model as a table: speedup over one GPU per d_model, seq, world and link."""
-    lines = [f"forward pass of one attention layer, batch {batch}, bfloat16, {share:.0%} of the H100's peak"]
-    head = f"{'d_model':>7} {'seq':>6} {'one GPU':>10}  " + "  ".join(
-        f"{link.name.split(',')[0][:10]:>10} ×{w}" for link in LINKS for w in (2, 4, 8)
-    )
-    lines.append(head)
-    for d in d_models:
-        for s in seqs:
-            one = layer_time(batch, s, d, 1, LINKS[0], share_of_peak=share)["one_gpu_s"]
-            cells = [f"{layer_time(batch, s, d, w, link, share_of_peak=share)['speedup']:>12.2f}"
-                     for link in LINKS for w in (2, 4, 8)]  # fmt: skip
-            lines.append(f"{d:>7} {s:>6} {one * 1e6:>8.0f} µs  " + " ".join(cells))
-    lines.append("speedup = one GPU's time / the split layer's time (compute / w + all-reduce); above 1, it pays")
-    for link in LINKS:
-        for w in (2, 8):
-            for d in d_models:
-                seq = breakeven_seq(d, w, link, batch, share_of_peak=share)
-                lines.append(f"  {link.name}: {w} GPUs pay from seq {seq} at d_model {d}")
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     """The command. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -227,7 +205,7 @@ def main(argv=None) -> int:
             return _check(args, argv)
         if args.command == "measure":
             return _measure(args, argv)
-        print(format_model(args.d_model, args.seq, args.batch, args.share_of_peak))
+        print(model_table(args.d_model, args.seq, args.batch, args.share_of_peak))
         return 0
     except ValueError as error:  # bad options explained in one line, not a traceback
         parser.error(str(error))

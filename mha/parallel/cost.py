@@ -135,3 +135,34 @@ def fit_latency_bandwidth(bytes_sent, seconds) -> tuple[float, float]:
         raise ValueError(f"the fit needs at least two different sizes, got {len(x)} measurement(s)")
     slope, intercept = np.polyfit(x, y, 1)
     return float(intercept), (float(1.0 / slope) if slope > 0 else float("inf"))
+
+
+def model_table(d_models, seqs, batch: int = 1, share: float = 0.5) -> str:
+    """The paper model as text: one GPU's time and the speedup per d_model, seq, world and link; where it pays.
+
+    Args:
+        d_models, seqs: the sizes of the table's rows.
+        batch: sequences per forward pass.
+        share: share of the GPU's peak the matrix products reach (an assumption).
+    """
+    worlds = (2, 4, 8)
+    short = {link: link.name.split(" ")[0] for link in LINKS}
+    lines = [f"forward pass of one attention layer, batch {batch}, bfloat16, {share:.0%} of the H100's peak"]
+    lines.append(f"{'d_model':>7} {'seq':>6} {'one GPU':>10}  " + "".join(
+        f"{f'{short[link]} ×{w}':>15}" for link in LINKS for w in worlds
+    ))  # fmt: skip
+    for d in d_models:
+        for s in seqs:
+            one = layer_time(batch, s, d, 1, LINKS[0], share_of_peak=share)["one_gpu_s"]
+            cells = "".join(f"{layer_time(batch, s, d, w, link, share_of_peak=share)['speedup']:>15.2f}"
+                            for link in LINKS for w in worlds)  # fmt: skip
+            lines.append(f"{d:>7} {s:>6} {one * 1e6:>7.0f} µs  " + cells)
+    lines.append("speedup = one GPU's time / the split layer's time (compute / w + all-reduce); above 1, it pays")
+    lines.append(f"\nthe shortest seq (a power of 2) from which splitting pays, batch {batch}:")
+    lines.append(f"{'':<22}" + "".join(f"{f'd_model {d}':>14}" for d in d_models))
+    for link in LINKS:
+        for w in worlds:
+            seqs_paying = [breakeven_seq(d, w, link, batch, share_of_peak=share) for d in d_models]
+            cells = "".join(f"{'never' if s is None else s:>14}" for s in seqs_paying)
+            lines.append(f"{short[link]:<12} {w} GPUs  " + cells)
+    return "\n".join(lines)
