@@ -151,3 +151,13 @@ def test_column_sharding_of_the_fused_in_proj_mixes_queries_and_keys():
         "rank 0: rows 0-47 = W_Q heads 0-3, W_K heads 0-1",
         "rank 1: rows 48-95 = W_K heads 2-3, W_V heads 0-3",
     ]
+
+
+def test_without_processes_the_rank_job_is_the_whole_layer():
+    from mha.parallel.experiments import summarise_check
+    from mha.parallel.jobs import on_rank
+
+    problem = Problem(d_model=16, heads=4, seq=5, causal=True)
+    summary = summarise_check(problem, [on_rank(problem)])
+    assert summary["backend"] == "one process" and summary["heads"] == [[0, 1, 2, 3]]
+    assert all(summary["equal"].values()) and "tp_output" not in summary["differences"]

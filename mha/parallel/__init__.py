@@ -17,13 +17,13 @@ adds the parts: Megatron-LM's split of attention (Shoeybi et al., 2019).
     experiments.py  the lesson's experiments: `check` (both layers against one process), `measure` (all-reduce
                     bytes and times, the layer's times)
     cost.py         bytes of a ring all-reduce, FLOPs per rank, published link speeds and the paper model
+                    (`mha.parallel.cost`: not imported with the package, so that the processes start light)
     plots.py        what each rank holds; bytes and time of the all-reduce; when splitting pays
     __main__.py     the command: `python -m mha.parallel check|measure|model`, also under
                     `torchrun --standalone --nproc-per-node N -m mha.parallel check`
 """
 
 from .collectives import copy_to_ranks, sum_over_ranks, world_size
-from .cost import allreduce_bytes, layer_time
 from .launch import LaunchError, LaunchTimeout, WorkerFailed, choose_backend, run
 from .layer import HeadParallelAttention
 from .shard import HeadSplit, gather, head_split, module_from_weights, shard, weights_of
@@ -36,12 +36,10 @@ __all__ = [
     "LaunchTimeout",
     "SplitQKVAttention",
     "WorkerFailed",
-    "allreduce_bytes",
     "choose_backend",
     "copy_to_ranks",
     "gather",
     "head_split",
-    "layer_time",
     "module_from_weights",
     "parallelize",
     "run",

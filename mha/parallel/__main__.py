@@ -91,7 +91,7 @@ def format_check(summary: dict) -> str:
         )
     for key, w in summary["written"].items():
         if w is None:
-            lines.append(f"  bytes written, {key}: not measurable here (no /proc/self/io)")
+            lines.append(f"  {key:<27} bytes not counted (only gloo's socket writes are, where /proc/self/io exists)")
         elif world > 1:
             lines.append(
                 f"  {key:<27} {w['bytes']:>7,} bytes per rank = {w['allreduces']:g} such all-reduce(s)"
@@ -152,7 +152,7 @@ def format_measure(summary: dict) -> str:
     lines = [
         f"world {world}: layer forward {lay['forward_s'] * 1e3:.3f} ms per call (compute {lay['compute_s'] * 1e3:.3f} "
         f"ms, all-reduce {lay['allreduce_s'] * 1e3:.3f} ms), {lay['flops_per_rank']:,} FLOPs per rank, "
-        f"{lay['bytes'] or 0:,.0f} bytes sent per rank (formula {lay['formula_bytes']:,.0f})"
+        f"{lay['bytes'] or 0:,.0f} bytes sent per rank in the forward pass (formula {lay['formula_bytes']:,.0f})"
     ]
     for r in summary["allreduce"]:
         lines.append(
@@ -162,8 +162,9 @@ def format_measure(summary: dict) -> str:
         )
     for r in summary["lo"]:
         lines.append(
-            f"  loopback interface, all ranks together: {r['bytes']:>11,.0f} bytes in {r['packets']:.0f} packets "
-            f"for an all-reduce of {4 * r['numbers']:,} bytes"
+            f"  loopback interface, all-reduce of {4 * r['numbers']:>9,} bytes: {r['bytes']:>11,.0f} bytes in "
+            f"{r['packets']:.0f} packets = {r['written_by_all_ranks']:,.0f} written by the ranks + "
+            f"{r['ip_header_bytes']:.0f} bytes of TCP/IP header per packet"
         )
     if summary["fit"]:
         f = summary["fit"]
@@ -173,10 +174,19 @@ def format_measure(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _load_average() -> float | None:
+    """The machine's 1-minute load average: how many processes were ready to run, on average (None if unknown)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _measure(args, argv) -> int:
     sweep = QUICK if args.quick else Sweep()
     if args.json:
         writable(args.json)
+    load_before = _load_average()
     if under_torchrun():
         gathered = _under_torchrun(measure_on_rank, (sweep,), "cpu")
         if gathered is None:
@@ -184,12 +194,17 @@ def _measure(args, argv) -> int:
         summaries = [summarise_measure(sweep, gathered[0])]
     else:
         summaries = measure(sweep, args.world, args.timeout)
+    machine = {"cpu_cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": _load_average()}
+    print(
+        f"machine: {machine['cpu_cores']} CPU cores; load average (runnable processes, 1 minute) "
+        f"{machine['load_average_before']} before, {machine['load_average_after']} after"
+    )
     for s in summaries:
         print(format_measure(s))
     if args.json:
         command = "python -m mha.parallel " + shlex.join(argv)
         content = {"sweep": {"numbers": list(sweep.numbers), "repeats": sweep.repeats, "rounds": sweep.rounds,
-                             "layer": dict(vars(sweep.layer))}, "worlds": summaries}  # fmt: skip
+                             "layer": dict(vars(sweep.layer))}, "machine": machine, "worlds": summaries}  # fmt: skip
         path = write_results(args.json, stamp(command), content)
         print(f"wrote {path}")
     return 0

@@ -8,7 +8,7 @@ Both start their processes with `launch.run` (gloo on loopback, bounded in time,
 """
 
 from .cost import allreduce_bytes, fit_latency_bandwidth
-from .jobs import Problem, Sweep, compare, header_bytes, measure_on_rank, on_rank, single_layer_time, single_process
+from .jobs import Problem, Sweep, compare, count_flops, header_bytes, measure_on_rank, on_rank, single_process
 from .launch import choose_backend, run
 
 TOLERANCE = 1e-5  # relative, in float32: the split adds the same numbers in another order (differences ~1e-7)
@@ -44,7 +44,7 @@ def summarise_check(problem: Problem, results: list[dict], reference: dict | Non
         "backend": results[0]["backend"],
         "heads": [r["heads"] for r in results],
         "kv_heads": [r["kv_heads"] for r in results],
-        "flops_per_rank": [r["flops"] for r in results],
+        "flops_per_rank": [count_flops(problem, world, r["rank"]) for r in results],
         "differences": diffs,
         "equal": {k: v <= TOLERANCE for k, v in diffs.items()},
         "formula_bytes": formula,
@@ -80,7 +80,7 @@ def summarise_measure(sweep: Sweep, results: list[dict]) -> dict:
     """One world's measurements: per all-reduce size the median time (slowest rank), bytes against the formula."""
     world = len(results)
     rows = []
-    for i, n in enumerate(sweep.numbers):
+    for i, n in enumerate(sweep.numbers if world > 1 else ()):
         per_rank = [r["allreduce"][i] for r in results]
         measured = per_rank[0]["bytes"]
         formula = allreduce_bytes(1, 1, n, 4, world)
@@ -94,7 +94,12 @@ def summarise_measure(sweep: Sweep, results: list[dict]) -> dict:
             "header_bytes": header_bytes(measured, formula, per_rank[0]["writes"]) if measured is not None else None,
             "same_on_every_rank": all(r["bytes"] == measured for r in per_rank),
         })  # fmt: skip
-    lo = results[0].get("lo") or []
+    lo = []
+    for r in results[0].get("lo") or []:  # rank 0 read the loopback counters: every rank's traffic, with headers
+        row = next(row for row in rows if row["numbers"] == r["numbers"])
+        written = world * row["bytes"]  # what all ranks wrote to their sockets
+        lo.append({**r, "written_by_all_ranks": written,
+                   "ip_header_bytes": (r["bytes"] - written) / r["packets"] if r["packets"] else None})  # fmt: skip
     layers = [r["layer"] for r in results]
     layer = {
         key: max(lay[key] for lay in layers) for key in ("forward_s", "compute_s", "allreduce_s")
@@ -112,17 +117,11 @@ def summarise_measure(sweep: Sweep, results: list[dict]) -> dict:
 def measure(sweep: Sweep | None = None, worlds=(1, 2, 4), timeout: float = 300.0) -> list[dict]:
     """Measure all-reduces and the layer on each number of processes in `worlds` (gloo on CPU).
 
-    World 1 is one process running the layer whole (nothing to all-reduce).
+    World 1 is one process running the layer whole (nothing to all-reduce), in the same conditions as the others.
     """
     sweep = sweep or Sweep()
     out = []
     for world in worlds:
-        if world == 1:
-            layer = single_layer_time(sweep)
-            layer["formula_bytes"] = 0.0
-            layer["flops_per_rank"] = layer.pop("flops")
-            out.append({"world": 1, "allreduce": [], "lo": [], "layer": layer, "fit": None})
-            continue
         results = run(measure_on_rank, world, (sweep,), timeout=timeout)
         out.append(summarise_measure(sweep, results))
     return out

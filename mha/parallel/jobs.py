@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.distributed as dist
-from torch.func import functional_call
-from torch.utils.flop_counter import FlopCounterMode
 
 from ..multihead import MultiHeadAttention
 from .layer import HeadParallelAttention
@@ -77,6 +75,8 @@ def single_process(problem: Problem) -> dict:
     Returns:
         {"output", "input_grad", "grads": {key: gradient of the whole weight}}.
     """
+    from torch.func import functional_call
+
     weights, x, target = make(problem)
     leaves = {k: v.clone().requires_grad_() for k, v in weights.items()}
     full = expand_kv(leaves, problem.heads, problem.kv)
@@ -94,7 +94,13 @@ def single_process(problem: Problem) -> dict:
 
 
 def socket_bytes() -> tuple[int, int] | None:
-    """(bytes written, write calls) of this process so far, from /proc/self/io; None where that file is missing."""
+    """(bytes written, write calls) of this process so far, from /proc/self/io; None where that file is missing.
+
+    Meaningful for gloo, which sends through sockets; NCCL moves data over NVLink or the network card without
+    write calls, so under NCCL this returns None.
+    """
+    if dist.is_initialized() and dist.get_backend() != "gloo":
+        return None
     try:
         with open("/proc/self/io") as f:
             fields = dict(line.split(": ") for line in f.read().splitlines())
@@ -109,34 +115,42 @@ def _written(before, after) -> dict | None:
     return {"bytes": after[0] - before[0], "writes": after[1] - before[1]}
 
 
-def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True) -> dict:
+def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True, mesh=None) -> dict:
     """Run the head-parallel layer on this rank, forward and backward, and report what a comparison needs.
 
     Args:
         problem: the layer and input (the same on every rank).
         device: "cpu" or "cuda" (this rank's GPU).
         tp_api: also run the same layer parallelised with `parallelize_module`.
+        mesh: a one-dimensional `DeviceMesh` of the ranks that share the layer (default: every rank). Without
+            torch.distributed initialised, the one process is rank 0 of 1 (and `tp_api` is skipped).
 
     Returns:
         a dict of plain values and tensors (on the CPU): rank, world, backend, output, input gradient, this rank's
-        weight slices' gradients (a dict of `KEYS`), the FLOPs counted in its forward pass, the bytes it wrote
-        for one all-reduce of the output's size alone, in the forward and in the backward pass; and the same for
-        the `parallelize_module` layer under "tp" (input prepared once) and "tp_per_projection" (plan alone).
+        weight slices' gradients (a dict of `KEYS`), the bytes it wrote for one all-reduce of the output's size
+        alone, in the forward and in the backward pass; and the same for the `parallelize_module` layer under "tp"
+        (input prepared once) and "tp_per_projection" (plan alone).
     """
-    rank, world = dist.get_rank(), dist.get_world_size()
+    distributed = dist.is_initialized()
+    group = mesh.get_group() if mesh is not None else None
+    rank, world = (dist.get_rank(group), dist.get_world_size(group)) if distributed else (0, 1)
+
+    def barrier():
+        if distributed:
+            dist.barrier(group=group)
+
     dev = torch.device(device, torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
     weights, x, target = make(problem)
-    layer = HeadParallelAttention.from_weights(weights, problem.heads, world, rank, problem.kv_heads).to(dev)
+    layer = HeadParallelAttention.from_weights(weights, problem.heads, world, rank, problem.kv_heads, group).to(dev)
     x, target = x.to(dev).requires_grad_(), target.to(dev)
 
-    with FlopCounterMode(display=False) as counter:
-        with torch.no_grad():
-            layer.partial(x, causal=problem.causal)
-    dist.barrier()
-    before = socket_bytes()
-    dist.all_reduce(torch.zeros(problem.batch, problem.seq, problem.d_model, device=dev))  # one, for reference
-    one = _written(before, socket_bytes())
-    dist.barrier()
+    one = None
+    if distributed:
+        barrier()
+        before = socket_bytes()
+        dist.all_reduce(torch.zeros(problem.batch, problem.seq, problem.d_model, device=dev), group=group)
+        one = _written(before, socket_bytes())  # one all-reduce of the output's size, for reference
+    barrier()
     before = socket_bytes()
     out, _ = layer(x, causal=problem.causal)
     middle = socket_bytes()
@@ -145,38 +159,53 @@ def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True) -> dict:
     result = {
         "rank": rank,
         "world": world,
-        "backend": dist.get_backend(),
+        "backend": dist.get_backend(group) if distributed else "one process",
         "heads": list(layer.split.heads_of(rank)),
         "kv_heads": list(layer.split.kv_heads_of(rank)),
         "output": out.detach().cpu(),
         "input_grad": x.grad.cpu(),
         "grads": {k: (v.cpu() if v is not None else None) for k, v in layer.shard_weights(grad=True).items()},
-        "flops": counter.get_total_flops(),
         "one_allreduce_written": one,
         "forward_written": _written(before, middle),
         "backward_written": _written(middle, after),
     }
-    if tp_api:
-        result["tp"] = _tp_on_rank(problem, weights, dev, input_once=True)
-        result["tp_per_projection"] = _tp_on_rank(problem, weights, dev, input_once=False)
+    if tp_api and distributed:
+        result["tp"] = _tp_on_rank(problem, weights, dev, True, mesh, barrier)
+        result["tp_per_projection"] = _tp_on_rank(problem, weights, dev, False, mesh, barrier)
     return result
 
 
-def _tp_on_rank(problem: Problem, weights: dict, dev: torch.device, input_once: bool) -> dict | None:
+def lesson_on_rank(plain: Problem, grouped: Problem) -> dict:
+    """Lesson 08's runs in one launch of 4 processes (each process starts PyTorch once, for all of them).
+
+    "4": `plain` over all 4 ranks. "2": `plain` over 2 ranks, on a 2 × 2 mesh: ranks 0-1 and ranks 2-3 each split
+    the layer in two (two copies side by side, as data parallelism would place them). "grouped": `grouped` over all 4.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+
+    whole = init_device_mesh("cpu", (dist.get_world_size(),))
+    pairs = init_device_mesh("cpu", (dist.get_world_size() // 2, 2), mesh_dim_names=("copy", "tp"))
+    return {
+        "4": on_rank(plain, mesh=whole),
+        "2": on_rank(plain, mesh=pairs["tp"]),
+        "grouped": on_rank(grouped, mesh=whole, tp_api=False),
+    }
+
+
+def _tp_on_rank(problem: Problem, weights: dict, dev: torch.device, input_once: bool, mesh, barrier) -> dict | None:
     """The same layer parallelised by PyTorch's `parallelize_module` on a one-dimensional `DeviceMesh`."""
     from torch.distributed.device_mesh import init_device_mesh
 
     from .torch_tp import SplitQKVAttention, parallelize
 
-    world = dist.get_world_size()
-    if problem.kv % world:
+    mesh = mesh if mesh is not None else init_device_mesh(dev.type, (dist.get_world_size(),))
+    if problem.kv % mesh.size():
         return None  # ColwiseParallel cannot shard fewer K/V heads than ranks (see torch_tp.parallelize)
-    mesh = init_device_mesh(dev.type, (world,))
     whole = SplitQKVAttention.from_weights(weights, problem.heads, problem.kv_heads).to(dev)
     layer = parallelize(whole, mesh, input_once)
     _, x, target = make(problem)
     x, target = x.to(dev).requires_grad_(), target.to(dev)
-    dist.barrier()
+    barrier()
     before = socket_bytes()
     out = layer(x, causal=problem.causal)
     out = out.clone()  # the all-reduce may still be on its way (an AsyncCollectiveTensor): any op waits for it
@@ -286,7 +315,7 @@ class Sweep:
 
     numbers: tuple = (256, 4096, 65536, 262144, 1048576)
     repeats: int = 10
-    rounds: int = 5
+    rounds: int = 7
     layer: Problem = Problem(batch=4, seq=256, d_model=512, heads=8)
     layer_repeats: int = 5
     lo_rounds: int = 5
@@ -311,15 +340,25 @@ def loopback_counters() -> tuple[int, int] | None:
 
 def _timed_batches(fn, repeats: int, rounds: int) -> float:
     """Median over `rounds` of the time per call of `repeats` calls in a row; the ranks start each round together."""
-    times = []
-    for _ in range(rounds):
-        dist.barrier()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        times.append((time.perf_counter() - start) / repeats)
-    times.sort()
-    return times[len(times) // 2]
+    return _in_turns({"fn": fn}, repeats, rounds)["fn"]
+
+
+def _in_turns(fns: dict, repeats: int, rounds: int) -> dict:
+    """Time several functions in turns (A, B, C, then B, C, A, ...), so that a busy spell of the machine hits all
+    alike; per function, the median over rounds of the time per call of `repeats` calls in a row. The ranks start
+    every batch together (a barrier)."""
+    names = list(fns)
+    for name in names:
+        fns[name]()  # warm up
+    times = {name: [] for name in names}
+    for round_ in range(rounds):
+        for name in names[round_ % len(names) :] + names[: round_ % len(names)]:
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                fns[name]()
+            times[name].append((time.perf_counter() - start) / repeats)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
 def measure_on_rank(sweep: Sweep) -> dict:
@@ -332,7 +371,7 @@ def measure_on_rank(sweep: Sweep) -> dict:
     """
     rank, world = dist.get_rank(), dist.get_world_size()
     records = []
-    for n in sweep.numbers:
+    for n in sweep.numbers if world > 1 else ():  # one rank has nothing to send
         x = torch.ones(n)
         for _ in range(3):  # warm up: connections, buffers
             dist.all_reduce(x)
@@ -349,7 +388,7 @@ def measure_on_rank(sweep: Sweep) -> dict:
             "bytes": written and written["bytes"] / sweep.repeats,
             "writes": written and written["writes"] / sweep.repeats,
         })  # fmt: skip
-    lo = _loopback(sweep) if sweep.lo_rounds else []
+    lo = _loopback(sweep) if sweep.lo_rounds and world > 1 else []
     return {"rank": rank, "world": world, "allreduce": records, "lo": lo, "layer": _time_layer(sweep)}
 
 
@@ -383,7 +422,9 @@ def _loopback(sweep: Sweep) -> list[dict]:
 
 
 def _time_layer(sweep: Sweep) -> dict:
-    """This rank's forward time: whole (compute + all-reduce), its compute alone, the all-reduce alone."""
+    """This rank's forward time: whole (compute + all-reduce), its compute alone, the all-reduce alone, in turns."""
+    from torch.utils.flop_counter import FlopCounterMode
+
     problem = sweep.layer
     rank, world = dist.get_rank(), dist.get_world_size()
     weights, x, _ = make(problem)
@@ -395,32 +436,25 @@ def _time_layer(sweep: Sweep) -> dict:
         before = socket_bytes()
         layer(x)
         written = _written(before, socket_bytes())
-        stats = {
-            "forward_s": _timed_batches(lambda: layer(x), sweep.layer_repeats, sweep.rounds),
-            "compute_s": _timed_batches(lambda: layer.partial(x), sweep.layer_repeats, sweep.rounds),
-            "allreduce_s": _timed_batches(lambda: dist.all_reduce(partial.clone()), sweep.layer_repeats, sweep.rounds),
-        }
+        fns = {"forward_s": lambda: layer(x), "compute_s": lambda: layer.partial(x),
+               "allreduce_s": lambda: dist.all_reduce(partial.clone())}  # fmt: skip
+        stats = _in_turns(fns, sweep.layer_repeats, sweep.rounds)
     return {**stats, "flops": counter.get_total_flops(), "bytes": written and written["bytes"],
             "problem": asdict(problem)}  # fmt: skip
 
 
-def single_layer_time(sweep: Sweep) -> dict:
-    """The layer in one process, `mha.MultiHeadAttention`: time per forward pass and FLOPs (the world = 1 row)."""
-    problem = sweep.layer
+def count_flops(problem: Problem, world: int, rank: int) -> int:
+    """FLOPs of rank `rank`'s forward pass (its partial output), counted by PyTorch's `FlopCounterMode`.
+
+    Run in the calling process: the same computation the rank runs, on the same shapes.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
     weights, x, _ = make(problem)
-    layer = HeadParallelAttention.from_weights(weights, problem.heads)
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            layer.partial(x)
-        times = []
-        for _ in range(sweep.rounds):
-            start = time.perf_counter()
-            for _ in range(sweep.layer_repeats):
-                layer(x)
-            times.append((time.perf_counter() - start) / sweep.layer_repeats)
-    times.sort()
-    return {"forward_s": times[len(times) // 2], "compute_s": times[len(times) // 2], "allreduce_s": 0.0,
-            "flops": counter.get_total_flops(), "bytes": 0, "problem": asdict(problem)}  # fmt: skip
+    layer = HeadParallelAttention.from_weights(weights, problem.heads, world, rank, problem.kv_heads)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer.partial(x, causal=problem.causal)
+    return counter.get_total_flops()
 
 
 def header_bytes(measured: float, formula: float, writes: float) -> float:

@@ -100,6 +100,7 @@ def run(
     timeout: float = 60.0,
     backend: str = "gloo",
     threads: int = 1,
+    progress: bool = False,
 ) -> list:
     """Run `function(*args)` in `world` new processes, each with torch.distributed initialised; return the results.
 
@@ -110,6 +111,7 @@ def run(
         timeout: seconds for the whole run, from start to the last result (default 60).
         backend: "gloo" (CPU) or "nccl" (one GPU per rank), see `choose_backend`.
         threads: torch threads per process (default 1: the processes share this machine's cores).
+        progress: show a progress bar of the ranks that have finished (default False).
 
     Returns:
         the return values of ranks 0, 1, ..., world - 1, in rank order. Raises `WorkerFailed` when a rank
@@ -159,30 +161,41 @@ def run(
                     )
                 )
                 log.close()
-            _wait(procs, folder, deadline, timeout)
+            _wait(procs, folder, deadline, timeout, progress)
             return [_result(folder, rank) for rank in range(world)]
         finally:
             _kill(procs)
             del store  # closes the port
 
 
-def _wait(procs, folder: Path, deadline: float, timeout: float) -> None:
+def _wait(procs, folder: Path, deadline: float, timeout: float, progress: bool = False) -> None:
     """Return when every process has exited with 0; raise as soon as one fails or the deadline passes."""
-    while True:
-        codes = [p.poll() for p in procs]
-        failed = [rank for rank, code in enumerate(codes) if code not in (None, 0)]
-        if failed:
-            first = _first_failure(folder, codes)
-            raise WorkerFailed(first, _failure(folder, first, codes[first]))
-        if all(code == 0 for code in codes):
-            return
-        if time.monotonic() > deadline:
-            waiting = [rank for rank, code in enumerate(codes) if code is None]
-            raise LaunchTimeout(
-                f"the run took more than {timeout:g} s; ranks {waiting} had not finished and were killed"
-                + _tail(folder / f"rank{waiting[0]}.log", "\n  its last output: ")
-            )
-        time.sleep(0.02)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(procs), desc="ranks finished", unit="rank", disable=not progress) as bar:
+        while True:
+            codes = [p.poll() for p in procs]
+            bar.update(sum(code == 0 for code in codes) - bar.n)
+            if _check(codes, folder, deadline, timeout):
+                return
+            time.sleep(0.02)
+
+
+def _check(codes: list, folder: Path, deadline: float, timeout: float) -> bool:
+    """True when every process has exited with 0; raises when one failed or the time is up."""
+    failed = [rank for rank, code in enumerate(codes) if code not in (None, 0)]
+    if failed:
+        first = _first_failure(folder, codes)
+        raise WorkerFailed(first, _failure(folder, first, codes[first]))
+    if all(code == 0 for code in codes):
+        return True
+    if time.monotonic() > deadline:
+        waiting = [rank for rank, code in enumerate(codes) if code is None]
+        raise LaunchTimeout(
+            f"the run took more than {timeout:g} s; ranks {waiting} had not finished and were killed"
+            + _tail(folder / f"rank{waiting[0]}.log", "\n  its last output: ")
+        )
+    return False
 
 
 # What a rank says when another rank died under it: a consequence, not the cause.
