@@ -177,7 +177,7 @@ WRONG = [
     ("shard_rank", shard_rows_of_w_o, "W_O: you took rows of W_O"),
     ("shard_rank", shard_one_head, "you took one head's rows"),
     ("shard_rank", shard_every_world_th_head, "every world-th head"),
-    ("shard_rank", shard_w_o_transposed, "W_O is transposed"),
+    ("shard_rank", shard_w_o_transposed, "W_O's block is transposed"),
     ("local_forward", local_adds_the_bias, "you added b_O on this rank"),
     ("local_forward", local_one_head, "you treated all of the rank's features as one head"),
     ("local_forward", local_sqrt_d_model, "scores scaled by sqrt(d_model)"),
