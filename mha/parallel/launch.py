@@ -149,18 +149,17 @@ def run(
         }
         try:
             for rank in range(world):
-                log = open(folder / f"rank{rank}.log", "wb")  # noqa: SIM115 - closed when the child is reaped
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "mha.parallel._child", str(folder / "spec.pkl"), str(rank)],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        start_new_session=True,  # its own process group: killing it kills what it started too
+                with open(folder / f"rank{rank}.log", "wb") as log:  # the child keeps its own copy of the file
+                    procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "mha.parallel._child", str(folder / "spec.pkl"), str(rank)],
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                            start_new_session=True,  # its own process group: killing it kills what it started
+                        )
                     )
-                )
-                log.close()
             _wait(procs, folder, deadline, timeout, progress)
             return [_result(folder, rank) for rank in range(world)]
         finally:

@@ -198,8 +198,11 @@ class HeadParallelAttention(nn.Module):
         return out, weights
 
     def extra_repr(self) -> str:
+        def span(r: range) -> str:
+            return f"{r.start}" if len(r) == 1 else f"{r.start}-{r.stop - 1}"
+
         mine, kv = self.split.heads_of(self.rank), self.split.kv_heads_of(self.rank)
         return (
-            f"rank {self.rank} of {self.world}: heads {mine.start}-{mine.stop - 1} of {self.heads}, "
-            f"K/V heads {kv.start}-{kv.stop - 1} of {self.kv_heads}"
+            f"rank {self.rank} of {self.world}: heads {span(mine)} of {self.heads}, "
+            f"K/V heads {span(kv)} of {self.kv_heads}"
         )
