@@ -1,17 +1,18 @@
 """Real processes (gloo on 127.0.0.1): both parallel layers, forward and backward, equal to one process.
 
-Each world size is one launch; every launch is bounded in time and cleans up after itself (see
-test_parallel_launch.py).
+Every case runs in one launch of 4 processes (starting PyTorch is most of the time); every launch is bounded in
+time and cleans up after itself (see test_parallel_launch.py).
 """
 
 import json
 import subprocess
 import sys
 
+import parallel_workers as workers
 import pytest
 
-from mha.parallel.experiments import TOLERANCE, check
-from mha.parallel.jobs import Problem, on_rank
+from mha.parallel.experiments import TOLERANCE, summarise_check
+from mha.parallel.jobs import Problem, on_rank, single_process
 from mha.parallel.launch import WorkerFailed, run
 
 pytestmark = pytest.mark.slow
@@ -25,7 +26,17 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def checked():
-    return {name: check(problem, worlds, "cpu", timeout=300) for name, (problem, worlds) in CASES.items()}
+    results = run(workers.every_case_on_rank, 4, (CASES,), timeout=240)
+    out = {}
+    for name, (problem, worlds) in CASES.items():
+        reference = single_process(problem)
+        out[name] = []
+        for world in worlds:
+            out[name].append(summarise_check(problem, [r[name, world] for r in results[:world]], reference))
+        if 2 in worlds:  # the other pair, ranks 2-3, split the same layer on its own
+            other = summarise_check(problem, [r[name, 2] for r in results[2:]], reference)
+            out[name].append({**other, "world": "2, ranks 2-3"})
+    return out
 
 
 @pytest.mark.parametrize("case", list(CASES))
