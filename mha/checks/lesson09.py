@@ -10,11 +10,12 @@ import math
 
 import torch
 import torch.fx.experimental.symbolic_shapes  # noqa: F401 - see below
+from torch import nn
 
 from ..multihead import MultiHeadAttention
 from ..positions import RotaryMultiHeadAttention
 from ..positions import apply_rope as reference_rope
-from . import Build, Case, CheckFailed, Exercise, builder, register, verify, verify_number
+from . import Build, Case, CheckFailed, Exercise, builder, register, verify
 
 # `mha.attention` calls torch.broadcast_shapes, which imports the module above (and sympy) on its first call: seconds
 # on a busy machine, and cut short by a check's time limit it leaves sympy half imported. Importing it here keeps
@@ -299,37 +300,55 @@ def build_encoder(scheme: str, d: int = 8, seed: int = 12):
 
 def _shift_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    setups = [("rope", 5, 2, 7), ("rope", 1, 9, 20), ("added", 5, 2, 7), ("added", 1, 9, 20), ("square", 5, 2, 7)]
-    setups += [(_pick(g, list(ENCODERS)), *(int(p) for p in torch.randint(0, 21, (3,), generator=g))) for _ in "ab"]
-    # float64: RoPE's error is rounding alone, far below 1e-12; the fixed cases' vectors include a negative difference
-    fixed = torch.Generator().manual_seed(12)
+    setups = [
+        ("rope", 5, 2, 7, torch.float64),
+        ("rope", 1, 9, 20, torch.float32),
+        ("added", 5, 2, 7, torch.float64),
+        ("added", 1, 9, 20, torch.float32),
+        ("square", 5, 2, 7, torch.float64),
+    ]
+    for _ in range(2):
+        m, n, shift = (int(p) for p in torch.randint(0, 21, (3,), generator=g))
+        setups.append((_pick(g, list(ENCODERS)), m, n, shift, _pick(g, DTYPES)))
+    fixed = torch.Generator().manual_seed(12)  # the fixed cases' vectors include a negative difference
     cases = []
-    for i, (scheme, m, n, shift) in enumerate(setups):
-        q, k = _randn(fixed if i < 5 else g, 2, 8, dtype=torch.float64)
-        what = f"shift_error with {ENCODERS[scheme]}, m={m}, n={n}, shift={shift}"
+    for i, (scheme, m, n, shift, dtype) in enumerate(setups):
+        q, k = _randn(fixed if i < 5 else g, 2, 8, dtype=dtype)
+        what = f"shift_error with {ENCODERS[scheme]}, q and k (8,) {_name(dtype)}, m={m}, n={n}, shift={shift}"
         cases.append(Case((Build("lesson09_encoder", {"scheme": scheme}), q, k, m, n, shift), what=what, drawn=i >= 5))
     return cases
 
 
+def _number(value: float) -> torch.Tensor:
+    return torch.tensor(value, dtype=torch.float64)
+
+
 def _shift_judge(case: Case, got, changed) -> None:
     rotate, q, k, m, n, s = case.inputs()
+    dtype = q.dtype
+    q, k = q.double(), k.double()  # judged in float64, with the tolerance of the learner's dtype
 
     def score(a, b):
         return float(rotate(q, a) @ rotate(k, b))
 
     before, after = score(m, n), score(m + s, n + s)
     signed = before - after
-    verify_number(
+    verify(
         got,
-        abs(signed),
+        _number(abs(signed)),
         [
-            (abs(before - score(m + s, n)), "you moved only the query; move both positions by the same shift"),
-            (abs(before - score(m, n + s)), "you moved only the key; move both positions by the same shift"),
-            (signed, "return the size of the difference (abs)"),
-            (abs(before - score(n + s, m + s)), "you swapped the query's and the key's positions after the shift"),
-            (before, "that is a score; return the difference between the two scores"),
+            (_number(abs(before - score(m + s, n))), "you moved only the query; move both positions by the same shift"),
+            (_number(abs(before - score(m, n + s))), "you moved only the key; move both positions by the same shift"),
+            (_number(signed), "return the size of the difference (abs)"),
+            (
+                _number(abs(before - score(n + s, m + s))),
+                "you swapped the query's and the key's positions after the shift",
+            ),
+            (_number(before), "that is a score; return the difference between the two scores"),
         ],
         what=case.what,
+        dtype=dtype,
+        shape_hint="one number",
         form_hint="one number, |score(m, n) - score(m + shift, n + shift)|",
     )
 
@@ -367,8 +386,8 @@ class _Causal(torch.nn.Module):
 
 
 @builder("lesson09_layer")
-def build_layer(kind: str, d_model: int = 16, heads: int = 2, seed: int = 13) -> torch.nn.Module:
-    """An attention layer in float64 with weights drawn from `seed` (the learner's random state untouched)."""
+def build_layer(kind: str, dtype: str = "float64", d_model: int = 16, heads: int = 2, seed: int = 13) -> nn.Module:
+    """An attention layer with weights drawn from `seed` (the learner's random state untouched), in `dtype`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if kind == "plain":
@@ -379,48 +398,53 @@ def build_layer(kind: str, d_model: int = 16, heads: int = 2, seed: int = 13) ->
             layer = _Causal(MultiHeadAttention(d_model, heads))
         else:
             raise ValueError(f"unknown layer {kind!r}: expected one of {list(LAYERS)}")
-    return layer.double()  # float64: a blind layer's gap is rounding alone, far below 1e-12
+    return layer.to(getattr(torch, dtype))
 
 
 def _gap_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    setups = [("plain", 6, [2, 0, 5, 1, 3, 4]), ("rotary", 6, [2, 0, 5, 1, 3, 4]), ("causal", 6, [2, 0, 5, 1, 3, 4])]
+    perm = [2, 0, 5, 1, 3, 4]  # not its own inverse: applying it the wrong way is caught
+    setups = [("plain", 6, perm, torch.float32), ("rotary", 6, perm, torch.float64), ("causal", 6, perm, torch.float32)]
     for _ in range(2):
         seq = int(torch.randint(3, 10, (), generator=g))
-        perm = torch.randperm(seq, generator=g)
-        while torch.equal(perm[perm], torch.arange(seq)):  # its own inverse: a wrong direction would pass
-            perm = torch.randperm(seq, generator=g)
-        setups.append((_pick(g, list(LAYERS)), seq, perm.tolist()))
-    fixed = torch.Generator().manual_seed(14)  # the fixed cases' inputs: among them a negative largest gap
+        drawn = torch.randperm(seq, generator=g)
+        while torch.equal(drawn[drawn], torch.arange(seq)):  # its own inverse: a wrong direction would pass
+            drawn = torch.randperm(seq, generator=g)
+        setups.append((_pick(g, list(LAYERS)), seq, drawn.tolist(), _pick(g, DTYPES)))
+    fixed = torch.Generator().manual_seed(14)  # the fixed cases' inputs include a negative largest gap
     cases = []
-    for i, (kind, seq, perm) in enumerate(setups):
-        x = _randn(fixed if i < 3 else g, 2, seq, 16, dtype=torch.float64)
-        layer = Build("lesson09_layer", {"kind": kind})
-        what = f"permutation_gap with {LAYERS[kind]}, x (2, {seq}, 16) float64, perm {perm}"
-        cases.append(Case((layer, x, torch.tensor(perm)), what=what, drawn=i >= 3))
+    for i, (kind, seq, order, dtype) in enumerate(setups):
+        x = _randn(fixed if i < 3 else g, 2, seq, 16, dtype=dtype)
+        layer = Build("lesson09_layer", {"kind": kind, "dtype": _name(dtype)})
+        what = f"permutation_gap with {LAYERS[kind]}, x (2, {seq}, 16) {_name(dtype)}, perm {order}"
+        cases.append(Case((layer, x, torch.tensor(order)), what=what, drawn=i >= 3))
     return cases
 
 
 def _gap_judge(case: Case, got, changed) -> None:
     layer, x, perm = case.inputs()
+    dtype = x.dtype
+    layer, x = layer.double(), x.double()  # judged in float64, with the tolerance of the learner's dtype
     out, out_of_permuted = layer(x)[0], layer(x[:, perm])[0]
     gap = out_of_permuted - out[:, perm]
-    verify_number(
+    verify(
         got,
-        gap.abs().max().item(),
+        gap.abs().max(),
         [
             (
-                (out_of_permuted - out[:, perm.argsort()]).abs().max().item(),
+                (out_of_permuted - out[:, perm.argsort()]).abs().max(),
                 "you permuted the output with the inverse permutation; index it with perm, as the input",
             ),
             (
-                (out_of_permuted - out).abs().max().item(),
+                (out_of_permuted - out).abs().max(),
                 "compare with the output permuted the same way as the input, layer(x)[0][:, perm]",
             ),
-            (gap.abs().mean().item(), "that is the mean difference; return the largest, .max()"),
-            (gap.max().item(), "return the largest absolute difference: take .abs() before .max()"),
+            (gap.abs().mean(), "that is the mean difference; return the largest, .max()"),
+            (gap.max(), "return the largest absolute difference: take .abs() before .max()"),
         ],
         what=case.what,
+        dtype=dtype,
+        shape_hint="one number",
         form_hint="one number, the largest absolute difference",
     )
 

@@ -164,33 +164,49 @@ def rope_returns_x(x, positions):
     return x.clone()
 
 
+def rope_in_place(x, positions):
+    even, odd = x[..., 0::2].clone(), x[..., 1::2].clone()
+    a = _angles(positions, x.shape[-1])
+    cos, sin = a.cos().to(x.dtype), a.sin().to(x.dtype)
+    x[..., 0::2] = even * cos - odd * sin
+    x[..., 1::2] = even * sin + odd * cos
+    return x
+
+
+def attention_with_weights(q, k, v):
+    positions = torch.arange(q.shape[-2])
+    return attention(turn(q, positions), turn(k, positions), v)
+
+
 WRONG = [
-    ("sinusoidal_table", table_sin_cos_swapped, "sine and cosine swapped"),
-    ("sinusoidal_table", table_in_halves, "all the sines first"),
-    ("sinusoidal_table", table_exponent_without_the_2, "you used i / d_model"),
-    ("sinusoidal_table", table_multiplied_by_the_frequency, "divide by it"),
-    ("sinusoidal_table", table_positions_from_1, "positions start at 0"),
-    ("sinusoidal_table", table_base_1000, "wrong frequency base (1000)"),
-    ("sinusoidal_table", table_transposed, "that is (d_model, seq)"),
-    ("apply_rope", rope_rotate_half, "pairs neighbours"),
-    ("apply_rope", rope_backwards, "turns the wrong way"),
-    ("apply_rope", rope_angles_concatenated, "must turn by the same angle"),
-    ("apply_rope", rope_exponent_without_the_2, "you used i / d_head"),
-    ("apply_rope", rope_ignores_positions, "use the positions you are given"),
-    ("apply_rope", rope_base_100000, "wrong frequency base (100000)"),
-    ("apply_rope", rope_returns_x, "nothing was turned"),
-    ("rotary_attention", attention_values_turned_too, "you turned the values too"),
-    ("rotary_attention", attention_only_queries_turned, "you turned only the queries"),
-    ("rotary_attention", attention_turned_after, "you turned after the dot product"),
-    ("rotary_attention", attention_not_turned, "nothing was turned"),
-    ("rotary_attention", attention_unscaled, "the scores are not scaled"),
-    ("shift_error", shift_only_the_query, "you moved only the query"),
-    ("shift_error", shift_only_the_key, "you moved only the key"),
-    ("shift_error", shift_swapped, "you swapped the query's and the key's positions"),
-    ("shift_error", shift_signed, "return the size of the difference"),
-    ("shift_error", shift_returns_a_score, "that is a score"),
-    ("permutation_gap", gap_inverse_permutation, "inverse permutation"),
-    ("permutation_gap", gap_output_not_permuted, "permuted the same way as the input"),
-    ("permutation_gap", gap_mean, "that is the mean difference"),
-    ("permutation_gap", gap_signed_max, "take .abs() before .max()"),
+    ("sinusoidal_table", table_sin_cos_swapped, "sine and cosine swapped", "classic"),
+    ("sinusoidal_table", table_in_halves, "all the sines first", "classic"),
+    ("sinusoidal_table", table_exponent_without_the_2, "you used i / d_model", "classic"),
+    ("sinusoidal_table", table_multiplied_by_the_frequency, "divide by it", "classic"),
+    ("sinusoidal_table", table_positions_from_1, "positions start at 0", "classic"),
+    ("sinusoidal_table", table_base_1000, "wrong frequency base (1000)", "classic"),
+    ("sinusoidal_table", table_transposed, "that is (d_model, seq)", "classic"),
+    ("apply_rope", rope_rotate_half, "pairs neighbours", "classic"),
+    ("apply_rope", rope_backwards, "turns the wrong way", "classic"),
+    ("apply_rope", rope_angles_concatenated, "must turn by the same angle", "classic"),
+    ("apply_rope", rope_exponent_without_the_2, "you used i / d_head", "classic"),
+    ("apply_rope", rope_ignores_positions, "use the positions you are given", "classic"),
+    ("apply_rope", rope_base_100000, "wrong frequency base (100000)", "classic"),
+    ("apply_rope", rope_returns_x, "nothing was turned", "classic"),
+    ("rotary_attention", attention_values_turned_too, "you turned the values too", "classic"),
+    ("rotary_attention", attention_only_queries_turned, "you turned only the queries", "classic"),
+    ("rotary_attention", attention_turned_after, "you turned after the dot product", "classic"),
+    ("rotary_attention", attention_not_turned, "nothing was turned", "classic"),
+    ("rotary_attention", attention_unscaled, "the scores are not scaled", "classic"),
+    ("shift_error", shift_only_the_query, "you moved only the query", "classic"),
+    ("shift_error", shift_only_the_key, "you moved only the key", "classic"),
+    ("shift_error", shift_swapped, "you swapped the query's and the key's positions", "classic"),
+    ("shift_error", shift_signed, "return the size of the difference", "classic"),
+    ("shift_error", shift_returns_a_score, "that is a score", "classic"),
+    ("permutation_gap", gap_inverse_permutation, "inverse permutation", "classic"),
+    ("permutation_gap", gap_output_not_permuted, "permuted the same way as the input", "classic"),
+    ("permutation_gap", gap_mean, "that is the mean difference", "classic"),
+    ("permutation_gap", gap_signed_max, "take .abs() before .max()", "classic"),
+    ("apply_rope", rope_in_place, "changed its input `x`", "side effect"),
+    ("rotary_attention", attention_with_weights, "return the output only", "form"),
 ]
