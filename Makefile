@@ -14,7 +14,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p tests.notebook_budget
 
-.PHONY: setup lab test lint unit notebooks exercises clean
+.PHONY: setup lab test lint unit notebooks exercises gpu-record clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,10 @@ notebooks: setup
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup
 	$(BIN)/python -m mha.course exercises
+
+# The GPU timings the lessons show, on a machine with an NVIDIA GPU (about 8 minutes; never part of `make test`).
+gpu-record:
+	bash scripts/record_gpu.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
