@@ -150,8 +150,10 @@ def _dry_run(chosen: Suite, args, dtype, threads, budget, only) -> str:
     times = estimate(chosen, settings, only)
     where = f"on {settings.device_name}" if here else "as on an H100 or H200"
     lines.append(f"estimated time, {where if device.type == 'cuda' else 'on this CPU'}:")
-    lines += [f"  {e.name:<8} {len(e.shapes)} shape(s)  {seconds / 60:5.1f} min" for e, seconds in times]
-    lines.append(f"  {'in all':<8} {'':<10}  {sum(s for _, s in times) / 60:5.1f} min")
+    for e, seconds in times:  # "table" twice in the gpu suite: without a mask, then causal
+        name = e.name + (" causal" if all(shape.causal for shape in e.shapes) else "")
+        lines.append(f"  {name:<13} {len(e.shapes)} shape(s)  {seconds / 60:5.1f} min")
+    lines.append(f"  {'in all':<13} {'':<10}  {sum(s for _, s in times) / 60:5.1f} min")
     return "\n".join(lines)
 
 
