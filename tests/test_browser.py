@@ -242,6 +242,11 @@ def _open_notebook(driver, lab: Lab, path: str, workspace: str) -> None:
                 f"{path}: JupyterLab asked to choose a kernel ({dialog[0].text[:200]!r}): is the course's kernel "
                 f"'{KERNEL_DISPLAY_NAME}' installed? (make setup installs it)"
             )
+        if seen["status"] == "idle" and seen["kernel"] not in (None, "", "No Kernel", KERNEL_DISPLAY_NAME):
+            raise AssertionError(  # JupyterLab fell back on another kernel, one without the course's setup
+                f"{path} runs in the kernel {seen['kernel']!r}, not '{KERNEL_DISPLAY_NAME}': is the course's "
+                f"kernel installed? (make setup installs it)"
+            )
         return seen["kernel"] == KERNEL_DISPLAY_NAME and seen["status"] == "idle"
 
     try:
