@@ -10,6 +10,7 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
     plots.py       pictures of attention weights and masks
     positions.py   how a head knows where: learned and sinusoidal tables, RoPE (rotary), none (lesson 09)
     _validate.py   argument checks: every error names what was expected and what arrived
+    _runtime.py    run with N threads, wait for the device: shared by the timing and training wings
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 

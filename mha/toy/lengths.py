@@ -145,7 +145,9 @@ class LengthSetting:
 
     def model_config(self) -> AttentionOnlyConfig:
         task = self.make_task(self.trained)
-        return AttentionOnlyConfig(task.vocab, self.longest, self.d_model, self.heads, task.relations, self.positions)
+        return AttentionOnlyConfig(
+            task.vocab, self.longest, self.d_model, self.heads, task.relations, positions=self.positions
+        )
 
 
 def offset_setting(positions: str, **changes) -> LengthSetting:
