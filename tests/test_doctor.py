@@ -53,3 +53,18 @@ def test_a_hub_image_needs_jupyterhub_at_the_hubs_version(version, capsys):
     assert course(["doctor", "--hub", version]) == 1
     out = capsys.readouterr().out
     assert f"jupyterhub=={version}" in out
+
+
+def test_run_inside_the_course_folder_it_says_it_checked_the_folder_not_the_installed_copy(
+    tmp_path, monkeypatch, capsys
+):
+    # an image build that runs the doctor in the clone: Python imports the clone's mha, while the notebooks get
+    # the copy installed elsewhere (here a stand-in copy on sys.path)
+    (tmp_path / "mha").mkdir()
+    (tmp_path / "mha" / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(ROOT)
+    ok, what = doctor._package()
+    assert not ok and "run the doctor from another folder" in what and str(tmp_path) in what
+    monkeypatch.chdir(tmp_path.parent)
+    assert doctor._package()[0]

@@ -18,6 +18,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -62,10 +63,24 @@ def _pins(pins: dict[str, str]) -> list[tuple[bool, str]]:
 
 
 def _package() -> tuple[bool, str]:
+    import importlib.machinery
+
     import mha
 
     where = Path(mha.__file__).resolve().parent
     kind = "a checkout" if (where.parent / "pyproject.toml").is_file() else "an installed copy"
+    # Run inside the course's folder, Python imports the folder's mha before the installed one: the check would
+    # pass for the folder and say nothing of what the notebooks, started elsewhere, get.
+    here = Path.cwd().resolve()
+    if where.parent == here:
+        others = [p for p in sys.path if p and Path(p).resolve() != here]
+        installed = importlib.machinery.PathFinder.find_spec("mha", others)
+        if installed and installed.origin and Path(installed.origin).resolve().parent != where:
+            return (
+                False,
+                f"this checks the course folder you are in ({where}), not the installed mha "
+                f"({Path(installed.origin).resolve().parent}): run the doctor from another folder",
+            )
     return True, f"mha {_version(DISTRIBUTION) or '(no metadata)'} from {kind}: {where}"
 
 
@@ -86,8 +101,13 @@ def _kernel() -> list[tuple[bool, str]]:
 
     probe = "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('mha').origin).resolve())"
     try:
-        out = subprocess.run(
-            [spec.argv[0], "-c", probe], capture_output=True, text=True, timeout=60, check=True
+        out = subprocess.run(  # from a neutral folder: a kernel does not start in the course's root
+            [spec.argv[0], "-c", probe],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            cwd=tempfile.gettempdir(),
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError) as error:
         return results + [(False, f"the kernel's Python {spec.argv[0]} cannot import mha ({type(error).__name__})")]
