@@ -116,6 +116,14 @@ def test_collects_every_exercise_notebook_into_the_graders_layout(hub, tmp_path,
     assert FakeHub.started == []
 
 
+def test_one_lessons_notebooks_only(hub, tmp_path):
+    out = tmp_path / "submissions"
+    assert course(["collect", "--hub", hub, "--lesson", "03", str(out)]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.ipynb")) == ["ada/03_many_heads.ipynb"]
+    with pytest.raises(SystemExit):
+        course(["collect", "--hub", hub, "--lesson", "3", str(out)])
+
+
 def test_start_collects_from_stopped_servers_and_stops_them_again(hub, tmp_path):
     out = tmp_path / "submissions"
     assert course(["collect", "--hub", hub, "--start", "--student", "bob", str(out)]) == 0

@@ -126,12 +126,17 @@ def _collect(argv) -> int:
     parser.add_argument(
         "--student", action="append", default=None, help="only this user (repeat for several; default: every user)"
     )
+    parser.add_argument(
+        "--lesson", action="append", default=None, help="only this lesson's notebook, e.g. 01 (repeat for several)"
+    )
     args = parser.parse_args(argv)
+    if args.lesson and not all(len(x) == 2 and x.isdigit() for x in args.lesson):
+        parser.error(f"--lesson takes a lesson number of two digits, like 01; got {' '.join(args.lesson)}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"{args.out} is a file; give a folder")
     try:
         hub = collect.Hub(args.hub, os.environ.get("MHA_COLLECT_TOKEN", ""))
-        rows = collect.collect(hub, args.out, args.folder, args.start, args.student)
+        rows = collect.collect(hub, args.out, args.folder, args.start, args.student, args.lesson)
     except collect.HubError as error:
         print(f"✗ {error}", file=sys.stderr)
         return 1

@@ -149,8 +149,10 @@ def _write(target: Path, data: bytes, saved: float) -> str:
     return "collected"
 
 
-def collect_user(hub: Hub, model: dict, out: Path, folder: str = FOLDER, start: bool = False) -> list[Collected]:
-    """Copy one user's exercise notebooks into out/<user>/; rows saying what happened to each."""
+def collect_user(
+    hub: Hub, model: dict, out: Path, folder: str = FOLDER, start: bool = False, lessons: list[str] | None = None
+) -> list[Collected]:
+    """Copy one user's exercise notebooks (of `lessons`, default all) into out/<user>/; what happened to each."""
     name = model["name"]
     server = model.get("servers", {}).get("")
     started = False
@@ -167,7 +169,10 @@ def collect_user(hub: Hub, model: dict, out: Path, folder: str = FOLDER, start: 
         names = sorted(
             entry["name"]
             for entry in listing["content"]
-            if entry["type"] == "notebook" and entry["name"][:2].isdigit() and ".fresh." not in entry["name"]
+            if entry["type"] == "notebook"
+            and entry["name"][:2].isdigit()
+            and ".fresh." not in entry["name"]
+            and (lessons is None or entry["name"][:2] in lessons)
         )
         for notebook in names:
             file = hub.contents(server["url"], f"{folder}/exercises/{notebook}")
@@ -184,7 +189,12 @@ def collect_user(hub: Hub, model: dict, out: Path, folder: str = FOLDER, start: 
 
 
 def collect(
-    hub: Hub, out: Path, folder: str = FOLDER, start: bool = False, students: list[str] | None = None
+    hub: Hub,
+    out: Path,
+    folder: str = FOLDER,
+    start: bool = False,
+    students: list[str] | None = None,
+    lessons: list[str] | None = None,
 ) -> list[Collected]:
     """Collect every user's (or only `students`') exercise notebooks into out/<user>/.
 
@@ -194,6 +204,7 @@ def collect(
         folder: where the course is in each home (the link's targetpath; default "mha-course").
         start: start the servers that are stopped, collect, and stop them again (default False: skip them).
         students: only these users (default None: everyone).
+        lessons: only these lessons' notebooks, e.g. ["01"] (default None: every exercise notebook).
     """
     users = hub.users()
     if students is not None:
@@ -206,5 +217,5 @@ def collect(
     for model in sorted(users, key=lambda u: u["name"]):
         if model.get("kind", "user") != "user":
             continue
-        rows.extend(collect_user(hub, model, Path(out), folder, start))
+        rows.extend(collect_user(hub, model, Path(out), folder, start, lessons))
     return rows
