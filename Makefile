@@ -14,7 +14,7 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p tests.notebook_budget
 
-.PHONY: setup lab test lint unit notebooks exercises clean
+.PHONY: setup lab test test-hub lint unit notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -42,9 +42,17 @@ unit: setup
 notebooks: setup
 	$(BIN)/python -m pytest $(NBVAL) notebooks solutions
 
+# The instructor guide's JupyterHub recipe, done for real: a hub, two students, collection and grading (a few
+# minutes; the first run also builds the hub's environment and the image in .hub/). It needs Node.js, npm and
+# configurable-http-proxy: `python3 tests/hub/guide.py system` installs them (as root, with the guide's own block).
+# Past HUB_TIMEOUT seconds it is interrupted, and still stops every process it started.
+HUB_TIMEOUT ?= 1800
+test-hub: setup
+	MHA_HUB_TEST=1 timeout --signal=INT --kill-after=120 $(HUB_TIMEOUT) $(BIN)/python -m pytest tests/hub -s -p no:cacheprovider
+
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup
 	$(BIN)/python -m mha.course exercises
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .hub .pytest_cache .ruff_cache .hypothesis
