@@ -45,4 +45,4 @@ def test_the_sizing_quotes_the_memory_the_hub_test_measured():
     quoted = [int(x) for x in re.findall(r"(\d+) MB", sizing)]
     ada = memory["ada"]
     assert quoted == [ada["server_mb"], ada["exercise_kernel_mb"], ada["kernel_peak_mb_05"]]
-    assert max(ada["kernel_peak_mb_05"], memory["bob"]["exercise_kernel_mb"]) / 1000 <= 0.55  # the 0.55 GB planned
+    assert max(ada["kernel_peak_mb_05"], memory["bob"]["exercise_kernel_mb"]) / 1000 <= 0.6  # the 0.6 GB planned
