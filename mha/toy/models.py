@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validate import check_rank, fmt_shape, head_size
+from .._validate import check_rank, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 
 
@@ -27,6 +27,7 @@ class AttentionOnlyConfig:
         d_model: features per position.
         heads: attention heads; each gets d_head = d_model // heads features.
         relations: number of readouts, one per relationship the task asks about.
+        kv_heads: key/value heads shared by the query heads (default: heads, plain multi-head attention; lesson 07).
     """
 
     vocab: int = 64
@@ -34,6 +35,7 @@ class AttentionOnlyConfig:
     d_model: int = 64
     heads: int = 4
     relations: int = 3
+    kv_heads: int | None = None
 
     def __post_init__(self):
         for name in ("vocab", "seq", "relations"):
@@ -41,6 +43,8 @@ class AttentionOnlyConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         head_size(self.d_model, self.heads)  # raises unless heads divides d_model
+        if self.kv_heads is not None:
+            kv_group_size(self.heads, self.kv_heads)  # raises unless kv_heads divides heads
 
     @property
     def d_head(self) -> int:
@@ -62,7 +66,7 @@ class AttentionOnlyModel(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab, config.d_model)
         self.position_embedding = nn.Embedding(config.seq, config.d_model)  # learned: where a token sits
-        self.attention = MultiHeadAttention(config.d_model, config.heads)
+        self.attention = MultiHeadAttention(config.d_model, config.heads, kv_heads=config.kv_heads)
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
 
     def forward(self, tokens: torch.Tensor, need_weights: bool = False, head_mask: torch.Tensor | None = None):
