@@ -5,10 +5,14 @@ import torch
 
 from mha import MultiHeadAttention
 from mha.pretrained.kv_pooling import (
+    head_keys_values,
     key_error,
     key_similarity,
     neighbour_groups,
     pool_kv,
+    procrustes,
+    rotate_heads,
+    rotation_similarity,
     similar_groups,
 )
 
@@ -71,3 +75,40 @@ def test_key_similarity_and_error():
     assert sim[0, 1] == pytest.approx(1.0, abs=1e-6) and sim.shape == (4, 4)
     assert key_error(keys, [[0], [1], [2], [3]]) == 0.0
     assert 0 < key_error(keys, [[0, 1], [2, 3]]) < 1
+
+
+def test_rotating_heads_changes_nothing_and_lines_their_keys_up():
+    layer = layer_with_biases()
+    x = torch.randn(3, 7, 24)
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    keys, values = head_keys_values(layer, x, mask)
+    groups = [[0, 1, 2], [3, 4, 5]]
+    turned = rotate_heads(layer, groups, keys, values)
+    torch.testing.assert_close(turned(x)[0], layer(x)[0], atol=1e-5, rtol=0)  # the same function
+    turned_keys, _ = head_keys_values(turned, x, mask)
+    assert key_error(turned_keys, groups) < key_error(keys, groups)  # but keys closer to their group's mean
+
+
+def test_rotation_similarity_sees_through_a_rotation():
+    keys = torch.randn(2, 20, 4)
+    rotation, _ = torch.linalg.qr(torch.randn(4, 4))
+    keys[1] = keys[0] @ rotation
+    assert float(key_similarity(keys)[0, 1]) < 0.9
+    assert float(rotation_similarity(keys)[0, 1]) == pytest.approx(1.0, abs=1e-5)
+    assert procrustes(keys[1], keys[0]).allclose(rotation.T, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_conversion_of_the_real_model():
+    from mha import pretrained
+    from mha.pretrained.analysis import PAIRS
+    from mha.pretrained.kv_pooling import GROUPINGS, conversion
+
+    model, tokenizer = pretrained.load()
+    base, rows = conversion(model, tokenizer, kv_heads=(12, 4), pairs=PAIRS[:4])
+    assert len(base) == 4 and len(rows) == 2 * len(GROUPINGS)
+    for row in rows[: len(GROUPINGS)]:  # 12 key/value heads of 12: nothing pooled, nothing moves
+        assert row.kv_heads == 12 and row.key_error < 1e-9 and row.cosine == pytest.approx(1.0, abs=1e-5)
+    pooled = {row.grouping: row for row in rows[len(GROUPINGS) :]}
+    assert all(0 < row.cosine < 1 for row in pooled.values())
+    assert pooled["similar keys, rotated"].key_error < pooled["neighbours"].key_error

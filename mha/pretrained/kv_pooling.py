@@ -5,11 +5,18 @@ a multi-head checkpoint into a grouped-query one by averaging the key and value 
 each group, then train a little more ("uptraining"). Here: the averaging alone, no uptraining, for 12, 6, 4, 3, 2 and
 1 key/value heads per layer, and two ways to form the groups:
 
-  neighbours     heads 0..g-1 share, then g..2g-1, ... (the numbering carries no meaning: any order would do)
-  similar keys   heads whose keys, on a set of calibration sentences, point the most the same way share
+  neighbours              heads 0..g-1 share, then g..2g-1, ... (the numbering carries no meaning)
+  similar keys            heads whose keys, on a set of calibration sentences, point the most the same way share
+  similar keys, rotated   the same, after turning each head's keys and values to agree with its group's
 
 A group need not be neighbours: reordering the heads of a layer (rows of W_Q, W_K, W_V and columns of W_O together)
 leaves it computing exactly the same function, so any grouping can be made contiguous first.
+
+Nor are a head's d_head coordinates meaningful: rotating its queries and keys by the same orthogonal matrix R leaves
+every score q . k unchanged, and rotating its values by R' and its columns of W_O by R' leaves its output unchanged.
+Two heads can compute nearly the same scores in coordinates that look unrelated. The third grouping measures how
+alike two heads' keys are up to such a rotation, and before pooling turns each head (exactly, the layer's function
+unchanged) so that its keys and values line up with its group's (orthogonal Procrustes).
 
 Keys and values are linear in the weights, so averaging the weights averages the keys: a head whose keys are close
 to its group's mean loses little. The damage is measured on the sentence embeddings: cosine to the original model's,
@@ -26,7 +33,7 @@ from ..multihead import MultiHeadAttention
 from .analysis import PAIRS, TYPE_SENTENCES, layer_inputs, pair_similarities, rank_changes, unique_sentences
 from .encoder import Encoder, encode, tokenize
 
-GROUPINGS = ("neighbours", "similar keys")
+GROUPINGS = ("neighbours", "similar keys", "similar keys, rotated")
 KV_HEADS = (12, 6, 4, 3, 2, 1)
 
 
@@ -103,21 +110,30 @@ def similar_groups(similarity: torch.Tensor, kv_heads: int) -> list[list[int]]:
     return groups
 
 
-@torch.no_grad()
-def head_keys(model: Encoder, tokenizer, sentences=TYPE_SENTENCES) -> list[torch.Tensor]:
-    """Each layer's keys, head by head, on the real tokens of `sentences` (run through the full model).
+class LayerInputs(NamedTuple):
+    inputs: list[torch.Tensor]  # each layer's input (batch, seq, d_model), every head present
+    mask: torch.Tensor  # (batch, seq), True = real token
 
-    Shape:
-        returns `layers` tensors (heads, tokens, d_head), tokens = all real tokens of all sentences.
-    """
+
+@torch.no_grad()
+def calibrate(model: Encoder, tokenizer, sentences=TYPE_SENTENCES) -> LayerInputs:
+    """Each layer's input on the calibration sentences, run through the full model."""
     batch = tokenize(tokenizer, list(sentences))
     inputs, _ = layer_inputs(model, batch)
-    keys = []
-    for x, layer in zip(inputs, model.layers):
-        _, k, _ = layer.attention.project(x, x, x)  # (batch, seq, d_model)
-        k = split_heads(k, layer.attention.kv_heads)  # (batch, heads, seq, d_head)
-        keys.append(k.transpose(0, 1)[:, batch.mask])  # (heads, tokens, d_head)
-    return keys
+    return LayerInputs(inputs, batch.mask)
+
+
+@torch.no_grad()
+def head_keys_values(attention: MultiHeadAttention, x: torch.Tensor, mask: torch.Tensor):
+    """One layer's keys and values, head by head, on the real tokens of a batch.
+
+    Shape:
+        x (batch, seq, d_model), mask (batch, seq); returns keys and values (heads, tokens, d_head), tokens = all
+        real tokens of the batch.
+    """
+    _, k, v = attention.project(x, x, x)  # (batch, seq, kv_heads * d_head)
+    k, v = split_heads(k, attention.kv_heads), split_heads(v, attention.kv_heads)  # (batch, heads, seq, d_head)
+    return k.transpose(0, 1)[:, mask], v.transpose(0, 1)[:, mask]  # (heads, tokens, d_head)
 
 
 def key_similarity(keys: torch.Tensor) -> torch.Tensor:
@@ -130,33 +146,113 @@ def key_similarity(keys: torch.Tensor) -> torch.Tensor:
     return flat @ flat.T
 
 
+def rotation_similarity(keys: torch.Tensor) -> torch.Tensor:
+    """How alike two heads' keys are up to a rotation: max over orthogonal R of cos(K_i R, K_j).
+
+    That maximum is the sum of the singular values of K_i^T K_j (orthogonal Procrustes), over |K_i| |K_j|.
+
+    Shape:
+        keys (heads, tokens, d_head); returns (heads, heads).
+    """
+    cross = keys.transpose(1, 2)[:, None] @ keys[None]  # (heads, heads, d_head, d_head): K_i^T K_j
+    norms = keys.flatten(1).norm(dim=-1)  # (heads,)
+    return torch.linalg.svdvals(cross).sum(dim=-1) / (norms[:, None] * norms[None, :])
+
+
+def procrustes(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The orthogonal R that brings a closest to b: argmin |a R - b| (R = U V^T from the SVD of a^T b).
+
+    Shape:
+        a, b (tokens, d_head); returns (d_head, d_head).
+    """
+    u, _, vt = torch.linalg.svd(a.T @ b)
+    return u @ vt
+
+
+@torch.no_grad()
+def rotate_heads(attention: MultiHeadAttention, groups, keys, values, rounds: int = 3) -> MultiHeadAttention:
+    """A copy of `attention` computing the same function, each head turned so that within each group the keys (and
+    the values) line up with the group's mean.
+
+    Head h's query and key rows are multiplied by one rotation R_h (scores unchanged), its value rows and its
+    columns of W_O by another, R'_h (output unchanged). The rotations come from orthogonal Procrustes against the
+    group's mean, repeated `rounds` times.
+
+    Shape:
+        groups: lists of heads; keys, values (heads, tokens, d_head) of this layer on the calibration sentences.
+    """
+    turned = copy.deepcopy(attention)
+    d_model, d_head = attention.d_model, attention.d_head
+    w, b = turned.in_proj.weight, turned.in_proj.bias
+    w_o = turned.out_proj.weight  # (d_model, d_model): head h's columns h*d_head..
+    for group in groups:
+        rotations = {}
+        for block, data in ((1, keys), (2, values)):
+            target = data[group[0]]
+            for _ in range(rounds):
+                turn = {h: procrustes(data[h], target) for h in group}
+                target = torch.stack([data[h] @ turn[h] for h in group]).mean(dim=0)
+            rotations[block] = turn
+        for h in group:
+            cols = slice(h * d_head, (h + 1) * d_head)
+            for block, turn in ((0, rotations[1][h]), (1, rotations[1][h]), (2, rotations[2][h])):
+                rows = slice(block * d_model + h * d_head, block * d_model + (h + 1) * d_head)
+                w[rows] = turn.T @ w[rows]  # x W^T R = x (R^T W)^T
+                if b is not None:
+                    b[rows] = b[rows] @ turn
+            w_o[:, cols] = w_o[:, cols] @ rotations[2][h]
+    return turned
+
+
 def key_error(keys: torch.Tensor, groups: list[list[int]]) -> float:
     """Share of the keys lost by averaging within groups: sum |k_h - mean of its group|^2 / sum |k_h|^2."""
     lost = sum(float((keys[g] - keys[g].mean(dim=0)).pow(2).sum()) for g in groups)
     return lost / float(keys.pow(2).sum())
 
 
-def groups_for(keys: list[torch.Tensor], kv_heads: int, grouping: str) -> list[list[list[int]]]:
-    """The groups of every layer for one grouping ("neighbours" or "similar keys")."""
-    if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
-    heads = keys[0].shape[0]
-    if grouping == "neighbours":
-        return [neighbour_groups(heads, kv_heads) for _ in keys]
-    return [similar_groups(key_similarity(k), kv_heads) for k in keys]
-
-
-def pooled_encoder(model: Encoder, kv_heads: int, groups: list[list[list[int]]]) -> Encoder:
-    """A copy of `model` whose every layer shares `kv_heads` key/value heads, pooled over the given groups.
+def groups_for(keys: torch.Tensor, kv_heads: int, grouping: str) -> list[list[int]]:
+    """One layer's groups for one grouping (see `GROUPINGS`).
 
     Shape:
-        groups: per layer, kv_heads lists of heads. Returns an `Encoder` in eval mode.
+        keys (heads, tokens, d_head), the layer's keys on the calibration sentences; returns kv_heads lists of heads.
+    """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {list(GROUPINGS)}, got {grouping!r}")
+    if grouping == "neighbours":
+        return neighbour_groups(keys.shape[0], kv_heads)
+    similarity = key_similarity(keys) if grouping == "similar keys" else rotation_similarity(keys)
+    return similar_groups(similarity, kv_heads)
+
+
+class Pooled(NamedTuple):
+    model: Encoder  # every layer with kv_heads key/value heads
+    groups: list[list[list[int]]]  # per layer, the groups of heads
+    key_error: float  # mean over layers of the share of the keys lost by averaging
+
+
+@torch.no_grad()
+def pooled_encoder(model: Encoder, kv_heads: int, grouping: str, calibration: LayerInputs) -> Pooled:
+    """A copy of `model` whose every layer shares `kv_heads` key/value heads, mean-pooled over groups of heads.
+
+    Args:
+        model: the encoder (left unchanged).
+        kv_heads: key/value heads per layer; must divide the heads.
+        grouping: how to form the groups, one of `GROUPINGS`.
+        calibration: from `calibrate`: the sentences on which keys are compared (and rotations fitted).
     """
     pooled = copy.deepcopy(model)
-    for layer, layer_groups in zip(pooled.layers, groups):
-        order = [h for g in layer_groups for h in g]
-        layer.attention = pool_kv(layer.attention, kv_heads, order)
-    return pooled.eval().requires_grad_(False)
+    all_groups, errors = [], []
+    for layer, x in zip(pooled.layers, calibration.inputs):
+        keys, values = head_keys_values(layer.attention, x, calibration.mask)
+        groups = groups_for(keys, kv_heads, grouping)
+        attention = layer.attention
+        if grouping == "similar keys, rotated":
+            attention = rotate_heads(attention, groups, keys, values)
+            keys, _ = head_keys_values(attention, x, calibration.mask)
+        errors.append(key_error(keys, groups))
+        layer.attention = pool_kv(attention, kv_heads, [h for g in groups for h in g])
+        all_groups.append(groups)
+    return Pooled(pooled.eval().requires_grad_(False), all_groups, sum(errors) / len(errors))
 
 
 class PoolingRow(NamedTuple):
@@ -181,22 +277,22 @@ def conversion(
     Returns:
         the original similarity of each pair, and one `PoolingRow` per (kv_heads, grouping).
     """
-    keys = head_keys(model, tokenizer, calibration)
+    inputs = calibrate(model, tokenizer, calibration)
     sentences, index = unique_sentences(pairs)
     base = encode(model, tokenizer, sentences).embeddings  # (sentences, d_model)
     base_sims = pair_similarities(base, index)  # (pairs,)
     rows = []
     for k in kv_heads:
         for grouping in groupings:
-            groups = groups_for(keys, k, grouping)
-            emb = encode(pooled_encoder(model, k, groups), tokenizer, sentences).embeddings
+            pooled = pooled_encoder(model, k, grouping, inputs)
+            emb = encode(pooled.model, tokenizer, sentences).embeddings
             cos = (emb * base).sum(dim=-1)  # (sentences,)
             sims = pair_similarities(emb, index)
             rows.append(
                 PoolingRow(
                     kv_heads=k,
                     grouping=grouping,
-                    key_error=sum(key_error(kl, g) for kl, g in zip(keys, groups)) / len(keys),
+                    key_error=pooled.key_error,
                     cosine=float(cos.mean()),
                     worst_cosine=float(cos.min()),
                     similarity_change=float((sims - base_sims).abs().max()),
@@ -211,13 +307,13 @@ def format_conversion(rows: list[PoolingRow], pairs: int = len(PAIRS)) -> str:
     """The lesson's table: per kv_heads and grouping, key error, cosine to the original, pair ranking flips."""
     flips = pairs * (pairs - 1) // 2
     header = (
-        f"{'kv_heads':>8} | {'grouping':<12} | {'keys lost':>9} | {'cos mean':>8} | {'cos worst':>9} | "
+        f"{'kv_heads':>8} | {'grouping':<21} | {'keys lost':>9} | {'cos mean':>8} | {'cos worst':>9} | "
         f"{'largest pair change':>19} | ranking flips (of {flips})"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.kv_heads:>8} | {r.grouping:<12} | {r.key_error:>9.1%} | {r.cosine:>8.3f} | {r.worst_cosine:>9.3f} | "
+            f"{r.kv_heads:>8} | {r.grouping:<21} | {r.key_error:>9.1%} | {r.cosine:>8.3f} | {r.worst_cosine:>9.3f} | "
             f"{r.similarity_change:>19.3f} | {r.rank_changes:>2}"
         )
     return "\n".join(lines)
