@@ -20,7 +20,7 @@ def layer_with_biases(d_model, heads, kv_heads):
     return layer.eval()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(
     shape=st.sampled_from([(4, 4), (4, 2), (4, 1), (6, 3), (6, 1)]),
     prompt=st.integers(1, 6),
@@ -42,7 +42,7 @@ def test_layer_cache_equals_full_causal_recomputation_at_every_step(shape, promp
     torch.testing.assert_close(torch.cat(outs, dim=1), full, **TOL)
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     lengths=st.lists(st.integers(1, 7), min_size=1, max_size=4),
     kv_heads=st.sampled_from([4, 2, 1]),
