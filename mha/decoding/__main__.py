@@ -110,12 +110,15 @@ def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(sharing.KV_HEADS),
         help="key/value heads (default: 8 4 2 1)",
     )
+    parser.add_argument(
+        "--d-models", type=_positive, nargs="+", default=[64], help="widths d_model, 8 query heads each (default: 64)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _sharing(args) -> None:
-    settings = sharing.settings_for(args.tasks, tuple(args.kv_heads))
+    settings = sharing.settings_for(args.tasks, tuple(args.kv_heads), tuple(args.d_models))
     if args.json:
         writable(args.json)
     records = sharing.run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)

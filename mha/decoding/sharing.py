@@ -6,7 +6,8 @@ Two tasks the course already knows, each answered by a one-layer attention-only 
 
 Everything but kv_heads stays fixed: d_model 64, 8 query heads of d_head 8, the task's steps, batches and seeds.
 With kv_heads < 8 the query heads of a group read the same keys and values: each query still chooses where to look,
-but every head that looks at a position receives the same value vector from it.
+but every head that looks at a position receives the same value vector from it. A second width, d_model 16 (8
+query heads of d_head 2), probes where that bites: a value of 2 numbers cannot say much about a token.
 
 Besides the accuracy, each run records where the queries look: for each relationship, the weight that the head
 most devoted to it puts on the position it needs (mean over queries), and how many heads put most of their weight
@@ -14,6 +15,7 @@ there.
 
 Examples:
   python -m mha.decoding sharing --seeds 0 1 2 --json notebooks/results/07_sharing.json
+  python -m mha.decoding sharing --d-models 16 --seeds 0 1 2 --json notebooks/results/07_sharing_narrow.json
   python -m mha.decoding sharing --tasks offsets --kv-heads 8 1 --seeds 0
 """
 
@@ -126,9 +128,9 @@ def run(setting: SharingSetting, seed: int, progress: bool = True) -> dict:
     }
 
 
-def settings_for(tasks=TASKS, kv_heads=KV_HEADS, **kwargs) -> list[SharingSetting]:
-    """Every task with every number of key/value heads, in that order."""
-    return [SharingSetting(task=t, kv_heads=k, **kwargs) for t in tasks for k in kv_heads]
+def settings_for(tasks=TASKS, kv_heads=KV_HEADS, d_models=(64,), **kwargs) -> list[SharingSetting]:
+    """Every width, task and number of key/value heads, in that order."""
+    return [SharingSetting(task=t, kv_heads=k, d_model=d, **kwargs) for d in d_models for t in tasks for k in kv_heads]
 
 
 def run_all(settings, seeds, progress: bool = True, log=None) -> list[dict]:
@@ -144,7 +146,7 @@ def run_all(settings, seeds, progress: bool = True, log=None) -> list[dict]:
 
 def _label(record) -> str:
     kind = "MHA" if record["kv_heads"] == record["heads"] else "MQA" if record["kv_heads"] == 1 else "GQA"
-    return f"{record['task']}, kv_heads {record['kv_heads']} ({kind})"
+    return f"{record['task']}, d_head {record['d_head']}, kv_heads {record['kv_heads']} ({kind})"
 
 
 def _relations(names, values, fmt="{:.0%}") -> str:
@@ -153,14 +155,14 @@ def _relations(names, values, fmt="{:.0%}") -> str:
 
 def _row(r: dict) -> str:
     return (
-        f"{_label(r):<28} {r['params']:>7,} {r['steps']:>5} {r['seed']:>4} {r['accuracy']:>8.0%}   "
+        f"{_label(r):<38} {r['params']:>7,} {r['steps']:>5} {r['seed']:>4} {r['accuracy']:>8.0%}   "
         f"{_relations(r['relations'], r['relation_accuracy']):<40} [took {r['seconds']:.1f} s]"
     )
 
 
 def format_table(records) -> str:
     """One line per run: task, kv_heads, parameters, steps, seed, accuracy overall and per relationship, seconds."""
-    header = f"{'configuration':<28} {'params':>7} {'steps':>5} {'seed':>4} {'accuracy':>8}   per relationship"
+    header = f"{'configuration':<38} {'params':>7} {'steps':>5} {'seed':>4} {'accuracy':>8}   per relationship"
     return "\n".join([header, "-" * (len(header) + 34)] + [_row(r) for r in records])
 
 
@@ -173,9 +175,9 @@ def summarize(records) -> list[dict]:
     """
     groups: dict[tuple, list[dict]] = {}
     for r in records:
-        groups.setdefault((r["task"], r["kv_heads"]), []).append(r)
+        groups.setdefault((r["task"], r["d_head"], r["kv_heads"]), []).append(r)
     summary = []
-    for (task, kv_heads), runs in groups.items():
+    for (task, d_head, kv_heads), runs in groups.items():
         n = len(runs)
 
         def mean(key, runs=runs, n=n):
@@ -184,6 +186,7 @@ def summarize(records) -> list[dict]:
         summary.append(
             {
                 "task": task,
+                "d_head": d_head,
                 "kv_heads": kv_heads,
                 "heads": runs[0]["heads"],
                 "params": runs[0]["params"],
@@ -203,12 +206,12 @@ def format_summary(records) -> str:
     """One line per configuration: mean accuracy, each seed's, and the mean per relationship."""
     summary = summarize(records)
     seeds_width = max([8] + [5 * len(s["accuracies"]) for s in summary])
-    header = f"{'configuration':<28} {'params':>7} {'mean':>5}   {'per seed':<{seeds_width}} per relationship (mean)"
+    header = f"{'configuration':<38} {'params':>7} {'mean':>5}   {'per seed':<{seeds_width}} per relationship (mean)"
     lines = [header, "-" * (len(header) + 30)]
     for s in summary:
         seeds = " ".join(f"{a:>4.0%}" for a in s["accuracies"])
         lines.append(
-            f"{_label(s):<28} {s['params']:>7,} {s['accuracy']:>5.0%}   {seeds:<{seeds_width}} "
+            f"{_label(s):<38} {s['params']:>7,} {s['accuracy']:>5.0%}   {seeds:<{seeds_width}} "
             f"{_relations(s['relations'], s['relation_accuracy'])}"
         )
     return "\n".join(lines)
@@ -217,8 +220,8 @@ def format_summary(records) -> str:
 def format_looks(records) -> str:
     """Per configuration and relationship: the best head's weight on the needed position, and heads looking there."""
     summary = summarize(records)
-    lines = [f"{'configuration':<28} weight of the best head on the needed position (heads with > 0.5 there)"]
+    lines = [f"{'configuration':<38} weight of the best head on the needed position (heads with > 0.5 there)"]
     for s in summary:
         cells = " ".join(f"{n} {w:.2f} ({h:.1f})" for n, w, h in zip(s["relations"], s["best_look"], s["heads_on"]))
-        lines.append(f"{_label(s):<28} {cells}")
+        lines.append(f"{_label(s):<38} {cells}")
     return "\n".join(lines)

@@ -205,7 +205,7 @@ def rotate_heads(attention: MultiHeadAttention, groups, keys, values, rounds: in
 
 
 def key_error(keys: torch.Tensor, groups: list[list[int]]) -> float:
-    """Share of the keys lost by averaging within groups: sum |k_h - mean of its group|^2 / sum |k_h|^2."""
+    """Share of the keys (or values) lost by averaging within groups: sum |k_h - its group's mean|^2 / sum |k_h|^2."""
     lost = sum(float((keys[g] - keys[g].mean(dim=0)).pow(2).sum()) for g in groups)
     return lost / float(keys.pow(2).sum())
 
@@ -228,6 +228,7 @@ class Pooled(NamedTuple):
     model: Encoder  # every layer with kv_heads key/value heads
     groups: list[list[list[int]]]  # per layer, the groups of heads
     key_error: float  # mean over layers of the share of the keys lost by averaging
+    value_error: float  # the same for the values
 
 
 @torch.no_grad()
@@ -241,24 +242,27 @@ def pooled_encoder(model: Encoder, kv_heads: int, grouping: str, calibration: La
         calibration: from `calibrate`: the sentences on which keys are compared (and rotations fitted).
     """
     pooled = copy.deepcopy(model)
-    all_groups, errors = [], []
+    all_groups, errors, value_errors = [], [], []
     for layer, x in zip(pooled.layers, calibration.inputs):
         keys, values = head_keys_values(layer.attention, x, calibration.mask)
         groups = groups_for(keys, kv_heads, grouping)
         attention = layer.attention
         if grouping == "similar keys, rotated":
             attention = rotate_heads(attention, groups, keys, values)
-            keys, _ = head_keys_values(attention, x, calibration.mask)
+            keys, values = head_keys_values(attention, x, calibration.mask)
         errors.append(key_error(keys, groups))
+        value_errors.append(key_error(values, groups))
         layer.attention = pool_kv(attention, kv_heads, [h for g in groups for h in g])
         all_groups.append(groups)
-    return Pooled(pooled.eval().requires_grad_(False), all_groups, sum(errors) / len(errors))
+    n = len(errors)
+    return Pooled(pooled.eval().requires_grad_(False), all_groups, sum(errors) / n, sum(value_errors) / n)
 
 
 class PoolingRow(NamedTuple):
     kv_heads: int
     grouping: str
     key_error: float  # mean over layers of the share of the keys lost by averaging
+    value_error: float  # the same for the values
     cosine: float  # mean cos(pooled embedding, original embedding) over the sentences
     worst_cosine: float  # the smallest of them
     similarity_change: float  # largest change of a pair's similarity
@@ -293,6 +297,7 @@ def conversion(
                     kv_heads=k,
                     grouping=grouping,
                     key_error=pooled.key_error,
+                    value_error=pooled.value_error,
                     cosine=float(cos.mean()),
                     worst_cosine=float(cos.min()),
                     similarity_change=float((sims - base_sims).abs().max()),
@@ -304,16 +309,16 @@ def conversion(
 
 
 def format_conversion(rows: list[PoolingRow], pairs: int = len(PAIRS)) -> str:
-    """The lesson's table: per kv_heads and grouping, key error, cosine to the original, pair ranking flips."""
+    """The lesson's table: per kv_heads and grouping, keys and values lost, cosine to the original, ranking flips."""
     flips = pairs * (pairs - 1) // 2
     header = (
-        f"{'kv_heads':>8} | {'grouping':<21} | {'keys lost':>9} | {'cos mean':>8} | {'cos worst':>9} | "
-        f"{'largest pair change':>19} | ranking flips (of {flips})"
+        f"{'kv_heads':>8} | {'grouping':<21} | {'keys lost':>9} | {'values lost':>11} | {'cos mean':>8} | "
+        f"{'cos worst':>9} | {'largest pair change':>19} | ranking flips (of {flips})"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
-            f"{r.kv_heads:>8} | {r.grouping:<21} | {r.key_error:>9.1%} | {r.cosine:>8.3f} | {r.worst_cosine:>9.3f} | "
-            f"{r.similarity_change:>19.3f} | {r.rank_changes:>2}"
+            f"{r.kv_heads:>8} | {r.grouping:<21} | {r.key_error:>9.1%} | {r.value_error:>11.1%} | "
+            f"{r.cosine:>8.3f} | {r.worst_cosine:>9.3f} | {r.similarity_change:>19.3f} | {r.rank_changes:>2}"
         )
     return "\n".join(lines)
