@@ -32,7 +32,7 @@ Mask convention used everywhere: True means "may attend" (see `mha.masks`).
 """
 
 from .attention import attention, attention_numpy, masked_softmax, sdpa, softmax_numpy
-from .heads import merge_heads, split_heads
+from .heads import merge_heads, repeat_kv, split_heads
 from .masks import causal_mask, combine_masks, from_torch_mha_mask, padding_mask, to_torch_mha_mask
 from .multihead import (
     AttentionHead,
@@ -56,6 +56,7 @@ __all__ = [
     "masked_softmax",
     "merge_heads",
     "padding_mask",
+    "repeat_kv",
     "sdpa",
     "softmax_numpy",
     "split_heads",

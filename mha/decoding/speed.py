@@ -173,14 +173,21 @@ def target_ratio(rows: list[dict], context: int = TARGET_CONTEXT) -> float:
     return found[0] if found else math.nan
 
 
-def format_per_token(rows: list[dict]) -> str:
-    """Per context: time of the next token without and with the cache, and the speed-up."""
+def format_per_token(rows: list[dict], summary: bool = True) -> str:
+    """Per context: time of the next token without and with the cache, and the speed-up.
+
+    Args:
+        rows: from `per_token`.
+        summary: also print the slopes and the speed-up at 1,024 tokens against its target.
+    """
     lines = [f"{'context':>8} | {'no cache':>12} | {'cache':>12} | speed-up"]
     for r in rows:
         lines.append(
             f"{r['context']:>8} | {fmt_time(r['no_cache_s'])} | {fmt_time(r['cache_s'])} | {fmt_ratio(r['ratio'])}"
         )
     contexts = [r["context"] for r in rows]
+    if not summary:
+        return "\n".join(lines)
     if len(rows) >= 3:
         no_cache = slopes(contexts, [r["no_cache_s"] for r in rows])
         cache = slopes(contexts, [r["cache_s"] for r in rows])
