@@ -115,7 +115,8 @@ def test_sharing_runs_one_model_per_setting_and_summarises():
     assert records[0]["params"] > records[1]["params"]  # fewer key/value rows
     assert len(records[0]["looks"]) == 8 and len(records[0]["looks"][0]) == 3
     text = sharing.format_summary(records) + sharing.format_looks(records)
-    assert "offsets, kv_heads 8 (MHA)" in text and "offsets, kv_heads 1 (MQA)" in text and "template" in text
+    for label in ("offsets, d_head 8, kv_heads 8 (MHA)", "offsets, d_head 8, kv_heads 1 (MQA)", "template"):
+        assert label in text
 
 
 def test_sharing_setting_checks_its_task_and_sizes():
