@@ -70,7 +70,9 @@ class SharingSetting:
 
     def model_config(self) -> AttentionOnlyConfig:
         task = self.make_task()
-        return AttentionOnlyConfig(task.vocab, task.seq, self.d_model, self.heads, task.relations, self.kv_heads)
+        return AttentionOnlyConfig(
+            task.vocab, task.seq, self.d_model, self.heads, task.relations, kv_heads=self.kv_heads
+        )
 
 
 @torch.no_grad()
