@@ -182,8 +182,8 @@ class RotaryMultiHeadAttention(MultiHeadAttention):
         as `MultiHeadAttention`.
     """
 
-    def __init__(self, d_model: int, heads: int, bias: bool = True, base: float = BASE):
-        super().__init__(d_model, heads, bias)
+    def __init__(self, d_model: int, heads: int, bias: bool = True, base: float = BASE, kv_heads: int | None = None):
+        super().__init__(d_model, heads, bias, kv_heads=kv_heads)
         _check_even("d_head = d_model // heads", self.d_head)
         _check_base(base)
         self.base = base
@@ -217,19 +217,22 @@ def position_embedding(scheme: str, seq: int, d_model: int) -> nn.Module | None:
     return None
 
 
-def attention_layer(scheme: str, d_model: int, heads: int) -> MultiHeadAttention:
+def attention_layer(scheme: str, d_model: int, heads: int, kv_heads: int | None = None) -> MultiHeadAttention:
     """The attention layer for `scheme`: `RotaryMultiHeadAttention` for "rope", `MultiHeadAttention` otherwise.
 
     Args:
         scheme: one of `SCHEMES`.
         d_model: features per position.
         heads: attention heads.
+        kv_heads: key/value heads shared by the query heads (default: None, one per query head).
 
     Returns:
         the layer.
     """
     check_scheme(scheme)
-    return RotaryMultiHeadAttention(d_model, heads) if scheme == "rope" else MultiHeadAttention(d_model, heads)
+    if scheme == "rope":
+        return RotaryMultiHeadAttention(d_model, heads, kv_heads=kv_heads)
+    return MultiHeadAttention(d_model, heads, kv_heads=kv_heads)
 
 
 def check_scheme(scheme: str) -> None:

@@ -5,9 +5,12 @@
     head_scores.py   scores that name what a head does: previous token, next token, self, same word, [CLS], [SEP]
     analysis.py      the 72 heads over many sentences: head types, [CLS] as a sink, pronoun links, ablation, pruning
     explorer.py      an interactive widget: pick a sentence, a layer and a head, see its attention
+    kv_pooling.py    lesson 07: the key/value heads mean-pooled in groups (grouped-query attention, no uptraining)
     plots.py         every head at once, and head-type score maps
     moved_positions.py  lesson 09: the previous-token head, position table shifted or shuffled
-    __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`
+    data/            the reference library's outputs the encoder is checked against (package data)
+    __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`,
+                     `python -m mha.pretrained kv-pooling`, `python -m mha.pretrained positions`
 
 `from mha import pretrained` gives the encoder's API: `pretrained.load()`, `pretrained.encode(...)`, ...
 """
@@ -17,6 +20,7 @@ from .encoder import (
     FILES,
     INSTALL,
     PACKAGE,
+    REFERENCE_FILE,
     UNUSED,
     Batch,
     Embeddings,
@@ -33,6 +37,7 @@ from .encoder import (
     load_weights,
     mean_pool,
     model_dir,
+    reference_file,
     sentence_embeddings,
     summarise,
     tokenize,
@@ -44,6 +49,7 @@ __all__ = [
     "FILES",
     "INSTALL",
     "PACKAGE",
+    "REFERENCE_FILE",
     "UNUSED",
     "Batch",
     "Embeddings",
@@ -60,6 +66,7 @@ __all__ = [
     "load_weights",
     "mean_pool",
     "model_dir",
+    "reference_file",
     "sentence_embeddings",
     "summarise",
     "tokenize",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validate import check_rank, fmt_shape, head_size
+from .._validate import check_rank, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 from ..positions import attention_layer, check_scheme, position_embedding
 
@@ -34,6 +34,7 @@ class AttentionOnlyConfig:
         heads: attention heads; each gets d_head = d_model // heads features.
         relations: number of readouts, one per relationship the task asks about.
         layers: attention layers, one after the other, each with its residual (default: 1).
+        kv_heads: key/value heads shared by the query heads (default: heads, plain multi-head attention; lesson 07).
         positions: how positions are told apart: "learned" (default), "sinusoidal", "rope" or "none".
     """
 
@@ -43,6 +44,7 @@ class AttentionOnlyConfig:
     heads: int = 4
     relations: int = 3
     layers: int = 1
+    kv_heads: int | None = None
     positions: str = "learned"
 
     def __post_init__(self):
@@ -52,6 +54,8 @@ class AttentionOnlyConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         head_size(self.d_model, self.heads)  # raises unless heads divides d_model
+        if self.kv_heads is not None:
+            kv_group_size(self.heads, self.kv_heads)  # raises unless kv_heads divides heads
 
     @property
     def d_head(self) -> int:
@@ -74,11 +78,12 @@ class AttentionOnlyModel(nn.Module):
         self.token_embedding = nn.Embedding(config.vocab, config.d_model)
         # learned: nn.Embedding(seq, d_model), where a token sits; sinusoidal: a fixed table; rope and none: None
         self.position_embedding = position_embedding(config.positions, config.seq, config.d_model)
-        self.attention = attention_layer(config.positions, config.d_model, config.heads)  # rope: turns q and k
+        self.attention = attention_layer(config.positions, config.d_model, config.heads, config.kv_heads)  # the first
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
         if config.layers > 1:  # made last, so that a one-layer model starts from the same weights as it always did
             self.later_layers = nn.ModuleList(
-                attention_layer(config.positions, config.d_model, config.heads) for _ in range(config.layers - 1)
+                attention_layer(config.positions, config.d_model, config.heads, config.kv_heads)
+                for _ in range(config.layers - 1)
             )
 
     @property
