@@ -18,17 +18,19 @@ PROG = "python -m mha.course"
 
 def _exercises(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} exercises", description=exercises.__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="fail if exercises/ is out of sync (for CI)")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if exercises/ is out of sync or fails ruff as generated (for CI)"
+    )
     parser.add_argument("--root", type=Path, default=exercises.ROOT, help="course folder (default: this checkout)")
     args = parser.parse_args(argv)
     if args.check:
-        problems = exercises.check(args.root)
+        problems = exercises.check(args.root) + exercises.lint(args.root)
         for problem in problems:
             print(f"✗ {problem}")
         if problems:
             print("Run `make exercises` and commit the result.")
             return 1
-        print("✓ exercises/ matches solutions/")
+        print("✓ exercises/ matches solutions/, and passes ruff as generated")
         return 0
     exercises.generate(args.root)
     return 0
