@@ -1,186 +1,106 @@
 """Checks for the exercises: each takes the learner's own function, runs it on several cases, and says what is wrong.
 
-A check either prints one line (`✓ lesson 01 · scores: all 3 cases pass`) or raises `CheckFailed` whose message
-names the likely mistake in the learner's terms ("you divided by d_head; divide by its square root"). It recognises
-a mistake by computing the classic wrong answers itself and comparing: if the learner's output equals one of them,
-the hint for that one is given.
+In a notebook: `from mha.checks import lesson01 as check`, then `check.scores(scores)`. The check prints one line
+(`✓ lesson 01 · scores: all 5 cases pass`) or raises `CheckFailed`, shown without a traceback, whose message says
+what is wrong: the likely mistake in the learner's terms ("you divided by d_head; divide by its square root") when
+that mistake reproduces the answer on every case, otherwise plainly what differs. It never raises anything else and
+never hangs (each call has a time limit).
 
-Every check result is also appended, as one JSON line, to the file named by the environment variable
-`MHA_GRADE_LOG` when it is set: that is how `python -m mha.course grade` collects results without parsing outputs.
+The contract: every exercise is data plus two pure functions, so that a grader can run the learner's function in
+one process and judge it in another.
+
+- `EXERCISES`: {(lesson, name): Exercise}, in notebook order; `load_all()` imports every lesson's module.
+- `Exercise(lesson, name, function, signature, cases, judge, mutable=(), uses=(), explain=None, ...)`:
+  `function` is the learner's function's name in the notebook; `cases(seed)` returns fixed cases plus cases drawn
+  from the seed; `judge(case, got, changed)` raises `CheckFailed` if the answer is wrong.
+- `Case(args, kwargs, what, drawn)`: arguments as plain data (tensors, arrays, numbers, strings, bools, None, and
+  lists, tuples and dicts of those) or `Build(kind, params)` specs that `build(spec)` turns into an object made with
+  course code (a model from a config and a seed, a timed stand-in function). Register a builder with `@builder`.
+- `run_case(exercise, fn, case)` (the learner's process): builds the inputs, calls `fn` with a time limit, and
+  returns an outcome of plain data: {"got": `to_plain(result)`, "changed": which inputs the call modified and how
+  (`mha.checks.effects`), "error": what it raised, "timed_out": bool, "seconds": float}.
+- `exercise.verdict(cases, outcomes)` (the judge's process): the failure message, or None. It judges each outcome
+  from its own copies of the inputs: a time-out, a crash, a changed input (unless listed in `mutable`) or a wrong
+  result fails. The check in a notebook is `run_case` then `verdict` in one process, and records each result in
+  the file named by MHA_GRADE_LOG when it is set.
+
+A judge computes the right answer and the classic wrong ones from `case.inputs()` (fresh copies) and compares with
+`verify` (tensors), `verify_number` (numbers) or `items` (tuples and lists). Example, a complete exercise whose
+learner writes `double(x)`:
+
+    import torch
+    from mha.checks import Case, Exercise, register, verify
+
+    def _cases(seed):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(4, 3, generator=g, dtype=torch.float64)
+        return [Case((torch.arange(3.0),), what="double on x (3,)"), Case((x,), what="double on x (4, 3)", drawn=True)]
+
+    def _judge(case, got, changed):
+        (x,) = case.inputs()
+        verify(got, 2 * x, [(x, "you returned x unchanged"), (x * x, "that is x squared")], what=case.what,
+               dtype=x.dtype)
+
+    double = register(Exercise("00", "double", "double", "double(x)", _cases, _judge))
+
+and in the exercise notebook, under the learner's function: `check.double(double)`.
 """
 
-import functools
-import json
-import os
+from .effects import changes, snapshot
+from .framework import (
+    EXERCISES,
+    Build,
+    Case,
+    Exercise,
+    OutOfTime,
+    build,
+    builder,
+    call_with_limit,
+    describe,
+    exercise_names,
+    judge_outcome,
+    lessons,
+    load_all,
+    materialize,
+    register,
+    run_case,
+    side_effects,
+)
+from .plain import as_number, describe_value, to_plain, unusual, unusual_kind
+from .verify import PRINTED, CheckFailed, difference, items, read_tensor, same, tolerance, verify, verify_number
 
-import numpy as np
-import torch
-
-
-class CheckFailed(AssertionError):
-    """An exercise check that did not pass; the message says why."""
-
-    def _render_traceback_(self):
-        # IPython shows this instead of a traceback: the learner needs the hint, not our call stack.
-        return [f"\x1b[31m✗ {self}\x1b[0m"]
-
-
-# lesson -> exercise names, in notebook order; filled by the @exercise decorator.
-EXERCISES: dict[str, list[str]] = {}
-
-
-def exercise(lesson: str, name: str):
-    """Register a check as exercise `name` of lesson `lesson`, report its result, and record it for grading."""
-
-    def wrap(check):
-        EXERCISES.setdefault(lesson, []).append(name)
-
-        @functools.wraps(check)
-        def run(*args, **kwargs):
-            try:
-                _refuse_course_code(args)
-                cases = check(*args, **kwargs)
-            except CheckFailed as failure:
-                _record(lesson, name, False, str(failure).splitlines()[0])
-                raise
-            _record(lesson, name, True)
-            print(f"✓ lesson {lesson} · {name}: " + ("1 case passes" if cases == 1 else f"all {cases} cases pass"))
-
-        run.lesson, run.exercise = lesson, name
-        return run
-
-    return wrap
-
-
-def _refuse_course_code(args) -> None:
-    """A check given the course's own function would test the course, not the learner: say so."""
-    for arg in args:
-        module = getattr(arg, "__module__", "") or ""
-        if callable(arg) and (module == "mha" or module.startswith("mha.")):
-            name = getattr(arg, "__qualname__", repr(arg))
-            raise CheckFailed(
-                f"`{name}` is the course's own code ({module}); the check is for the function you write yourself"
-            )
-
-
-def _record(lesson: str, name: str, passed: bool, message: str = "") -> None:
-    path = os.environ.get("MHA_GRADE_LOG")
-    if path:
-        with open(path, "a") as log:
-            entry = {"lesson": lesson, "exercise": name, "passed": passed, "message": message}
-            log.write(json.dumps(entry) + "\n")
-
-
-def call(fn, *args, name: str | None = None, explain=None, **kwargs):
-    """Call the learner's function; turn a stub or a crash into a CheckFailed that says so.
-
-    Args:
-        fn: the learner's function; args and kwargs are passed to it.
-        name: how to call it in messages (default: its own name).
-        explain: optional function of the exception returning a hint (or None) for a crash the check recognises.
-    """
-    name = name or getattr(fn, "__name__", "your function")
-    try:
-        return fn(*args, **kwargs)
-    except NotImplementedError:
-        raise CheckFailed(
-            f"`{name}` is not written yet: replace `raise NotImplementedError()` with your code"
-        ) from None
-    except CheckFailed:
-        raise
-    except Exception as error:
-        hint = explain(error) if explain else None
-        inner = _innermost_learner_function(error)
-        where = f" (in `{inner}`, which it calls)" if inner and inner != name else ""
-        message = f"`{name}` raised {type(error).__name__}{where}: {error}\n  (inputs: {describe(args)})"
-        raise CheckFailed(message + (f"\n  likely cause: {hint}" if hint else "")) from error
-
-
-def _innermost_learner_function(error: BaseException) -> str | None:
-    """Name of the deepest function in the traceback that is neither ours, nor a library's, nor Python's."""
-    name, tb = None, error.__traceback__
-    while tb is not None:
-        filename = tb.tb_frame.f_code.co_filename
-        if not any(part in filename for part in ("site-packages", "/mha/", "/lib/python")):
-            name = tb.tb_frame.f_code.co_name
-        tb = tb.tb_next
-    return name
-
-
-def describe(args) -> str:
-    """Short description of a call's arguments: shapes and dtypes for tensors."""
-    parts = []
-    for a in args:
-        if isinstance(a, torch.Tensor | np.ndarray):
-            parts.append(f"{type(a).__name__} {tuple(a.shape)} {a.dtype}")
-        else:
-            parts.append(repr(a) if len(repr(a)) < 40 else type(a).__name__)
-    return ", ".join(parts)
-
-
-def as_tensor(got, what: str) -> torch.Tensor:
-    """Accept a tensor, an array or a list of numbers; anything else is a mistake worth naming."""
-    if isinstance(got, np.ndarray):
-        return torch.from_numpy(got)
-    if isinstance(got, list | tuple) and got and all(isinstance(x, int | float) for x in got):
-        return torch.tensor(got, dtype=torch.float32)
-    if not isinstance(got, torch.Tensor):
-        raise CheckFailed(f"{what} should be a tensor, got {type(got).__name__}")
-    return got
-
-
-def expect_shape(got: torch.Tensor, shape, what: str, hint: str = "") -> None:
-    if tuple(got.shape) != tuple(shape):
-        raise CheckFailed(
-            f"{what} has shape {tuple(got.shape)}, expected {tuple(shape)}" + (f": {hint}" if hint else "")
-        )
-
-
-def same(a, b, atol: float = 1e-5) -> bool:
-    """Equal in shape and value, NaN equal to NaN (so that a NaN-producing mistake can be recognised)."""
-    a, b = torch.as_tensor(a), torch.as_tensor(b)
-    if a.shape != b.shape:
-        return False
-    if a.dtype == torch.bool or b.dtype == torch.bool:
-        return a.dtype == b.dtype and torch.equal(a, b)
-    return torch.allclose(a.double(), b.double(), atol=atol, rtol=1e-4, equal_nan=True)
-
-
-def diagnose(got, expected, mistakes, what: str) -> None:
-    """Pass if `got` equals `expected`; else name the first classic mistake it equals, else show the difference.
-
-    Args:
-        got: the learner's result (a tensor, an array or a number).
-        expected: the right result.
-        mistakes: list of (wrong result, hint), most specific first; a wrong result of None is skipped.
-        what: what the result is, for the message ("scores for q (3, 4) and k (5, 4)").
-    """
-    if same(got, expected):
-        return
-    for wrong, hint in mistakes:
-        if wrong is not None and same(got, wrong):
-            raise CheckFailed(f"{what}: {hint}")
-    raise CheckFailed(f"{what}: {difference(got, expected)}")
-
-
-def difference(got, expected) -> str:
-    """Where and by how much two tensors differ, in a sentence."""
-    got, expected = torch.as_tensor(got), torch.as_tensor(expected)
-    if got.shape != expected.shape:
-        return f"shape {tuple(got.shape)}, expected {tuple(expected.shape)}"
-    if got.dtype == torch.bool or expected.dtype == torch.bool:
-        if got.dtype != expected.dtype:
-            return f"dtype {got.dtype}, expected {expected.dtype}"
-        where = tuple(int(i) for i in (got != expected).nonzero()[0])
-        return f"wrong value at index {where}: got {bool(got[where])}, expected {bool(expected[where])}"
-    if torch.isnan(got).any():
-        where = tuple(int(i) for i in torch.isnan(got).nonzero()[0])
-        return f"NaN at index {where}"
-    if got.ndim == 0:
-        return f"got {got.item():.4g}, expected {expected.item():.4g}"
-    diff = (got.double() - expected.double()).abs()
-    where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
-    return (
-        f"values differ; largest difference {diff.max().item():.3g} at index {where}: "
-        f"got {got[where].item():.4g}, expected {expected[where].item():.4g}"
-    )
+__all__ = [
+    "EXERCISES",
+    "PRINTED",
+    "Build",
+    "Case",
+    "CheckFailed",
+    "Exercise",
+    "OutOfTime",
+    "as_number",
+    "build",
+    "builder",
+    "call_with_limit",
+    "changes",
+    "describe",
+    "describe_value",
+    "difference",
+    "exercise_names",
+    "items",
+    "judge_outcome",
+    "lessons",
+    "load_all",
+    "materialize",
+    "read_tensor",
+    "register",
+    "run_case",
+    "same",
+    "side_effects",
+    "snapshot",
+    "to_plain",
+    "tolerance",
+    "unusual",
+    "unusual_kind",
+    "verify",
+    "verify_number",
+]

@@ -5,7 +5,7 @@ import torch
 from ..toy.models import AttentionOnlyConfig, AttentionOnlyModel, count_parameters
 from ..toy.tasks import IGNORE_INDEX
 from ..toy.tunnel_vision import weight_by_offset as reference_by_offset
-from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
+from ._legacy import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
 
 LESSON = "02"
 

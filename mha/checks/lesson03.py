@@ -9,7 +9,7 @@ from ..attention import attention
 from ..heads import merge_heads as reference_merge
 from ..heads import split_heads as reference_split
 from ..multihead import MultiHeadAttention
-from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape, same
+from ._legacy import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape, same
 
 LESSON = "03"
 

@@ -6,7 +6,7 @@ import torch
 
 from ..toy.language import INDEX, RELATIONS, TemplateLanguage
 from ..toy.models import AttentionOnlyConfig, build_model
-from . import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
+from ._legacy import CheckFailed, as_tensor, call, diagnose, exercise, expect_shape
 
 LESSON = "04"
 LANGUAGE = TemplateLanguage()

@@ -4,7 +4,7 @@ import statistics
 import time
 
 from ..bench.flops import attention_flops as reference_flops
-from . import CheckFailed, call, diagnose, exercise
+from ._legacy import CheckFailed, call, diagnose, exercise
 
 LESSON = "06"
 

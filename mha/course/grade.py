@@ -22,18 +22,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..checks import EXERCISES
-
-
-def _load_all_checks() -> None:
-    """Import every lesson's checks so that EXERCISES lists all exercises."""
-    import importlib
-    import pkgutil
-
-    from .. import checks
-
-    for module in pkgutil.iter_modules(checks.__path__):
-        importlib.import_module(f"{checks.__name__}.{module.name}")
+from ..checks import exercise_names, lessons, load_all
 
 
 def run_notebook(path: Path, timeout: float) -> tuple[list[dict], str]:
@@ -85,7 +74,7 @@ def _execute(path: Path) -> int:
 
 def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[dict]:
     """Rows (student, lesson, exercise, passed, note) for every student folder and every exercise of each lesson."""
-    _load_all_checks()
+    load_all()
     students = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not students:
         raise ValueError(f"{folder} has no sub-folders: expected one folder per student")
@@ -110,7 +99,7 @@ def grade(folder: Path, timeout: float = 120.0, progress: bool = True) -> list[d
             passed[r["exercise"]] = passed[r["exercise"]] or r["passed"]
             if not r["passed"]:
                 messages[r["exercise"]] = r.get("message", "")
-        for exercise in EXERCISES.get(lesson, sorted(passed)):
+        for exercise in exercise_names(lesson) or sorted(passed):
             if passed[exercise]:
                 why = ""
             elif exercise in messages:
@@ -139,10 +128,10 @@ def summary(rows: list[dict]) -> str:
         best = by_exercise[(r["lesson"], r["exercise"])].get(r["student"])
         if best is None or r["passed"]:
             by_exercise[(r["lesson"], r["exercise"])][r["student"]] = r
-    lines = ["student               " + "  ".join(f"lesson {lesson}" for lesson in sorted(EXERCISES))]
+    lines = ["student               " + "  ".join(f"lesson {lesson}" for lesson in lessons())]
     for student in students:
         cells = []
-        for lesson in sorted(EXERCISES):
+        for lesson in lessons():
             marks = by_student[student].get(lesson)
             cells.append(f"{sum(marks):>3}/{len(marks):<5}" if marks else f"{'-':>3}{'':6}")
         lines.append(f"{student:<22}" + " ".join(cells))

@@ -152,7 +152,7 @@ WRONG = [
     ("causal_mask", causal_float, "a mask must be boolean"),
     ("padding_mask", padding_inverted, "inverted: True must mark the real tokens"),
     ("padding_mask", padding_off_by_one, "off by one"),
-    ("padding_mask", padding_transposed, "expected (batch, seq)"),
+    ("padding_mask", padding_transposed, "the mask is (batch, seq): one row per sequence"),
     ("attention", attention_unscaled, "not divided by sqrt(d_head)"),
     ("attention", attention_nan, "keys are all masked got NaN"),
     ("attention", attention_mixes_keys, "you mixed the keys"),
