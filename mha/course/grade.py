@@ -193,12 +193,15 @@ def grade(
 
     def one(index: int, sub: Submission) -> list[dict]:
         uid = free.get()
+        began = time.monotonic()
         try:
-            began = time.monotonic()
-            rows = grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), scratch / f"{index}", course)
-            grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
-            return rows
+            return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), scratch / f"{index}", course)
+        except Exception as error:  # noqa: BLE001 - one notebook the grader could not handle stops nothing else
+            failed = Submission(sub.student, sub.notebook, sub.lesson, problem=f"not graded: {type(error).__name__}")
+            failed.problem += f" in the grader ({str(error)[:200]})"
+            return grade_notebook(failed, limits, mode, uid, 0, scratch / f"{index}-failed", course)
         finally:
+            grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
             free.put(uid)
 
     try:
