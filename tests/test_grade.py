@@ -163,3 +163,17 @@ def test_the_exercise_functions_of_the_test_class_are_lesson_01s():
     from mha.checks import lesson01
 
     assert [e.function for e in (getattr(lesson01, name) for name in EXERCISES)] == FUNCTIONS
+
+
+@pytest.mark.slow
+def test_without_bubblewrap_the_grades_are_the_same_and_the_grader_says_how_little_is_isolated(tmp_path, capsys):
+    folder = tmp_path / "submissions"
+    honest(folder / "ada" / LESSON01)
+    honest(folder / "bob" / LESSON01, change=(" / q.shape[-1] ** 0.5", ""))
+    out = tmp_path / "grades.csv"
+    assert course(["grade", str(folder), "--csv", str(out), "--isolation", "none", "--jobs", "2"]) == 0
+    by = _by(_rows(out))
+    assert all(by["ada", e]["passed"] for e in EXERCISES)
+    assert [e for e in EXERCISES if not by["bob", e]["passed"]] == ["scores", "attention"]
+    said = capsys.readouterr()
+    assert "NO ISOLATION" in said.err and "AS YOU" in said.err and "NO ISOLATION" in said.out

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -64,6 +65,7 @@ def main(argv: list[str]) -> int:
         print("usage: _reaper.py -- COMMAND...", file=sys.stderr)
         return 2
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)  # if the grader dies, we clean up and go too
     if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("warning: could not become a child subreaper; detached processes may survive", file=sys.stderr)
     signal.signal(signal.SIGTERM, _stop)

@@ -255,7 +255,7 @@ def grade_notebook(
         rows[e.name]["answer"] = answer
     if answers.is_solutions_notebook(cells, [e.function for e in exercises], theirs):
         for row in rows.values():
-            row.update(note=SOLUTIONS_NOTEBOOK, flags=[SOLUTIONS_NOTEBOOK])
+            row.update(note=SOLUTIONS_NOTEBOOK, flags=[SOLUTIONS_NOTEBOOK], answer="")
         return _finish(rows)
     run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir)
     for e in exercises:

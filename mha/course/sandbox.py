@@ -362,8 +362,16 @@ def _dropper(uid: int | None):
 
     def drop() -> None:
         drop_privileges(uid)
+        die_with_parent()  # after the change of user, which clears it
 
     return drop
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` to this process when the thread that started it ends (Linux)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def processes_of(uid: int) -> list[int]:
