@@ -22,7 +22,11 @@ ROOT_USER = os.geteuid() == 0
 needs_bwrap = pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap is not installed")
 needs_root = pytest.mark.skipif(not ROOT_USER, reason="needs root (to run as an unprivileged user)")
 # what the course's runner does first, in scripts that stand in for it
-DROP = "import os, sys\nif len(sys.argv) > 1: os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n"
+DROP = (
+    "import os, sys\n"
+    "if len(sys.argv) > 1:\n"
+    "    os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n"
+)
 
 
 @pytest.fixture
@@ -30,13 +34,13 @@ def slot_uid():
     return sandbox.unprivileged_uids(1)[0] if ROOT_USER else None
 
 
-def _start(mode: str, tmp_path: Path, argv: list[str], uid=None, limits=Limits()) -> Process:
+def _start(mode: str, tmp_path: Path, argv: list[str], uid=None, limits=None) -> Process:
     workdir = tmp_path / "work"
     workdir.mkdir()
     os.chmod(tmp_path, 0o711)
     if uid is not None:
         os.chown(workdir, uid, uid)
-    process = Process(mode, workdir, argv, limits, uid)
+    process = Process(mode, workdir, argv, limits or Limits(), uid)
     process.start()
     return process
 
