@@ -125,6 +125,7 @@ def test_a_reader_that_does_not_read_makes_the_writer_too_late_not_stuck():
 
 def test_the_total_size_of_the_arrays_is_capped():
     read, write = os.pipe()
+
     def send():
         try:
             wire.send(write, [np.zeros(100_000)] * 3)
