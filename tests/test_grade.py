@@ -2,6 +2,8 @@
 the same CSV serially, with --jobs 2 and from two shards merged; bad options refused before any work."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,16 @@ def test_without_bubblewrap_the_grades_are_the_same_and_the_grader_says_how_litt
     assert [e for e in EXERCISES if not by["bob", e]["passed"]] == ["scores", "attention"]
     said = capsys.readouterr()
     assert "NO ISOLATION" in said.err and "AS YOU" in said.err and "NO ISOLATION" in said.out
+
+
+def test_merge_alone_puts_the_exercises_in_notebook_order(tmp_path):
+    rows = [
+        {"student": "ada", "notebook": LESSON01, "lesson": "01", "exercise": e, "passed": True}
+        | {"note": "", "run": "", "flags": "", "answer": ""}
+        for e in reversed(EXERCISES)
+    ]
+    (tmp_path / "shard.csv").write_text(report.to_csv(rows), encoding="utf-8-sig")
+    out = tmp_path / "merged.csv"
+    merge = ["grade", "merge", str(tmp_path / "shard.csv"), "--csv", str(out)]
+    subprocess.run([sys.executable, "-m", "mha.course", *merge], check=True, capture_output=True)  # a fresh process
+    assert [r["exercise"] for r in _rows(out)] == EXERCISES

@@ -26,6 +26,12 @@ def exercise(lesson: str, name: str):
     return checks.EXERCISES.get((lesson, name))
 
 
+def exercise_names(lesson: str) -> list[str]:
+    """The names of a lesson's exercises, in notebook order."""
+    checks.load_all()
+    return checks.exercise_names(lesson)
+
+
 def lessons() -> list[str]:
     """The lessons that have exercises."""
     checks.load_all()

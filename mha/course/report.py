@@ -83,9 +83,9 @@ def merge(parts: list[tuple[str, str]]) -> list[dict]:
 
 def order(row: dict):
     """Rows sorted by student, notebook, then the exercise's place in its lesson."""
-    from ..checks import EXERCISES
+    from .judging import exercise_names
 
-    names = [name for lesson, name in EXERCISES if lesson == row["lesson"]]
+    names = exercise_names(row["lesson"])
     place = names.index(row["exercise"]) if row["exercise"] in names else len(names)
     return (row["student"], row["notebook"], place, row["exercise"])
 
