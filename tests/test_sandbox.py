@@ -31,7 +31,12 @@ DROP = (
 
 @pytest.fixture
 def slot_uid():
-    return sandbox.unprivileged_uids(1)[0] if ROOT_USER else None
+    if not ROOT_USER:
+        yield None
+        return
+    users = sandbox.Users(1)  # claimed, so that no grading running meanwhile on this machine uses it
+    yield users.ids[0]
+    users.release()
 
 
 def _start(mode: str, tmp_path: Path, argv: list[str], uid=None, limits=None) -> Process:
@@ -166,6 +171,20 @@ def test_output_beyond_the_limit_is_read_and_discarded(tmp_path):
     process.stop()
     assert process.output_bytes > 300 << 20 and process.output_over_limit
     assert len(process._tail) <= 64 << 10, "no more than the tail is kept"
+
+
+@needs_root
+def test_two_gradings_on_one_machine_never_share_a_user():
+    first, second = sandbox.Users(2), sandbox.Users(2)
+    taken = first.ids + second.ids
+    try:
+        assert len(set(taken)) == 4
+    finally:
+        first.release()
+        second.release()
+    again = sandbox.Users(2)
+    assert set(again.ids) <= set(taken), "released ids are used again"
+    again.release()
 
 
 def test_the_isolation_is_described_honestly():

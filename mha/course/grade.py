@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -65,6 +66,7 @@ class Grading:
     isolation: str
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> wall seconds
     wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the notebooks' processes that ended by themselves
     jobs: int = 1
 
 
@@ -179,14 +181,18 @@ def grade(
     subs = shard(subs, *part)
     for line in warnings:
         log(f"warning: {line}")
-    uids = sandbox.unprivileged_uids(jobs) if os.geteuid() == 0 and mode != "none" else [None] * jobs
+    users = sandbox.Users(jobs) if os.geteuid() == 0 and mode != "none" else None
+    uids = users.ids if users else [None] * jobs
     failure = sandbox.probe(mode, uids[0])
     if failure:
+        if users:
+            users.release()
         raise RuntimeError(f"the sandbox does not work here ({mode}): {failure}")
     free: Queue = Queue()
     for uid in uids:
         free.put(uid)
     grading = Grading([], warnings, seed, mode, jobs=jobs)
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     scratch = Path(tempfile.mkdtemp(prefix="mha-grade-"))
     os.chmod(scratch, 0o711)  # users of the jobs may pass through to their own folder, not list the others
     started = time.monotonic()
@@ -216,7 +222,11 @@ def grade(
                 grading.rows.extend(future.result())
     finally:
         _remove(scratch)
+        if users:
+            users.release()
     grading.wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    grading.cpu = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
     grading.rows = report.mark_same_answers(sorted(grading.rows, key=report.order))
     return grading
 
@@ -301,6 +311,12 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir) -> tuple[str, 
                 results[e.name] = {"note": f"not graded: {ended}"}
                 continue
             results[e.name], ended = _ask(process, e, seed, requests_w, replies_r, sub.lesson)
+        if not ended:  # ask it to end by itself (its CPU time then counts among ours); it is killed anyway
+            try:
+                wire.send(requests_w, {"op": "exit"}, deadline=time.monotonic() + 1)
+                process.wait_briefly(2)
+            except wire.WireError:
+                pass
     finally:
         for fd in (requests_r, replies_w, requests_w, replies_r):
             if fd >= 0:
@@ -487,7 +503,8 @@ def summary(grading: Grading) -> str:
     if timed:
         lines.append(
             f"{len(timed)} notebooks in {grading.wall:.1f} s with {grading.jobs} at once "
-            f"({sum(timed) / len(timed):.1f} s per notebook on average, {timed[-1]:.1f} s at most); "
+            f"({sum(timed) / len(timed):.1f} s per notebook on average, {timed[-1]:.1f} s at most; "
+            f"{grading.cpu:.1f} CPU seconds in the notebooks' processes); "
             f"seed {grading.seed} (`--seed {grading.seed}` draws the same cases again)"
         )
     lines.append(sandbox.describe(grading.isolation))

@@ -118,16 +118,56 @@ def describe(mode: str) -> str:
     )
 
 
-def unprivileged_uids(count: int) -> list[int]:
-    """`count` user ids that no account uses, one per parallel job."""
-    uids, uid = [], _FIRST_UID
-    while len(uids) < count:
-        try:
-            pwd.getpwuid(uid)
-        except KeyError:
-            uids.append(uid)
-        uid += 1
-    return uids
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+class Users:
+    """Unprivileged user ids that no account uses, one per parallel job, held by this process alone (root only).
+
+    Each id is claimed with a lock file, so that two gradings on one machine never share a user: at the end of a
+    notebook every process of its user is killed, which must never reach another grading's notebook. A claimed id
+    is cleared of any process left by a grading that died. `release()` (or the end of this process) frees them.
+
+    Args:
+        count: how many ids.
+    """
+
+    def __init__(self, count: int):
+        import fcntl
+        import stat
+
+        # one place for every grading on the machine, whatever its TMPDIR; ours alone (root's, 0700, not a link)
+        folder = Path("/run/lock" if Path("/run/lock").is_dir() else "/tmp") / "mha-grade-users"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+            raise RuntimeError(f"{folder} is not a private folder of this user: remove it and grade again")
+        self.ids: list[int] = []
+        self._locks = []
+        uid = _FIRST_UID - 1
+        while len(self.ids) < count:
+            uid += 1
+            if _has_account(uid):
+                continue
+            lock = open(folder / f"{uid}.lock", "w")
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                lock.close()  # another grading holds it
+                continue
+            kill_user(uid)
+            self.ids.append(uid)
+            self._locks.append(lock)
+
+    def release(self) -> None:
+        for lock in self._locks:
+            lock.close()
+        self._locks, self.ids = [], []
 
 
 class Process:
