@@ -26,7 +26,6 @@ import json
 import os
 import random
 import re
-import resource
 import shutil
 import sys
 import tempfile
@@ -66,7 +65,7 @@ class Grading:
     isolation: str
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> wall seconds
     wall: float = 0.0
-    cpu: float = 0.0  # CPU seconds of the notebooks' processes that ended by themselves
+    cpu: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> CPU seconds used
     jobs: int = 1
 
 
@@ -192,22 +191,23 @@ def grade(
     for uid in uids:
         free.put(uid)
     grading = Grading([], warnings, seed, mode, jobs=jobs)
-    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     scratch = Path(tempfile.mkdtemp(prefix="mha-grade-"))
     os.chmod(scratch, 0o711)  # users of the jobs may pass through to their own folder, not list the others
     started = time.monotonic()
 
     def one(index: int, sub: Submission) -> list[dict]:
         uid = free.get()
-        began = time.monotonic()
+        began, timing = time.monotonic(), {}
         try:
-            return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), scratch / f"{index}", course)
+            workdir = scratch / f"{index}"
+            return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), workdir, course, timing)
         except Exception as error:  # noqa: BLE001 - one notebook the grader could not handle stops nothing else
             failed = Submission(sub.student, sub.notebook, sub.lesson, problem=f"not graded: {type(error).__name__}")
             failed.problem += f" in the grader ({str(error)[:200]})"
             return grade_notebook(failed, limits, mode, uid, 0, scratch / f"{index}-failed", course)
         finally:
             grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
+            grading.cpu[(sub.student, sub.notebook)] = timing.get("cpu", 0.0)
             free.put(uid)
 
     try:
@@ -225,8 +225,6 @@ def grade(
         if users:
             users.release()
     grading.wall = time.monotonic() - started
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    grading.cpu = after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime
     grading.rows = report.mark_same_answers(sorted(grading.rows, key=report.order))
     return grading
 
@@ -244,9 +242,19 @@ def _remove(path: Path) -> None:
 
 
 def grade_notebook(
-    sub: Submission, limits: Limits, mode: str, uid: int | None, seed: int, workdir: Path, course: Path = ROOT
+    sub: Submission,
+    limits: Limits,
+    mode: str,
+    uid: int | None,
+    seed: int,
+    workdir: Path,
+    course: Path = ROOT,
+    timing: dict | None = None,
 ) -> list[dict]:
-    """The rows of one notebook: run it sealed off, ask for its answers, judge them here."""
+    """The rows of one notebook: run it sealed off, ask for its answers, judge them here.
+
+    `timing`, if given, receives "cpu": the CPU seconds its processes used.
+    """
     exercises = judging.lesson_exercises(sub.lesson) if sub.lesson else []
     base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson}
     if sub.problem:
@@ -267,7 +275,7 @@ def grade_notebook(
         for row in rows.values():
             row.update(note=SOLUTIONS_NOTEBOOK, flags=[SOLUTIONS_NOTEBOOK], answer="")
         return _finish(rows)
-    run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir)
+    run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing)
     for e in exercises:
         rows[e.name].update(run=run, **{k: v for k, v in results[e.name].items() if k != "flags"})
         rows[e.name]["flags"] += results[e.name].get("flags", [])
@@ -278,7 +286,7 @@ def _finish(rows: dict) -> list[dict]:
     return [{**row, "flags": "; ".join(row["flags"])} for row in rows.values()]
 
 
-def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir) -> tuple[str, dict]:
+def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -> tuple[str, dict]:
     """Run the notebook in its sandbox, then judge each exercise; (how the run went, {exercise: result})."""
     workdir.mkdir(mode=0o700)
     (workdir / "submission.ipynb").write_text(sub.text, encoding="utf-8")
@@ -311,13 +319,9 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir) -> tuple[str, 
                 results[e.name] = {"note": f"not graded: {ended}"}
                 continue
             results[e.name], ended = _ask(process, e, seed, requests_w, replies_r, sub.lesson)
-        if not ended:  # ask it to end by itself (its CPU time then counts among ours); it is killed anyway
-            try:
-                wire.send(requests_w, {"op": "exit"}, deadline=time.monotonic() + 1)
-                process.wait_briefly(2)
-            except wire.WireError:
-                pass
     finally:
+        if timing is not None:
+            timing["cpu"] = process.cpu_seconds()
         for fd in (requests_r, replies_w, requests_w, replies_r):
             if fd >= 0:
                 os.close(fd)
@@ -504,7 +508,7 @@ def summary(grading: Grading) -> str:
         lines.append(
             f"{len(timed)} notebooks in {grading.wall:.1f} s with {grading.jobs} at once "
             f"({sum(timed) / len(timed):.1f} s per notebook on average, {timed[-1]:.1f} s at most; "
-            f"{grading.cpu:.1f} CPU seconds in the notebooks' processes); "
+            f"{sum(grading.cpu.values()):.1f} CPU seconds in the notebooks' processes); "
             f"seed {grading.seed} (`--seed {grading.seed}` draws the same cases again)"
         )
     lines.append(sandbox.describe(grading.isolation))

@@ -306,6 +306,26 @@ class Process:
         except subprocess.TimeoutExpired:
             return None
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used so far by the process and all its descendants, as the kernel counts them."""
+        if self.proc is None:
+            return 0.0
+        parents, times = {}, {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                parents[int(entry)] = int(fields[1])
+                times[int(entry)] = sum(int(x) for x in fields[11:15])  # utime, stime, and of reaped children
+        mine, grew = {self.proc.pid}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in mine} - mine
+            grew, mine = bool(more), mine | more
+        return sum(times.get(pid, 0) for pid in mine) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> int | None:
         """End the process and every process it started; its exit status (None if we had to kill it)."""
         if self.proc is None:
