@@ -4,6 +4,10 @@ Every error names what was expected and what arrived, in the course's vocabulary
 (batch, seq, q_pos, k_pos, heads, d_model, d_head), so that a learner can fix the call without reading our code.
 """
 
+import functools
+import numbers
+import os
+
 import numpy as np
 import torch
 
@@ -16,9 +20,78 @@ def fmt_shape(shape) -> str:
     return str(tuple(int(s) for s in shape))
 
 
+def check_int(name: str, value, minimum: int = 1) -> int:
+    """A whole number of at least `minimum` (a Python or numpy integer, not a bool or a float): returned as an int."""
+    if isinstance(value, torch.SymInt):  # a size while torch.compile traces: checked by the compiler's guards
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def check_tensor(name: str, x, what: str = "a torch.Tensor") -> None:
+    """The torch functions take tensors; a numpy array (or a list) gets an error that says how to convert it."""
+    if isinstance(x, torch.Tensor):
+        return
+    if isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{name} must be {what}, got a numpy array of shape {fmt_shape(x.shape)} and dtype {x.dtype}: convert it "
+            f"with torch.from_numpy({name}) (or use the numpy version, e.g. mha.attention_numpy)"
+        )
+    raise TypeError(f"{name} must be {what}, got {type(x).__name__}")
+
+
+@functools.cache
+def _memory_of(device_type: str, index: int | None) -> int | None:
+    if device_type == "cpu":
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # a platform without these counters: no guard
+            return None
+    if device_type == "cuda":
+        return torch.cuda.get_device_properties(index or 0).total_memory
+    return None
+
+
+def fmt_bytes(n: float) -> str:
+    """Bytes in the largest unit that keeps the number at least 1: '1.5 GiB'."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} bytes"
+
+
+def check_fits(nbytes: int, device, what: str) -> None:
+    """Refuse, before allocating, a tensor larger than all the memory of the device it would live on.
+
+    Args:
+        nbytes: bytes the allocation needs.
+        device: where it would live (None: the CPU).
+        what: what it is, for the message, e.g. "the (batch, heads, q_pos, k_pos) scores".
+    """
+    if torch.compiler.is_compiling():  # sizes are symbolic while tracing, and were checked on the eager path
+        return
+    device = torch.device("cpu" if device is None else device)
+    total = _memory_of(device.type, device.index)
+    if total is not None and nbytes > total:
+        raise ValueError(
+            f"{what} would need {fmt_bytes(nbytes)}, more than all the memory of this {device.type} "
+            f"({fmt_bytes(total)}); use smaller sizes"
+        )
+
+
 def head_size(d_model: int, heads: int) -> int:
     """d_head = d_model // heads, after checking that the heads split d_model evenly."""
-    if not isinstance(d_model, int) or not isinstance(heads, int) or d_model < 1 or heads < 1:
+    if (
+        isinstance(d_model, bool)
+        or isinstance(heads, bool)
+        or not isinstance(d_model, numbers.Integral)
+        or not isinstance(heads, numbers.Integral)
+        or d_model < 1
+        or heads < 1
+    ):
         raise ValueError(f"d_model and heads must be positive integers, got d_model={d_model!r}, heads={heads!r}")
     if d_model % heads:
         raise ValueError(
@@ -30,6 +103,8 @@ def head_size(d_model: int, heads: int) -> int:
 
 def check_float(name: str, x) -> None:
     """Attention needs real numbers: integer or boolean inputs are a mistake, not something to cast silently."""
+    if not isinstance(x, torch.Tensor | np.ndarray):
+        raise TypeError(f"{name} must be a tensor of floating-point numbers, got {type(x).__name__}")
     dtype = x.dtype
     is_float = torch.is_floating_point(x) if isinstance(x, torch.Tensor) else np.issubdtype(dtype, np.floating)
     if not is_float:

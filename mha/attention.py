@@ -6,16 +6,28 @@
 Masks follow the course convention (True = may attend). A query whose keys are all masked has nothing to attend
 to: its weights are all zero and its output is the zero vector (no NaN). This is what
 `torch.nn.functional.scaled_dot_product_attention` returns too; `nn.MultiheadAttention` returns NaN there.
+
+Scores can overflow: float32 holds numbers up to about 3.4e38 (float16: 65504), and a score is a sum of d_head
+products. When one becomes infinite, softmax computes inf - inf = NaN and the output is NaN. On a CPU the torch and
+numpy versions warn when that happens (a `RuntimeWarning` naming the cause); on a GPU the check is skipped, because
+looking at the result would make the CPU wait for the GPU.
 """
 
 import math
+import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_mask, check_qkv
-from .masks import causal_mask
+from ._validate import check_fits, check_float, check_mask, check_qkv, check_tensor
+from .masks import with_causal
+
+_OVERFLOW = (
+    "attention: the scores q·kᵀ/√d_head overflowed to ±inf ({dtype} holds numbers up to {largest:.3g}), so softmax "
+    "computed inf - inf = NaN and the output is NaN; the largest |q| is {q:.3g} and the largest |k| {k:.3g}. Scale q "
+    "and k down (normalise the layer's input), or compute in a wider dtype (float64)."
+)
 
 
 def softmax_numpy(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -23,19 +35,22 @@ def softmax_numpy(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
 
     Args:
         scores: attention scores.
-        mask: bool, True = may attend; broadcasts against scores.
+        mask: bool, True = may attend; broadcasts against scores. Default: None (nothing masked).
 
     Shape:
         scores (..., q_pos, k_pos); mask (q_pos, k_pos) or more leading dims; returns (..., q_pos, k_pos).
         A row whose keys are all masked comes back all zeros.
     """
+    scores = np.asarray(scores)
+    check_float("scores", scores)
     if mask is not None:
         mask = np.asarray(mask)
         check_mask(mask, scores.shape)
         scores = np.where(mask, scores, -np.inf)
     row_max = scores.max(axis=-1, keepdims=True)
     row_max = np.where(np.isfinite(row_max), row_max, 0.0)  # a fully masked row has max -inf
-    e = np.exp(scores - row_max)  # subtracting the max changes nothing but keeps exp from overflowing
+    with np.errstate(invalid="ignore"):  # inf - inf: reported below, in words
+        e = np.exp(scores - row_max)  # subtracting the max changes nothing but keeps exp from overflowing
     total = e.sum(axis=-1, keepdims=True)
     return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
 
@@ -47,7 +62,7 @@ def attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
         q: queries, what each position is looking for.
         k: keys, what each position offers to be matched against.
         v: values, what each position passes on when attended to.
-        mask: bool, True = may attend.
+        mask: bool, True = may attend. Default: None (every query may attend to every key).
 
     Shape:
         q (..., q_pos, d_head), k (..., k_pos, d_head), v (..., k_pos, d_v), mask broadcastable to
@@ -55,9 +70,15 @@ def attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
     """
     q, k, v = np.asarray(q), np.asarray(k), np.asarray(v)
     check_qkv(q, k, v)
-    scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # (..., q_pos, k_pos)
-    weights = softmax_numpy(scores, mask)
-    return weights @ v, weights
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below, in words
+        scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # (..., q_pos, k_pos)
+        weights = softmax_numpy(scores, mask)
+        out = weights @ v
+    if not np.isfinite(out).all() and all(np.isfinite(x).all() for x in (q, k, v)):
+        largest = float(np.finfo(q.dtype).max)
+        message = _OVERFLOW.format(dtype=q.dtype, largest=largest, q=np.abs(q).max(), k=np.abs(k).max())
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    return out, weights
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,13 +86,16 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor | None = None) -> to
 
     Args:
         scores: attention scores.
-        mask: bool, True = may attend; broadcasts against scores.
+        mask: bool, True = may attend; broadcasts against scores. Default: None (nothing masked).
 
     Shape:
         scores (..., q_pos, k_pos); returns the same shape. A row whose keys are all masked comes back all zeros.
     """
+    check_tensor("scores", scores)
+    check_float("scores", scores)
     if mask is None:
         return scores.softmax(dim=-1)
+    check_tensor("mask", mask, "a boolean torch.Tensor")
     check_mask(mask, scores.shape)
     return _softmax_of_filled(scores.masked_fill(~mask, float("-inf")), mask)
 
@@ -81,6 +105,34 @@ def _softmax_of_filled(filled: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     weights = filled.softmax(dim=-1)
     # A fully masked row is softmax of all -inf = 0/0 = NaN; define it as "attends to nothing".
     return weights.masked_fill(~mask.any(dim=-1, keepdim=True), 0.0)
+
+
+def _check_torch_inputs(q, k, v, mask) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, x)
+    if mask is not None:
+        check_tensor("mask", mask, "a boolean torch.Tensor")
+    check_qkv(q, k, v)
+
+
+def _warn_if_overflowed(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """Warn when finite inputs gave a non-finite output: the scores overflowed (CPU only, see the module's note)."""
+    if out.device.type != "cpu" or torch.compiler.is_compiling():
+        return
+    with torch.no_grad():
+        # One number first (no tensor of the output's size is made): a NaN or inf anywhere makes the sum non-finite.
+        if math.isfinite(float(out.sum(dtype=torch.float64))) or bool(torch.isfinite(out).all()):
+            return
+        if not all(bool(torch.isfinite(x).all()) for x in (q, k, v)):
+            return
+        largest = torch.finfo(q.dtype).max
+        message = _OVERFLOW.format(
+            dtype=str(q.dtype).removeprefix("torch."),
+            largest=largest,
+            q=float(q.abs().max()),
+            k=float(k.abs().max()),
+        )
+    warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def attention(
@@ -94,24 +146,23 @@ def attention(
 
     Args:
         q, k, v: queries, keys and values.
-        mask: bool, True = may attend; broadcasts against the scores.
-        causal: also hide every key that comes after its query (see `mha.masks.causal_mask`).
+        mask: bool, True = may attend; broadcasts against the scores. Default: None (nothing masked).
+        causal: also hide every key that comes after its query (see `mha.masks.causal_mask`). Default: False.
 
     Shape:
         q (..., q_pos, d_head), k (..., k_pos, d_head), v (..., k_pos, d_v), mask broadcastable to
         (..., q_pos, k_pos); returns output (..., q_pos, d_v) and weights (..., q_pos, k_pos).
     """
-    check_qkv(q, k, v)
+    _check_torch_inputs(q, k, v, mask)
+    scores_shape = (*torch.broadcast_shapes(q.shape[:-2], k.shape[:-2]), q.shape[-2], k.shape[-2])
+    check_fits(math.prod(scores_shape) * q.element_size() * 2, q.device, f"the scores and weights {scores_shape}")
     # Scaling q before the product gives the same scores as scaling them after, and touches q_pos x d_head numbers
     # instead of q_pos x k_pos.
     scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (..., q_pos, k_pos)
     if mask is None and not causal:
         weights = scores.softmax(dim=-1)
     else:
-        allowed = mask
-        if causal:
-            future = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-            allowed = future if mask is None else mask & future
+        allowed = with_causal(mask, q.shape[-2], k.shape[-2], q.device) if causal else mask
         check_mask(allowed, scores.shape)
         # scores is ours (just computed), so it can be filled in place: one copy of q_pos x k_pos numbers saved
         scores = scores.masked_fill_(~allowed, float("-inf"))
@@ -119,22 +170,31 @@ def attention(
             weights = scores.softmax(dim=-1)  # causal alone leaves every query its own position: no empty row
         else:
             weights = _softmax_of_filled(scores, allowed)
-    return weights @ v, weights  # (..., q_pos, d_v), (..., q_pos, k_pos)
+    out = weights @ v  # (..., q_pos, d_v)
+    _warn_if_overflowed(out, q, k, v)
+    return out, weights  # (..., q_pos, d_v), (..., q_pos, k_pos)
 
 
-def sdpa(q, k, v, mask=None, causal=False) -> torch.Tensor:
+def sdpa(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
     """The same computation done by PyTorch's fused kernel, `F.scaled_dot_product_attention` (output only).
 
     Args:
-        q, k, v, mask, causal: as in `attention`.
+        q, k, v: queries, keys and values.
+        mask: bool, True = may attend; broadcasts against the scores. Default: None (nothing masked).
+        causal: also hide every key that comes after its query. Default: False.
 
     Shape:
         as in `attention`; returns only the output (..., q_pos, d_v): fused kernels never build the weights.
     """
-    check_qkv(q, k, v)
+    _check_torch_inputs(q, k, v, mask)
     if mask is not None:
         check_mask(mask, (*q.shape[:-1], k.shape[-2]))
     if causal and mask is not None:
-        mask = mask & causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-        causal = False
+        mask, causal = with_causal(mask, q.shape[-2], k.shape[-2], q.device), False
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)

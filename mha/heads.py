@@ -8,7 +8,7 @@ Merging undoes both steps in reverse order.
 
 import torch
 
-from ._validate import check_rank, head_size
+from ._validate import check_rank, check_tensor, head_size
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -21,6 +21,7 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     Shape:
         x (batch, seq, d_model); returns (batch, heads, seq, d_head) with d_head = d_model // heads.
     """
+    check_tensor("x", x)
     check_rank("x", x, (3,), "(batch, seq, d_model)")
     batch, seq, d_model = x.shape
     d_head = head_size(d_model, heads)
@@ -37,6 +38,7 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     Shape:
         x (batch, heads, seq, d_head); returns (batch, seq, d_model) with d_model = heads * d_head.
     """
+    check_tensor("x", x)
     check_rank("x", x, (4,), "(batch, heads, seq, d_head)")
     batch, heads, seq, d_head = x.shape
     x = x.transpose(1, 2)  # (batch, seq, heads, d_head)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_float, check_rank, fmt_shape, head_size
+from ._validate import check_fits, check_float, check_rank, check_tensor, fmt_shape, head_size
 from .attention import attention, masked_softmax, sdpa
 from .heads import merge_heads, split_heads
-from .masks import causal_mask, combine_masks
+from .masks import combine_masks, with_causal
 
 
 class AttentionHead(nn.Module):
@@ -29,7 +29,7 @@ class AttentionHead(nn.Module):
     Args:
         d_model: features per position coming in.
         d_head: width of this head's queries, keys and values.
-        bias: add a bias to the three projections.
+        bias: add a bias to the three projections. Default: True.
 
     Shape:
         query (batch, q_pos, d_model), key and value (batch, k_pos, d_model), mask broadcastable to
@@ -38,11 +38,22 @@ class AttentionHead(nn.Module):
 
     def __init__(self, d_model: int, d_head: int, bias: bool = True):
         super().__init__()
+        head_size(d_model, 1)  # d_model a positive integer
+        head_size(d_head, 1)
+        _check_parameters_fit(3 * (d_model + 1) * d_head, f"one head of d_model={d_model}, d_head={d_head}")
         self.q_proj = nn.Linear(d_model, d_head, bias=bias)  # W_Q: what this head looks for
         self.k_proj = nn.Linear(d_model, d_head, bias=bias)  # W_K: what it matches against
         self.v_proj = nn.Linear(d_model, d_head, bias=bias)  # W_V: what it passes on
 
-    def forward(self, query, key, value, mask=None, causal=False):
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Project, then attend (see `mha.attention.attention` for mask and causal; defaults None and False)."""
         q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (batch, seq, d_head) each
         return attention(q, k, v, mask, causal)
 
@@ -53,36 +64,40 @@ class MultiHeadAttentionLoop(nn.Module):
     Args:
         d_model: features per position, in and out.
         heads: number of heads; each gets d_head = d_model // heads features.
-        bias: add biases to all projections.
+        bias: add biases to all projections. Default: True.
 
     Shape:
-        see `MultiHeadAttention.forward`.
+        see `MultiHeadAttention.forward`, which takes the same arguments.
     """
 
     def __init__(self, d_model: int, heads: int, bias: bool = True):
         super().__init__()
         self.d_model, self.heads, self.d_head = d_model, heads, head_size(d_model, heads)
+        _check_parameters_fit(4 * (d_model + 1) * d_model, f"a layer of d_model={d_model}")
         self.attention_heads = nn.ModuleList(AttentionHead(d_model, self.d_head, bias) for _ in range(heads))
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
 
     def forward(
         self,
-        query,
-        key=None,
-        value=None,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
         *,
-        key_padding_mask=None,
-        attn_mask=None,
-        causal=False,
-        need_weights=False,
-        average_weights=True,
-    ):
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        average_weights: bool = True,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One head after the other, then W_O: the arguments and results of `MultiHeadAttention.forward`."""
         query, key, value, mask = _prepare(self, query, key, value, attn_mask, key_padding_mask)
+        keep = None if head_mask is None else _check_head_mask(head_mask, (query.shape[0], self.heads), query.dtype)
         outs, weights = [], []
         for h, head in enumerate(self.attention_heads):
-            head_mask = None if mask is None else mask[:, h if mask.shape[1] > 1 else 0]  # (batch, q_pos, k_pos)
-            out, w = head(query, key, value, head_mask, causal)  # (batch, q_pos, d_head), (batch, q_pos, k_pos)
-            outs.append(out)
+            mask_h = None if mask is None else mask[:, h if mask.shape[1] > 1 else 0]  # (batch, q_pos, k_pos)
+            out, w = head(query, key, value, mask_h, causal)  # (batch, q_pos, d_head), (batch, q_pos, k_pos)
+            outs.append(out if keep is None else out * keep[:, h, None, None])
             weights.append(w)
         concat = torch.cat(outs, dim=-1)  # (batch, q_pos, d_model): head h in features h*d_head..(h+1)*d_head-1
         return self.out_proj(concat), _pack_weights(torch.stack(weights, dim=1), need_weights, average_weights)
@@ -111,7 +126,7 @@ class MultiHeadAttention(nn.Module):
     Args:
         d_model: features per position, in and out.
         heads: number of heads; each gets d_head = d_model // heads features.
-        bias: add biases to all projections.
+        bias: add biases to all projections. Default: True.
 
     Shape:
         see `forward`.
@@ -120,34 +135,37 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, bias: bool = True):
         super().__init__()
         self.d_model, self.heads, self.d_head = d_model, heads, head_size(d_model, heads)
+        _check_parameters_fit(4 * (d_model + 1) * d_model, f"a layer of d_model={d_model}")
         # W_Q, W_K, W_V of every head stacked in one matrix, rows [W_Q; W_K; W_V], as nn.MultiheadAttention does.
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
 
     def forward(
         self,
-        query,
-        key=None,
-        value=None,
+        query: torch.Tensor,
+        key: torch.Tensor | None = None,
+        value: torch.Tensor | None = None,
         *,
-        key_padding_mask=None,
-        attn_mask=None,
-        causal=False,
-        need_weights=False,
-        average_weights=True,
-        head_mask=None,
-    ):
+        key_padding_mask: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        causal: bool = False,
+        need_weights: bool = False,
+        average_weights: bool = True,
+        head_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from each query position to the key positions, in every head.
 
         Args:
             query: the positions that ask.
-            key, value: the positions asked (default: query, i.e. self-attention; value defaults to key).
-            key_padding_mask: bool, True = real token, False = padding to ignore.
-            attn_mask: bool, True = may attend.
-            causal: hide every key that comes after its query.
-            need_weights: also return the attention weights.
+            key: the positions asked. Default: None (``query``: self-attention).
+            value: what the asked positions pass on. Default: None (``key``).
+            key_padding_mask: bool, True = real token, False = padding to ignore. Default: None.
+            attn_mask: bool, True = may attend. Default: None.
+            causal: hide every key that comes after its query. Default: False.
+            need_weights: also return the attention weights. Default: False.
             average_weights: average the weights over heads (as nn.MultiheadAttention does by default).
-            head_mask: multiply each head's output by this before W_O; 0 removes a head (ablation).
+                Default: True.
+            head_mask: multiply each head's output by this before W_O; 0 removes a head (ablation). Default: None.
 
         Shape:
             query (batch, q_pos, d_model); key, value (batch, k_pos, d_model);
@@ -161,7 +179,7 @@ class MultiHeadAttention(nn.Module):
         q, k, v = (split_heads(x, self.heads) for x in (q, k, v))  # (batch, heads, seq, d_head)
         out, weights = self.attend(q, k, v, mask, causal, need_weights)  # out (batch, heads, q_pos, d_head)
         if head_mask is not None:
-            out = out * _check_head_mask(head_mask, out)[..., None, None]
+            out = out * _check_head_mask(head_mask, out.shape[:2], out.dtype)[..., None, None]
         out = self.out_proj(merge_heads(out))  # (batch, q_pos, d_model)
         return out, _pack_weights(weights, need_weights, average_weights)
 
@@ -174,8 +192,17 @@ class MultiHeadAttention(nn.Module):
         return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
     def attend(self, q, k, v, mask, causal, need_weights):
-        """The attention core, for all heads in one batched product. Returns output and weights."""
-        return attention(q, k, v, mask, causal)
+        """The attention core, for all heads in one batched product: the one place the named versions differ.
+
+        Every version reads `need_weights` the same way: it returns the weights when asked, None otherwise.
+
+        Shape:
+            q (batch, heads, q_pos, d_head), k and v (batch, heads, k_pos, d_head), mask broadcastable to
+            (batch, heads, q_pos, k_pos); returns output (batch, heads, q_pos, d_head) and weights
+            (batch, heads, q_pos, k_pos) or None.
+        """
+        out, weights = attention(q, k, v, mask, causal)
+        return out, weights if need_weights else None
 
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
@@ -208,10 +235,10 @@ class MultiHeadAttentionEinsum(MultiHeadAttention):
     def attend(self, q, k, v, mask, causal, need_weights):
         scores = torch.einsum("bhqd,bhkd->bhqk", q, k) / math.sqrt(q.shape[-1])  # (batch, heads, q_pos, k_pos)
         if causal:
-            future = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
-            mask = future if mask is None else mask & future
+            mask = with_causal(mask, q.shape[-2], k.shape[-2], q.device)
         weights = masked_softmax(scores, mask)
-        return torch.einsum("bhqk,bhkd->bhqd", weights, v), weights  # (batch, heads, q_pos, d_head)
+        out = torch.einsum("bhqk,bhkd->bhqd", weights, v)  # (batch, heads, q_pos, d_head)
+        return out, weights if need_weights else None
 
 
 class MultiHeadAttentionSDPA(MultiHeadAttention):
@@ -235,6 +262,7 @@ def _prepare(module, query, key, value, attn_mask, key_padding_mask):
     key = query if key is None else key
     value = key if value is None else value
     for name, x in (("query", query), ("key", key), ("value", value)):
+        check_tensor(name, x)
         check_float(name, x)
         check_rank(name, x, (3,), "(batch, seq, d_model)")
         if x.shape[-1] != module.d_model:
@@ -251,6 +279,11 @@ def _prepare(module, query, key, value, attn_mask, key_padding_mask):
     return query, key, value, mask
 
 
+def _check_parameters_fit(numbers: int, what: str) -> None:
+    """Refuse, before allocating, a layer whose float32 parameters would not fit in this machine's memory."""
+    check_fits(4 * numbers, None, f"the float32 parameters of {what}")
+
+
 def _pack_weights(weights, need_weights, average_weights):
     """(batch, heads, q_pos, k_pos) -> what the caller asked for."""
     if not need_weights:
@@ -258,12 +291,13 @@ def _pack_weights(weights, need_weights, average_weights):
     return weights.mean(dim=1) if average_weights else weights
 
 
-def _check_head_mask(head_mask, out):
-    """head_mask (heads,) or (batch, heads) -> (batch or 1, heads), in out's dtype."""
-    batch, heads = out.shape[:2]
+def _check_head_mask(head_mask, batch_heads, dtype):
+    """head_mask (heads,) or (batch, heads) -> (batch or 1, heads), in the output's dtype."""
+    batch, heads = batch_heads
+    check_tensor("head_mask", head_mask)
     if head_mask.shape not in ((heads,), (batch, heads)):
         raise ValueError(
             f"head_mask has shape {fmt_shape(head_mask.shape)}: expected (heads,) = ({heads},) "
             f"or (batch, heads) = {fmt_shape((batch, heads))}"
         )
-    return head_mask.to(out.dtype).reshape(-1, heads)
+    return head_mask.to(dtype).reshape(-1, heads)

