@@ -104,13 +104,13 @@ def describe(mode: str) -> str:
         )
     if mode == "uid":
         return (
-            "ISOLATION IS PARTIAL (bubblewrap is not installed): each notebook runs as an unprivileged user of its "
+            "ISOLATION IS PARTIAL (without bubblewrap): each notebook runs as an unprivileged user of its "
             "own and its processes are killed at the end, but it can read every file any user may read (other "
             "submissions too, if they are world-readable) and reach the network. Install bubblewrap "
             "(e.g. `apt-get install bubblewrap`) for full isolation."
         )
     return (
-        "NO ISOLATION (bubblewrap is not installed and you are not root): every notebook runs AS YOU, with your "
+        "NO ISOLATION (without bubblewrap, and not as root): every notebook runs AS YOU, with your "
         "permissions. It can read and change your files, other submissions and this course's environment, and "
         "reach the network; a process started on purpose to escape may outlive the run. Grades come only from "
         "what its functions compute, but grade untrusted submissions in a container or an account of their own, "
@@ -378,7 +378,10 @@ def probe(mode: str, uid: int | None, limits: Limits = Limits()) -> str | None:
         try:
             process.start()
         except OSError as error:
-            return f"could not start Python as an unprivileged user ({error})"
+            return (
+                f"could not start Python as an unprivileged user ({error}): every folder on the way to Python, "
+                f"its environment and the course must be readable by other users; or install bubblewrap"
+            )
         status = process.wait_briefly(120)
         process.stop()
         if status != 0 or not (workdir / "probe").exists():
