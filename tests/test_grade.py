@@ -192,3 +192,35 @@ def test_merge_alone_puts_the_exercises_in_notebook_order(tmp_path):
     merge = ["grade", "merge", str(tmp_path / "shard.csv"), "--csv", str(out)]
     subprocess.run([sys.executable, "-m", "mha.course", *merge], check=True, capture_output=True)  # a fresh process
     assert [r["exercise"] for r in _rows(out)] == EXERCISES
+
+
+def test_a_broken_notebook_a_link_or_a_huge_file_is_a_note_not_a_stopped_run(tmp_path):
+    (tmp_path / "ada").mkdir()
+    (tmp_path / "ada" / LESSON01).write_text("{ this is not JSON")
+    (tmp_path / "bob").mkdir()
+    (tmp_path / "bob" / LESSON01).symlink_to("/etc/passwd")  # a link: never followed, never read
+    (tmp_path / "cy").mkdir()
+    (tmp_path / "cy" / LESSON01).write_bytes(b"\xff\xfe not text")
+    (tmp_path / "dee").symlink_to(tmp_path / "ada", target_is_directory=True)
+    subs, warnings = grade.collect(tmp_path)
+    problems = {s.student: s.problem for s in subs}
+    assert problems["ada"].startswith("not a notebook that can be read")
+    assert problems["bob"].startswith("not a plain file") and "root:" not in str(subs)
+    assert problems["cy"].startswith("not a notebook that can be read")
+    assert "a link" in problems["dee"]
+    rows = grade.grade_notebook(next(s for s in subs if s.student == "ada"), grade.Limits(), "none", None, 0, tmp_path)
+    assert [r["exercise"] for r in rows] == EXERCISES and not any(r["passed"] for r in rows)
+
+
+def test_a_notebook_the_grader_cannot_handle_stops_nothing_else(tmp_path, monkeypatch):
+    blank(tmp_path / "ada" / LESSON01)
+    (tmp_path / "bob").mkdir()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a fault of the grader's")
+
+    monkeypatch.setattr(grade, "run_and_ask", broken)
+    rows = grade.grade(tmp_path, jobs=1, progress=False).rows
+    notes = {(r["student"], r["exercise"]): r["note"] for r in rows}
+    assert notes["ada", "scores"] == "not graded: RuntimeError in the grader (a fault of the grader's)"
+    assert notes["bob", ""].startswith("no exercise notebook handed in")
