@@ -255,16 +255,20 @@ class Process:
                     made.add(str(parent))
                     cmd.extend(["--perms", "0755", "--dir", str(parent)])
 
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp"]
+        system = []
         for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "etc"):
             path = Path("/") / top
             if path.is_symlink():
                 cmd += ["--symlink", os.readlink(path), str(path)]
             elif path.is_dir():
                 cmd += ["--ro-bind", str(path), str(path)]
+                system.append(str(path))
         for path in _python_paths():
+            if any(path == top or path.startswith(top + "/") for top in system):
+                continue  # a system Python: already there
             directory(path)
             cmd += ["--ro-bind", path, path]
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp"]
         directory(HOME)
         cmd += ["--bind", str(self.workdir), HOME, "--chdir", HOME, "--clearenv"]
         for key, value in env.items():
