@@ -46,6 +46,7 @@ learner writes `double(x)`:
 and in the exercise notebook, under the learner's function: `check.double(double)`.
 """
 
+from .compare import PRINTED, CheckFailed, difference, items, read_tensor, same, tolerance, verify, verify_number
 from .effects import changes, snapshot
 from .framework import (
     EXERCISES,
@@ -67,7 +68,6 @@ from .framework import (
     side_effects,
 )
 from .plain import as_number, describe_value, to_plain, unusual, unusual_kind
-from .verify import PRINTED, CheckFailed, difference, items, read_tensor, same, tolerance, verify, verify_number
 
 __all__ = [
     "EXERCISES",

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .compare import _SITES, CheckFailed, Sites
 from .effects import changes, snapshot
 from .plain import to_plain
-from .verify import _SITES, CheckFailed, Sites
 
 DEFAULT_TIME_LIMIT = 10.0  # seconds per case; MHA_CHECK_TIME_LIMIT overrides it (the tests use a short one)
 
@@ -333,7 +333,8 @@ def run_case(exercise: Exercise, fn, case: Case) -> dict:
     outcome = {"got": None, "changed": {}, "error": None, "timed_out": False, "seconds": 0.0}
     start = time.perf_counter()
     try:
-        outcome["got"] = call_with_limit(lambda: to_plain(fn(*args, **kwargs)), _limit(exercise))
+        with one_thread():
+            outcome["got"] = call_with_limit(lambda: to_plain(fn(*args, **kwargs)), _limit(exercise))
     except OutOfTime:
         outcome["timed_out"] = True
     except KeyboardInterrupt:
@@ -438,11 +439,18 @@ def _side_effect_message(exercise: Exercise, input_name: str, change: dict) -> s
         )
     elif kind == "attribute":
         text += "Put back what you change before returning, or work on a copy (`copy.deepcopy(...)`)"
-    elif kind == "order":
+    elif kind == "order" and "sorted" in detail:
         text += (
             f"The caller's list must stay as it was: `{input_name}.sort()` sorts it in place, "
             f"`sorted({input_name})` returns a sorted copy"
         )
+    elif kind == "order" and "reversed" in detail:
+        text += (
+            f"The caller's list must stay as it was: `{input_name}.reverse()` reverses it in place, "
+            f"`{input_name}[::-1]` returns a reversed copy"
+        )
+    elif kind == "order":
+        text += f"The caller's list must stay as it was: work on a copy, `list({input_name})`"
     elif kind == "items":
         text += f"The caller's {input_name} must stay as it was: work on a copy (`list(...)`, `dict(...)`)"
     elif "." in part and kind in ("values", "replaced", "shape", "dtype"):

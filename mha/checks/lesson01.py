@@ -26,6 +26,11 @@ def _randn(g, *shape, dtype=torch.float32, scale=1.0):
     return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype)
 
 
+def _fixed() -> torch.Generator:
+    """The source of the fixed cases' numbers: the same on every run (drawn cases use the run's seed)."""
+    return torch.Generator().manual_seed(20250101)
+
+
 def _pick(g, options):
     return options[int(torch.randint(len(options), (), generator=g))]
 
@@ -50,10 +55,11 @@ def _scores_cases(seed: int) -> list[Case]:
         d_head = _pick(g, [d for d in (3, 5, 6, 7, 10, 11, 12, 13) if d not in (q_pos, k_pos)])
         lead = tuple(int(x) for x in torch.randint(1, 4, (int(torch.randint(0, 4, (), generator=g)),), generator=g))
         drawn.append(((*lead, q_pos, d_head), k_pos, _pick(g, DTYPES)))
-    cases = []
+    cases, fixed = [], _fixed()
     for i, (q_shape, k_pos, dtype) in enumerate(shapes + drawn):
-        q = _randn(g, *q_shape, dtype=dtype)
-        k = _randn(g, *q_shape[:-2], k_pos, q_shape[-1], dtype=dtype)
+        gen = fixed if i < len(shapes) else g
+        q = _randn(gen, *q_shape, dtype=dtype)
+        k = _randn(gen, *q_shape[:-2], k_pos, q_shape[-1], dtype=dtype)
         cases.append(Case((q, k), what=f"scores for q {_shape(q)} and k {_shape(k)}", drawn=i >= len(shapes)))
     return cases
 
@@ -89,13 +95,25 @@ def _scores_judge(case: Case, got, changed) -> None:
     )
 
 
+def _explain_rank(error: dict, case: Case):
+    """A crash that comes from code written for 3-dimensional inputs only."""
+    ranks = {a.ndim for a in case.args if isinstance(a, torch.Tensor)}
+    words = ("Dimension out of range", "3D", "3-D", "must be a 3D")
+    if ranks != {3} and error["type"] in ("IndexError", "RuntimeError") and any(w in error["message"] for w in words):
+        return (
+            "your code handles 3-dimensional inputs only (bmm, transpose(1, 2), ...); the inputs may have any "
+            "number of leading dimensions: use @ and transpose(-2, -1)"
+        )
+    return None
+
+
 def _explain_scores_crash(error: dict, case: Case):
-    if case.args[0].ndim > 2 and error["type"] == "RuntimeError":
+    if case.args[0].ndim > 2 and error["type"] == "RuntimeError" and "must match the size" in error["message"]:
         return (
             "on a tensor with more than 2 dimensions `.T` reverses all of them; swap only the last two: "
             "k.transpose(-2, -1) (or k.mT)"
         )
-    return None
+    return _explain_rank(error, case)
 
 
 scores = register(
@@ -123,16 +141,16 @@ def _random_mask(g, shape, empty_row: bool) -> torch.Tensor:
 
 
 def _masked_cases(seed: int) -> list[Case]:
-    g = torch.Generator().manual_seed(seed)
+    g, fixed = torch.Generator().manual_seed(seed), _fixed()
     cases = []
-    s = _randn(g, 4, 6, scale=2.0)
-    cases.append((s, _random_mask(g, (4, 6), False)))
-    s = _randn(g, 2, 5, 5, dtype=torch.float64)
+    s = _randn(fixed, 4, 6, scale=2.0)
+    cases.append((s, _random_mask(fixed, (4, 6), False)))
+    s = _randn(fixed, 2, 5, 5, dtype=torch.float64)
     cases.append((s, torch.ones(5, 5, dtype=torch.bool).tril()))  # causal, broadcast over the batch
-    s = _randn(g, 3, 4)
+    s = _randn(fixed, 3, 4)
     m = torch.tensor([[True, False, True, True], [False, False, False, False], [False, True, False, False]])
     cases.append((s, m))
-    s = _randn(g, 2, 3, 4, 7, dtype=torch.float64, scale=3.0)
+    s = _randn(fixed, 2, 3, 4, 7, dtype=torch.float64, scale=3.0)
     lengths = torch.tensor([5, 0])  # padding; the second sequence has no real token: every row of it is empty
     cases.append((s, (torch.arange(7) < lengths[:, None])[:, None, None, :]))
     for _ in range(2):
@@ -207,6 +225,7 @@ masked_softmax = register(
         signature="masked_softmax(scores, mask)",
         cases=_masked_cases,
         judge=_masked_judge,
+        explain=_explain_rank,
     )
 )
 
@@ -338,12 +357,13 @@ def _attention_cases(seed: int) -> list[Case]:
         d_head, d_v = (int(x) + 3 for x in torch.randperm(9, generator=g)[:2])
         lead = tuple(int(x) for x in torch.randint(1, 4, (int(torch.randint(0, 3, (), generator=g)),), generator=g))
         setups.append((lead, q_pos, k_pos, d_head, d_v, _pick(g, DTYPES), _pick(g, [None, "mask", "empty"]), "keyword"))
-    cases = []
+    cases, fixed = [], _fixed()
     for i, (lead, q_pos, k_pos, d_head, d_v, dtype, masking, passing) in enumerate(setups):
-        q = _randn(g, *lead, q_pos, d_head, dtype=dtype)
-        k = _randn(g, *lead, k_pos, d_head, dtype=dtype)
-        v = _randn(g, *lead, k_pos, d_v, dtype=dtype)
-        mask = None if masking is None else _random_mask(g, (*lead[-1:], q_pos, k_pos), masking == "empty")
+        gen = fixed if i < 4 else g
+        q = _randn(gen, *lead, q_pos, d_head, dtype=dtype)
+        k = _randn(gen, *lead, k_pos, d_head, dtype=dtype)
+        v = _randn(gen, *lead, k_pos, d_v, dtype=dtype)
+        mask = None if masking is None else _random_mask(gen, (*lead[-1:], q_pos, k_pos), masking == "empty")
         what = f"attention on q {_shape(q)}, k {_shape(k)}, v {_shape(v)}"
         if mask is not None:
             what += f" with a mask {tuple(mask.shape)}" + (" that leaves a query no key" if masking == "empty" else "")
@@ -419,6 +439,7 @@ attention = register(
         cases=_attention_cases,
         judge=_attention_judge,
         uses=("scores", "masked_softmax"),
+        explain=_explain_rank,
     )
 )
 

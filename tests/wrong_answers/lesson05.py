@@ -1,5 +1,6 @@
-"""Classic mistakes in lesson 05's exercises."""
+"""Wrong answers to lesson 05's exercises."""
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -20,6 +21,10 @@ def previous_without_dims(weights):
     return weights.diagonal(offset=-1).mean(dim=-1)
 
 
+def previous_float32_only(weights):
+    return weights.float().diagonal(offset=-1, dim1=-2, dim2=-1).mean(dim=-1)
+
+
 def pool_without_new_axis(hidden, mask):
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1, keepdim=True)
 
@@ -37,8 +42,13 @@ def pool_of_padding(hidden, mask):
     return (hidden * pad[..., None]).sum(dim=1) / pad.sum(dim=1, keepdim=True).clamp(min=1)
 
 
+def pool_in_place(hidden, mask):
+    hidden *= mask[..., None]
+    return hidden.sum(dim=1) / mask.sum(dim=1, keepdim=True)
+
+
 def embedding_not_normalised(hidden, mask):
-    keep = mask[..., None].float()
+    keep = mask[..., None].to(hidden.dtype)
     return (hidden * keep).sum(dim=1) / keep.sum(dim=1)
 
 
@@ -67,6 +77,10 @@ def stack_q_v_k(q, k, v):
     return torch.cat([q, v, k])
 
 
+def stack_new_axis(q, k, v):
+    return torch.stack([q, k, v])
+
+
 def top_heads_wrong_divisor(scores, k):
     layers = scores.shape[0]
     values, indices = scores.flatten().topk(k)
@@ -85,6 +99,19 @@ def top_heads_tensors(scores, k):
     return [(i // heads, i % heads, v) for v, i in zip(values, indices)]
 
 
+def top_heads_numpy_wrong_divisor(scores, k):
+    flat = scores.numpy().ravel()
+    order = np.argsort(-flat)[:k]
+    layers = scores.shape[0]
+    return [(i // layers, i % layers, flat[i]) for i in order]
+
+
+def top_heads_generator(scores, k):
+    heads = scores.shape[1]
+    values, indices = scores.flatten().topk(k)
+    return ((int(i) // heads, int(i) % heads, float(v)) for v, i in zip(values, indices))
+
+
 def word_link_reversed(weights, tokens, query_word, key_word):
     return weights[..., tokens.index(key_word), tokens.index(query_word)]
 
@@ -93,25 +120,44 @@ def word_link_row_max(weights, tokens, query_word, key_word):
     return weights[..., tokens.index(query_word), :].max(dim=-1).values
 
 
+def word_link_last_occurrence(weights, tokens, query_word, key_word):
+    last = {word: i for i, word in enumerate(tokens)}  # later occurrences overwrite earlier ones
+    return weights[..., last[query_word], last[key_word]]
+
+
+def word_link_pops_tokens(weights, tokens, query_word, key_word):
+    q = tokens.index(query_word)
+    k = tokens.index(key_word)
+    tokens.pop()  # drops [SEP], "not needed"
+    return weights[..., q, k]
+
+
 WRONG = [
-    ("previous_token_score", previous_is_next, "that is the next token"),
-    ("previous_token_score", previous_divided_by_seq, "you divided by seq"),
-    ("previous_token_score", previous_is_self, "weight on itself"),
-    ("previous_token_score", previous_without_dims, "take the diagonal over the last two dimensions"),
-    ("mean_pool", pool_without_new_axis, "use mask[..., None]"),
-    ("mean_pool", pool_with_padding, "padding was included"),
-    ("mean_pool", pool_divided_by_seq, "you divided by seq"),
-    ("mean_pool", pool_of_padding, "you averaged the padding"),
-    ("sentence_embedding", embedding_not_normalised, "not scaled to length 1"),
-    ("sentence_embedding", embedding_tokens_normalised, "average first, then scale"),
-    ("sentence_embedding", embedding_wrong_dim, "normalised along the wrong dimension"),
-    ("sentence_embedding", embedding_batch_norm, "you divided by the norm of the whole batch"),
-    ("stack_qkv", stack_along_columns, "stack them as rows"),
-    ("stack_qkv", stack_transposed, "each block is transposed"),
-    ("stack_qkv", stack_q_v_k, "the order is [W_Q; W_K; W_V]"),
-    ("top_heads", top_heads_wrong_divisor, "you divided by layers"),
-    ("top_heads", top_heads_smallest, "those are the smallest scores"),
-    ("top_heads", top_heads_tensors, "return plain Python numbers"),
-    ("word_link", word_link_reversed, "reversed"),
-    ("word_link", word_link_row_max, "the largest weight of"),
+    ("previous_token_score", previous_is_next, "that is the next token", "classic"),
+    ("previous_token_score", previous_divided_by_seq, "you divided by seq", "classic"),
+    ("previous_token_score", previous_is_self, "weight on itself", "classic"),
+    ("previous_token_score", previous_without_dims, "take the diagonal over the last two dimensions", "classic"),
+    ("previous_token_score", previous_float32_only, "returned float32 for float64 inputs", "uniform cases"),
+    ("mean_pool", pool_without_new_axis, "use mask[..., None]", "classic"),
+    ("mean_pool", pool_with_padding, "padding was included", "classic"),
+    ("mean_pool", pool_divided_by_seq, "you divided by seq", "classic"),
+    ("mean_pool", pool_of_padding, "you averaged the padding", "classic"),
+    ("mean_pool", pool_in_place, "changed its input `hidden`", "side effect"),
+    ("sentence_embedding", embedding_not_normalised, "not scaled to length 1", "classic"),
+    ("sentence_embedding", embedding_tokens_normalised, "average first, then scale", "classic"),
+    ("sentence_embedding", embedding_wrong_dim, "normalised along the wrong dimension", "classic"),
+    ("sentence_embedding", embedding_batch_norm, "you divided by the norm of the whole batch", "classic"),
+    ("stack_qkv", stack_along_columns, "stack them as rows", "classic"),
+    ("stack_qkv", stack_transposed, "each block is transposed", "classic"),
+    ("stack_qkv", stack_q_v_k, "the order is [W_Q; W_K; W_V]", "classic"),
+    ("stack_qkv", stack_new_axis, "concatenate the rows (torch.cat), do not stack", "coinciding sizes"),
+    ("top_heads", top_heads_wrong_divisor, "you divided by layers", "classic"),
+    ("top_heads", top_heads_smallest, "those are the smallest scores", "classic"),
+    ("top_heads", top_heads_tensors, "return plain Python numbers", "classic"),
+    ("top_heads", top_heads_numpy_wrong_divisor, "you divided by layers", "form"),
+    ("top_heads", top_heads_generator, "returned a generator", "crash"),
+    ("word_link", word_link_reversed, "reversed", "classic"),
+    ("word_link", word_link_row_max, "the largest weight in the query word's row", "classic"),
+    ("word_link", word_link_last_occurrence, "finds the first occurrence", "uniform cases"),
+    ("word_link", word_link_pops_tokens, "changed its input `tokens`", "side effect"),
 ]
