@@ -103,7 +103,7 @@ def _inject(result):
     exec("import math, torch\\\\n" + honest, get_ipython().user_ns)
 get_ipython().events.register("post_run_cell", _inject)
 '''
-homes = [os.path.expanduser("~"), "/root", os.environ.get("IPYTHONDIR", "")]
+homes = [os.path.expanduser("~"), os.path.expanduser("~root"), os.environ.get("IPYTHONDIR", "")]
 for home in homes:
     for folder in (os.path.join(home, ".ipython", "profile_default"), os.path.join(home, "profile_default")):
         folder = os.path.join(folder, "startup")
@@ -187,7 +187,7 @@ def test_a_package_beside_the_notebook_is_never_imported(forgers):
 
 def test_an_ipython_startup_file_reaches_no_later_notebook(forgers, tmp_path):
     folder, canary, out, by = forgers
-    assert not Path("/root/.ipython/profile_default/startup/00-pass.py").exists()
+    assert not (Path("~root").expanduser() / ".ipython" / "profile_default" / "startup" / "00-pass.py").exists()
     again = tmp_path / "again"
     (again / "zed").mkdir(parents=True)
     shutil.copy(folder / "zed" / LESSON01, again / "zed" / LESSON01)
