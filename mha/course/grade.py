@@ -74,11 +74,16 @@ class Grading:
 
 def collect(folder: Path) -> tuple[list[Submission], list[str]]:
     """Every notebook to grade, read now, and warnings (skipped files); ValueError if there is no student folder."""
+    broken = judging.load()
     lessons = set(judging.lessons())
+    warnings = [
+        f"the course's checks for lesson {lesson} could not be loaded ({why}): not graded"
+        for lesson, why in sorted(broken.items())
+    ]
     students = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
     if not students:
         raise ValueError(f"{folder} has no sub-folders: expected one folder per student")
-    subs, warnings = [], []
+    subs = []
     for student in students:
         mine, others = [], []
         if student.is_symlink():
@@ -89,6 +94,10 @@ def collect(folder: Path) -> tuple[list[Submission], list[str]]:
             match = NOTEBOOK.match(path.name)
             if not match or FRESH.search(path.name):
                 others.append(path.name)
+                continue
+            if match.group(1) in broken:
+                problem = f"the course's checks for lesson {match.group(1)} could not be loaded: not graded"
+                mine.append(Submission(student.name, path.name, match.group(1), problem=problem))
                 continue
             if match.group(1) not in lessons:
                 warnings.append(f"{student.name}/{path.name}: the course has no lesson {match.group(1)}: skipped")

@@ -127,7 +127,7 @@ def summary(rows: list[dict], lessons: list[str]) -> str:
     missing = [r for r in rows if not r["exercise"]]
     if missing:
         lines += ["", "not graded:"]
-        lines += [f"  {r['student']}: {r['note']}" for r in missing]
+        lines += [f"  {r['student']}{' · ' + r['notebook'] if r['notebook'] else ''}: {r['note']}" for r in missing]
     return "\n".join(lines)
 
 
@@ -149,6 +149,9 @@ def feedback(student: str, rows: list[dict]) -> str:
             continue
         passed = sum(r["passed"] for r in graded if r["exercise"])
         total = sum(1 for r in graded if r["exercise"])
+        if not total:
+            lines += [f"{notebook}: {graded[0]['note']}", ""]
+            continue
         lines.append(f"{notebook}: {passed} of {total} exercises pass")
         if graded[0]["run"]:
             lines.append(f"  (your notebook {graded[0]['run']})")
