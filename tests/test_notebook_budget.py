@@ -14,5 +14,12 @@ def test_a_slow_notebook_is_over_budget():
 
 
 def test_a_slow_course_is_over_budget():
-    problems = over_budget({f"notebooks/{i:02d}.ipynb": 80.0 for i in range(5)})
-    assert problems == ["the course took 400 s in all, more than 360 s"]
+    problems = over_budget({f"notebooks/{i:02d}.ipynb": 80.0 for i in range(5)}, course_size=8)
+    assert problems == ["the notebooks took 400 s in all, more than 320 s (40 s for each of the course's 8 notebooks)"]
+    assert over_budget({f"notebooks/{i:02d}.ipynb": 80.0 for i in range(5)}, course_size=10) == []
+
+
+def test_the_course_budget_counts_the_course_notebooks():
+    from notebook_budget import course_notebooks
+
+    assert course_notebooks() >= 12
