@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -321,6 +322,18 @@ def test_none_on_one_case_only_is_not_called_a_print():
     with pytest.raises(CheckFailed) as info:
         check_of("01", "causal_mask")(causal_mask, seed=0)
     assert "returned None" in str(info.value) and "did you print" not in str(info.value)
+
+
+def test_the_example_in_the_package_docstring_works():
+    code = checks.__doc__.split("learner writes `double(x)`:")[1].split("and in the exercise notebook")[0]
+    namespace = {}
+    exec(textwrap.dedent(code), namespace)
+    try:
+        namespace["double"](lambda x: x + x, seed=0)
+        with pytest.raises(CheckFailed, match="that is x squared"):
+            namespace["double"](lambda x: x * x, seed=0)
+    finally:
+        del EXERCISES[("00", "double")]
 
 
 # --- messages ----------------------------------------------------------------------------------------------------

@@ -19,10 +19,13 @@ one process and judge it in another.
 - `run_case(exercise, fn, case)` (the learner's process): builds the inputs, calls `fn` with a time limit, and
   returns an outcome of plain data: {"got": `to_plain(result)`, "changed": which inputs the call modified and how
   (`mha.checks.effects`), "error": what it raised, "timed_out": bool, "seconds": float}.
-- `exercise.verdict(cases, outcomes)` (the judge's process): the failure message, or None. It judges each outcome
-  from its own copies of the inputs: a time-out, a crash, a changed input (unless listed in `mutable`) or a wrong
-  result fails. The check in a notebook is `run_case` then `verdict` in one process, and records each result in
-  the file named by MHA_GRADE_LOG when it is set.
+- `exercise.verdict(cases, outcomes, seed)` (the judge's process): the failure message, or None. It judges each
+  outcome from its own copies of the inputs: a time-out, a crash, a changed input (unless listed in `mutable`) or a
+  wrong result fails. `cases(seed)` gives the same cases for the same seed in any process, so a grader can draw the
+  seed, and send the learner's process either the seed or the cases (a `Build` is two plain fields, kind and params).
+  The check in a notebook is `run_case` then `verdict` in one process; it records each result in the file named by
+  MHA_GRADE_LOG when that is set. `uses` names earlier exercises whose functions this one calls: when both fail, the
+  message says the earlier one is at fault.
 
 A judge computes the right answer and the classic wrong ones from `case.inputs()` (fresh copies) and compares with
 `verify` (tensors), `verify_number` (numbers) or `items` (tuples and lists). Example, a complete exercise whose

@@ -71,7 +71,7 @@ _COLLECT: list | None = None  # the tests set a list here to see every compariso
 
 def _collect(site: str, expected, wrong, tol: float) -> None:
     if _COLLECT is not None:
-        _COLLECT.append({"site": site, "expected": expected, "mistakes": list(wrong), "tol": tol, "hints": None})
+        _COLLECT.append({"site": site, "expected": expected, "mistakes": list(wrong), "tol": tol})
 
 
 def _passed(site: str, coinciding: set[str]) -> None:
@@ -237,7 +237,6 @@ def verify_number(
     form_hint: str = "",
     rel_tol: float = 1e-5,
     abs_tol: float = 1e-9,
-    unit: str = "",
 ):
     """Pass if `got` is one number equal to `expected`; else raise CheckFailed (see `verify`).
 
@@ -249,9 +248,7 @@ def verify_number(
         what, site: as in `verify`.
         integer: the answer is a whole number (a float such as 12.0 is accepted).
         form_hint: said when `got` is not a number, e.g. "one number, the fraction correct".
-        rel_tol, abs_tol: how close counts as equal (the default forgives float32 arithmetic; a measured time
-            needs more).
-        unit: printed after the numbers in the message, e.g. " s".
+        rel_tol, abs_tol: how close counts as equal (the default forgives float32 arithmetic).
 
     Returns:
         `got` as a Python number.
@@ -277,9 +274,9 @@ def verify_number(
         _collect(site, expected, [(h, w) for w, h in wrong], rel_tol)
         return n
     if integer:
-        plain = f"got {_fmt(n)}{unit}, expected {_fmt(expected)}{unit}"
+        plain = f"got {_fmt(n)}, expected {_fmt(expected)}"
     else:
-        plain = f"got {n:.6g}{unit}, expected {expected:.6g}{unit}"
+        plain = f"got {n:.6g}, expected {expected:.6g}"
     raise CheckFailed(plain, what, matches, site)
 
 

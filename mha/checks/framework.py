@@ -375,7 +375,8 @@ def describe(values) -> str:
         if isinstance(a, torch.Tensor | np.ndarray):
             parts.append(f"{type(a).__name__} {tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}")
         elif isinstance(a, Build):
-            parts.append(a.kind)
+            sizes = [f"{k}={v}" for k, v in a.params.items() if k != "seed" and isinstance(v, int | float | str)]
+            parts.append(f"{a.kind}({', '.join(sizes)})")
         else:
             parts.append(repr(a) if len(repr(a)) < 40 else type(a).__name__)
     return ", ".join(parts)

@@ -447,7 +447,7 @@ def _load_judge(case: Case, got, changed) -> None:
                 site=name,
             )
         verify(mine, source, [], what=f"{case.what}: ours.{name}", site=name, dtype=source.dtype)
-    ours.load_state_dict({k: v for k, v in after.items() if isinstance(v, torch.Tensor)})
+    ours.load_state_dict({name: after[name] for name in _SOURCES})  # each checked above to be a tensor of its shape
     x = torch.randn(2, 4, ours.d_model, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     x = x.to(ours.in_proj.weight.dtype)
     if not same(ours(x)[0], theirs(x, x, x)[0], 1e-4):
