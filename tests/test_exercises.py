@@ -1,5 +1,7 @@
 """Exercise notebooks are generated from the solutions, and regenerating never destroys a learner's work."""
 
+import hashlib
+import json
 import shutil
 import subprocess
 import sys
@@ -239,3 +241,21 @@ def test_a_generated_exercise_carries_no_run_records():
     assert set(exercise.metadata) == {"kernelspec", "mha_exercise"}
     [stub] = exercise.cells
     assert stub.metadata == {} and stub.outputs == [] and stub.execution_count is None
+
+
+def test_an_untouched_exercise_from_the_earlier_generator_is_updated_and_a_run_one_kept(course):
+    """Notebooks written before the fingerprint covered everything: cells only, as nbformat reads them."""
+    first, second = sorted((course / "exercises").glob("0[12]_*.ipynb"))
+    for exercise in (first, second):
+        nb = nbformat.read(exercise, as_version=4)
+        cells = [[cell.cell_type, cell.source] for cell in nb.cells]
+        nb.metadata["mha_exercise"]["fingerprint"] = hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+        nbformat.write(nb, exercise)
+    _run_without_editing(second)
+    run = second.read_text()
+    assert exercises.is_pristine(first.read_text()) and not exercises.is_pristine(run)
+    _change_solution(course, first)
+    _change_solution(course, second)
+    assert exercises.generate(course) == 1
+    assert "A new sentence." in first.read_text() and not first.with_suffix(".fresh.ipynb").exists()
+    assert second.read_text() == run and "A new sentence." in second.with_suffix(".fresh.ipynb").read_text()

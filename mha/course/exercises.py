@@ -116,12 +116,30 @@ def _recorded(text: str) -> str | None:
 
 
 def is_pristine(text: str) -> bool:
-    """True if a notebook's text holds exactly what a regeneration wrote: its content matches its fingerprint."""
+    """True if a notebook's text holds exactly what a regeneration wrote: its content matches its fingerprint.
+
+    A notebook written by the course's earlier generator (its fingerprint covers the cells only) counts as pristine
+    if its cells match it and none was ever run (no outputs, no execution counts): nothing in it is the learner's.
+    """
     recorded = _recorded(text)
     try:
-        return recorded is not None and recorded == fingerprint(json.loads(text))
-    except ValueError:
+        data = json.loads(text)
+        return recorded is not None and (recorded == fingerprint(data) or _pristine_earlier(data, recorded))
+    except (ValueError, TypeError, AttributeError):
         return False
+
+
+def _pristine_earlier(data: dict, recorded: str) -> bool:
+    """True for a never-run notebook whose cells match a fingerprint of the earlier kind (cell types and sources)."""
+    cells = data.get("cells")
+    if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+        return False
+    if any(c.get("outputs") or c.get("execution_count") is not None for c in cells if c.get("cell_type") == "code"):
+        return False
+    sources = [["".join(c.get("source", "")) if isinstance(c.get("source"), list) else c.get("source", "")]
+               for c in cells]  # fmt: skip
+    earlier = [[c.get("cell_type"), source[0]] for c, source in zip(cells, sources, strict=True)]
+    return recorded == hashlib.sha256(json.dumps(earlier).encode()).hexdigest()
 
 
 FRESH = re.compile(r"\.fresh(-[0-9]+)?\.ipynb$")
