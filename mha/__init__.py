@@ -16,11 +16,13 @@ Each lesson's machinery lives in a wing of its own, built on the core:
                      lessons 02 (one head against many) and 04 (what heads learn)
     mha.pretrained   a real pretrained transformer (all-MiniLM-L6-v2) built from the core, and its 72 heads (lesson 05)
     mha.bench        timing every implementation on a CPU and a GPU (lesson 06)
+    mha.parallel     a layer split by heads across processes with torch.distributed: tensor parallelism (lesson 08)
     mha.checks       the exercise checks: `from mha.checks import lesson01 as check`
     mha.course       exercise generation, grading, the environment check
 
 Every experiment is also a command that prints the lesson's table and can write JSON with its provenance:
-`python -m mha.toy`, `python -m mha.pretrained`, `python -m mha.bench`, `python -m mha.course`.
+`python -m mha.toy`, `python -m mha.pretrained`, `python -m mha.bench`, `python -m mha.parallel`,
+`python -m mha.course`.
 
 Dimension names used everywhere: batch, seq, q_pos, k_pos, heads, d_model, d_head.
 Mask convention used everywhere: True means "may attend" (see `mha.masks`).

@@ -1,9 +1,10 @@
 """Split the model's features into heads, and merge them back.
 
 A projection gives every position one vector of d_model features. With `heads` heads, features
-[h * d_head, (h + 1) * d_head) belong to head h. Splitting is a reshape of the last dimension (no data moves)
-followed by a transpose that brings heads next to batch, so that one batched matrix product serves all heads.
-Merging undoes both steps in reverse order.
+[h * d_head, (h + 1) * d_head) belong to head h. Splitting is a `view` that cuts the last dimension in two (no data
+moves) followed by a transpose that brings heads next to batch, so that one batched matrix product serves all
+heads. Merging undoes both steps in reverse order, with `reshape`: gluing heads and d_head back together after the
+transpose cannot be a view, so it copies.
 """
 
 import torch
@@ -25,7 +26,8 @@ def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     check_rank("x", x, (3,), "(batch, seq, d_model)")
     batch, seq, d_model = x.shape
     d_head = head_size(d_model, heads)
-    x = x.reshape(batch, seq, heads, d_head)  # (batch, seq, heads, d_head): cut each vector into heads pieces
+    # view can always cut one dimension in two, whatever the strides (even the non-contiguous q of a chunk)
+    x = x.view(batch, seq, heads, d_head)  # (batch, seq, heads, d_head): cut each vector into heads pieces
     return x.transpose(1, 2)  # (batch, heads, seq, d_head)
 
 

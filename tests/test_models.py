@@ -118,3 +118,61 @@ def test_head_mask_removes_heads_from_the_output():
     no_attention = model.readouts[0](x + model.attention.out_proj.bias)[:, :, None]  # only W_O's bias is left
     torch.testing.assert_close(model(tokens, head_mask=torch.zeros(2)), no_attention)
     assert not torch.allclose(model(tokens, head_mask=torch.tensor([1.0, 0.0])), model(tokens))
+
+
+def test_a_one_layer_model_is_what_it_always_was():
+    model = build_model(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=2, relations=2), seed=3)
+    assert not hasattr(model, "later_layers") and model.layers == [model.attention]
+    assert "later_layers" not in repr(model)
+    tokens = torch.randint(10, (3, 6))
+    x = model.embed(tokens)
+    x = x + model.attention(x, causal=True)[0]
+    expected = torch.stack([readout(x) for readout in model.readouts], dim=2)
+    torch.testing.assert_close(model(tokens), expected, rtol=0, atol=0)
+
+
+def test_later_layers_leave_the_first_layers_starting_weights_alone():
+    one = build_model(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=1, relations=2), seed=0)
+    three = build_model(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=1, relations=2, layers=3), seed=0)
+    deep = dict(three.named_parameters())
+    for name, p in one.named_parameters():
+        assert torch.equal(p, deep[name]), name
+    assert count_parameters(three) == count_parameters(one) + 2 * (4 * 8 * 8 + 4 * 8)  # W_Q, W_K, W_V, W_O + biases
+
+
+def test_stacked_layers_each_read_what_the_one_before_wrote():
+    config = AttentionOnlyConfig(vocab=10, seq=7, d_model=12, heads=2, relations=1, layers=3)
+    model = AttentionOnlyModel(config)
+    assert len(model.layers) == 3 and all(type(layer) is MultiHeadAttention for layer in model.layers)
+    tokens = torch.randint(10, (4, 7))
+    x, expected_weights = model.embed(tokens), []
+    for layer in model.layers:
+        mixed, w = layer(x, causal=True, need_weights=True, average_weights=False)
+        x, expected_weights = x + mixed, expected_weights + [w]
+    logits, weights = model(tokens, need_weights=True)
+    torch.testing.assert_close(logits, model.readouts[0](x)[:, :, None])
+    assert weights.shape == (4, 3 * 2, 7, 7), "every head of every layer, layer 0's first"
+    torch.testing.assert_close(weights, torch.cat(expected_weights, dim=1))
+    assert (weights.triu(diagonal=1) == 0).all(), "every layer is causal"
+    changed = tokens.clone()
+    changed[:, 4] = (changed[:, 4] + 1) % 10
+    torch.testing.assert_close(model(changed)[:, :4], logits[:, :4])
+
+
+def test_head_mask_covers_every_layer():
+    model = AttentionOnlyModel(AttentionOnlyConfig(vocab=10, seq=6, d_model=8, heads=2, relations=1, layers=2))
+    tokens = torch.randint(10, (3, 6))
+    torch.testing.assert_close(model(tokens, head_mask=torch.ones(4)), model(tokens))
+    only_biases = model.embed(tokens) + sum(layer.out_proj.bias for layer in model.layers)
+    torch.testing.assert_close(model(tokens, head_mask=torch.zeros(4)), model.readouts[0](only_biases)[:, :, None])
+    second_off = model(tokens, head_mask=torch.tensor([1.0, 1.0, 0.0, 0.0]))
+    assert not torch.allclose(second_off, model(tokens)) and not torch.allclose(
+        second_off, model(tokens, head_mask=torch.zeros(4))
+    )
+    with pytest.raises(ValueError, match=r"layers \* heads = 4 entries .* got shape \(2,\)"):
+        model(tokens, head_mask=torch.ones(2))
+
+
+def test_layers_must_be_a_positive_integer():
+    with pytest.raises(ValueError, match="layers must be a positive integer, got 0"):
+        AttentionOnlyConfig(layers=0)

@@ -30,3 +30,16 @@ def test_head_score_maps_writes_each_score_in_its_cell():
     plt.close(fig)
     with pytest.raises(ValueError, match=r"score 'c' must have shape \(layers, heads\)"):
         head_score_maps({"c": torch.zeros(3)})
+
+
+def test_head_score_maps_numbers_are_readable_in_a_notebook():
+    """Six maps of 6 layers x 12 heads, as lesson 05 draws them, shown in a notebook output about 900 px wide:
+    every number must be at least 8 px tall on screen (it was about 6)."""
+    scores = {name: torch.rand(6, 12) for name in "abcdef"}
+    fig = head_score_maps(scores)
+    width_px = fig.get_figwidth() * fig.dpi
+    shrink = min(1.0, 900 / width_px)  # JupyterLab fits a wider picture to the output's width
+    sizes = {t.get_fontsize() for ax in fig.axes for t in ax.texts}
+    assert len([t for ax in fig.axes for t in ax.texts]) == 6 * 6 * 12
+    assert min(sizes) * fig.dpi / 72 * shrink >= 8, f"numbers at {min(sizes)} pt shown at {shrink:.2f} of their size"
+    plt.close(fig)

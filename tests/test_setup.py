@@ -70,7 +70,9 @@ def test_make_lab_serves_the_course_with_token_auth():
         assert _get(f"{base}/api/contents/notebooks") == 403, "the server must not run without authentication"
         assert _get(f"{base}/api/kernelspecs?token={token}") == 200
         with urllib.request.urlopen(f"{base}/api/kernelspecs?token={token}", timeout=5) as response:
-            assert "mha-course" in json.load(response)["kernelspecs"]
+            specs = json.load(response)
+        assert "mha-course" in specs["kernelspecs"]
+        assert specs["default"] == "mha-course", "new notebooks must get the course's kernel (jupyter/)"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

@@ -5,13 +5,15 @@ import json
 import pytest
 import torch
 
+from mha.toy import probe
 from mha.toy import tunnel_vision as tv
 from mha.toy.__main__ import build_parser
 from mha.toy.__main__ import main as cli
-from mha.toy.models import AttentionOnlyConfig, build_model
+from mha.toy.models import AttentionOnlyConfig, build_model, count_parameters
 from mha.toy.tasks import IGNORE_INDEX, OffsetCopyTask
 from mha.toy.train import TrainConfig, evaluate, loss_fn, train
 
+Setting = tv.Setting
 RECORD_KEYS = {"heads", "d_model", "vocab", "seed", "steps", "params", "accuracy", "relation_accuracy", "seconds"}
 
 
@@ -125,6 +127,11 @@ def test_settings_of_each_part():
     assert tv.settings_for(["main", "vocab"]) == tv.main_settings() + tv.vocab_settings()
     assert tv.settings_for(["relations"]) == tv.relation_settings()
     assert {s.part for s in tv.settings_for(tv.PARTS)} == set(tv.PARTS)
+    rates = [s.lr for s in tv.lr_settings()]
+    assert len(rates) >= 4 and max(rates) / min(rates) >= 100, "at least 4 rates over two orders of magnitude"
+    assert Setting().lr in rates and {s.heads for s in tv.lr_settings()} == {1}
+    assert [s.steps for s in tv.longer_settings()] == [50 * Setting().steps]
+    assert all(s.probe and s.part == "probe" for s in tv.probe_settings()) and not any(s.probe for s in controls)
     relations = tv.relation_settings(counts=(1, 4), heads=(2,))
     assert [s.offsets for s in relations] == [(1,), (1, 2, 3, 4)]
     with pytest.raises(ValueError, match="unknown parts"):
@@ -208,3 +215,62 @@ def test_bad_options_are_one_clear_line(capsys):
         main(["tunnel-vision", "--heads", "3", "--seeds", "0", "--quiet"])
     assert info.value.code == 2
     assert "d_model=64 is not divisible by heads=3" in capsys.readouterr().err
+
+
+def test_depth_settings_stack_one_head_per_layer_and_match_the_parameters_where_narrowed():
+    settings = tv.depth_settings()
+    assert {s.heads for s in settings} == {1} and {s.layers for s in settings} == {1, 2, 3}
+    four_heads = count_parameters(build_model(Setting(heads=4).model_config(), 0))
+    for s in settings:
+        params = count_parameters(build_model(s.model_config(), 0))
+        if s.d_model == Setting().d_model:  # same width: each layer adds its W_Q, W_K, W_V, W_O
+            assert params == four_heads + (s.layers - 1) * (4 * 64 * 64 + 4 * 64), s.label
+        else:  # narrowed: the width whose count is nearest the 4-head model's
+            assert abs(params - four_heads) / four_heads < 0.02, (s.label, params)
+            assert f"d_model {s.d_model}" in s.label and s.layers > 1
+    assert sorted(s.d_model for s in settings if s.d_model != 64) == [43, 50]
+
+
+def test_a_sum_of_token_vectors_forgets_which_token_was_where():
+    """The lesson's argument, as the probe sees it: from e(a) + e(b) + e(c) no linear readout names a, but from
+    e(a) alone it does."""
+    gen = torch.Generator().manual_seed(0)
+    vocab, d = 16, 32
+    embedding = torch.randn(vocab, d, generator=gen)
+    tokens = torch.randint(vocab, (6000, 3), generator=gen)  # a, b, c
+    summed, alone = embedding[tokens].sum(1), embedding[tokens[:, 0]]  # (n, d) each
+    fit, test = slice(0, 4000), slice(4000, None)
+    label = tokens[:, 0]
+    assert probe.fit_probe(alone[fit], label[fit], alone[test], label[test], vocab) == 1.0
+    from_sum = probe.fit_probe(summed[fit], label[fit], summed[test], label[test], vocab)
+    assert from_sum < 0.45, f"a sum cannot say which token came first, yet the probe got {from_sum:.0%}"
+    noise = torch.randn(6000, d, generator=gen)
+    assert probe.fit_probe(noise[fit], label[fit], noise[test], label[test], vocab) < 0.15
+    with pytest.raises(ValueError, match="same d"):
+        probe.fit_probe(alone, label, alone[:, :5], label, vocab)
+
+
+def test_head_outputs_are_what_the_model_mixes_in():
+    for layers in (1, 2):
+        model = build_model(AttentionOnlyConfig(vocab=8, seq=6, d_model=12, heads=3, relations=2, layers=layers), 1)
+        tokens = torch.randint(8, (4, 6))
+        outputs = probe.head_outputs(model, tokens)  # (batch, layers * heads, seq, d_head)
+        assert outputs.shape == (4, 3 * layers, 6, 4)
+        x = model.embed(tokens)
+        for i, layer in enumerate(model.layers):
+            mine = outputs[:, 3 * i : 3 * (i + 1)].transpose(1, 2).flatten(2)  # (batch, seq, d_model)
+            x = x + layer.out_proj(mine)
+        expected = torch.stack([readout(x) for readout in model.readouts], dim=2)
+        torch.testing.assert_close(model(tokens), expected)
+
+
+def test_probing_a_trained_two_head_model_finds_each_offset_in_its_own_head():
+    setting = Setting(heads=2, d_model=16, vocab=8, seq=8, offsets=(1, 2), steps=300, lr=1e-2, probe=True)
+    record, _ = tv.run(setting, seed=0, progress=False)
+    assert record["accuracy"] > 0.95
+    table = torch.tensor(record["probe"])  # (heads, relations)
+    assert table.shape == (2, 2) and record["probe_seconds"] > 0
+    assert (table.max(dim=0).values > 0.95).all(), "each offset is read back from some head"
+    assert (table.min(dim=0).values < 0.5).all(), "... and not from the other one"
+    text = tv.format_probe([record])
+    assert "i-1" in text and "i-2" in text and text.count("\n") == 3

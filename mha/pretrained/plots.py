@@ -54,16 +54,20 @@ def head_grid(weights, highlight=None, gap=1, suptitle=None, size=0.75):
     return fig
 
 
-def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None, digits=2):
+def head_score_maps(scores, ncols=2, vmax=1.0, size=(6.0, 2.9), suptitle=None, digits=2, fontsize=9):
     """One small layer x head map per score, each cell annotated: which heads do what.
+
+    The defaults keep the numbers readable in a notebook: a figure of two maps per row is about 12 inches wide, so
+    a notebook about 900 pixels wide shows it at three quarters of its size, and 9-point numbers at about 9 pixels.
 
     Args:
         scores: {name: one score per head}, e.g. from `mha.pretrained.head_scores`.
-        ncols: maps per row.
-        vmax: the score drawn darkest.
-        size: inches per map (width, height).
-        suptitle: title of the figure.
-        digits: decimals written in each cell (a leading "0" is dropped to save room).
+        ncols: maps per row (default: 2).
+        vmax: the score drawn darkest (default: 1.0).
+        size: inches per map, (width, height) (default: (6.0, 2.9)).
+        suptitle: title of the figure (default: None).
+        digits: decimals written in each cell, a leading "0" dropped to save room (default: 2).
+        fontsize: points of the numbers in the cells (default: 9).
 
     Shape:
         each score (layers, heads). Returns the figure.
@@ -81,13 +85,13 @@ def head_score_maps(scores, ncols=3, vmax=1.0, size=(4.2, 2.3), suptitle=None, d
             text = f"{value:.{digits}f}"
             text = text[1:] if text.startswith("0.") else text
             color = "white" if value > 0.6 * vmax else "black"
-            ax.text(head, layer, text, ha="center", va="center", fontsize=6, color=color)
+            ax.text(head, layer, text, ha="center", va="center", fontsize=fontsize, color=color)
         ax.set_xticks(range(s.shape[1]))
         ax.set_yticks(range(s.shape[0]))
-        ax.set_xlabel("head", fontsize=8)
-        ax.set_ylabel("layer", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("head", fontsize=fontsize)
+        ax.set_ylabel("layer", fontsize=fontsize)
+        ax.tick_params(labelsize=fontsize)
+        ax.set_title(name, fontsize=fontsize + 2)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     if suptitle:

@@ -69,6 +69,9 @@ def _tunnel_vision(args) -> None:
     print(tunnel_vision.format_table(records))
     print()
     print(tunnel_vision.format_summary(records))
+    if any("probe" in r for r in records):
+        print("\nlinear probe of each head's output: the token at each offset, read back")
+        print(tunnel_vision.format_probe(records))
     if args.json:
         write_results(args.json, stamp(args.command), {"runs": rounded(records)}, one_line_lists=("runs",))
         print(f"\nwrote {len(records)} runs to {args.json}")

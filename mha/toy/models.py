@@ -4,8 +4,10 @@
     x      = x + MultiHeadAttention(x, causal)                   the only place positions exchange information
     logits = readout_r(x), one linear readout per relationship   (batch, seq, relations, vocab)
 
-No MLP, no normalisation, no second layer: whatever the model can do with other positions, its attention does.
-The number of heads changes how d_model is split, not the number of parameters.
+No MLP, no normalisation: whatever the model can do with other positions, its attention does. The number of heads
+changes how d_model is split, not the number of parameters. One layer unless asked (`layers`): lesson 02 stacks
+attention layers, each reading what the one before wrote into the residual, to ask whether depth can stand in
+for heads.
 """
 
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ class AttentionOnlyConfig:
         d_model: features per position.
         heads: attention heads; each gets d_head = d_model // heads features.
         relations: number of readouts, one per relationship the task asks about.
+        layers: attention layers, one after the other, each with its residual (default: 1).
     """
 
     vocab: int = 64
@@ -34,9 +37,10 @@ class AttentionOnlyConfig:
     d_model: int = 64
     heads: int = 4
     relations: int = 3
+    layers: int = 1
 
     def __post_init__(self):
-        for name in ("vocab", "seq", "relations"):
+        for name in ("vocab", "seq", "relations", "layers"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -48,10 +52,10 @@ class AttentionOnlyConfig:
 
 
 class AttentionOnlyModel(nn.Module):
-    """Token and position embeddings, one causal multi-head attention layer with a residual, one readout per relation.
+    """Token and position embeddings, causal multi-head attention with a residual, one readout per relation.
 
     Args:
-        config: the sizes.
+        config: the sizes; one attention layer unless config.layers says more.
 
     Shape:
         tokens (batch, seq) int64 with seq <= config.seq; returns logits (batch, seq, relations, vocab).
@@ -62,8 +66,17 @@ class AttentionOnlyModel(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab, config.d_model)
         self.position_embedding = nn.Embedding(config.seq, config.d_model)  # learned: where a token sits
-        self.attention = MultiHeadAttention(config.d_model, config.heads)
+        self.attention = MultiHeadAttention(config.d_model, config.heads)  # the first (often the only) layer
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
+        if config.layers > 1:  # made last, so that a one-layer model starts from the same weights as it always did
+            self.later_layers = nn.ModuleList(
+                MultiHeadAttention(config.d_model, config.heads) for _ in range(config.layers - 1)
+            )
+
+    @property
+    def layers(self) -> list[MultiHeadAttention]:
+        """The attention layers, first to last."""
+        return [self.attention, *getattr(self, "later_layers", [])]
 
     def forward(self, tokens: torch.Tensor, need_weights: bool = False, head_mask: torch.Tensor | None = None):
         """Logits for every relationship at every position; with `need_weights`, also each head's attention.
@@ -74,16 +87,28 @@ class AttentionOnlyModel(nn.Module):
             head_mask: multiplies each head's output before W_O; 0 removes a head (ablation), 1 keeps it.
 
         Shape:
-            tokens (batch, seq); head_mask (heads,) or (batch, heads); returns logits (batch, seq, relations,
-            vocab), and with need_weights a tuple (logits, weights) with weights (batch, heads, q_pos, k_pos).
+            tokens (batch, seq); head_mask (layers * heads,) or (batch, layers * heads); returns logits (batch,
+            seq, relations, vocab), and with need_weights a tuple (logits, weights) with weights (batch,
+            layers * heads, q_pos, k_pos). With one layer, layers * heads is heads; with several, the heads of
+            layer 0 come first.
         """
         x = self.embed(tokens)  # (batch, seq, d_model)
-        mixed, weights = self.attention(
-            x, causal=True, need_weights=need_weights, average_weights=False, head_mask=head_mask
-        )
-        x = x + mixed  # the residual keeps each position's own token and position next to what attention brought
+        heads, layers = self.config.heads, self.config.layers
+        if head_mask is not None and layers > 1 and head_mask.shape[-1] != layers * heads:  # one layer checks itself
+            raise ValueError(
+                f"head_mask must have layers * heads = {layers * heads} entries in its last dimension "
+                f"(shape (layers * heads,) or (batch, layers * heads)), got shape {fmt_shape(head_mask.shape)}"
+            )
+        all_weights = []
+        for i, layer in enumerate(self.layers):
+            mask = head_mask if head_mask is None or layers == 1 else head_mask[..., i * heads : (i + 1) * heads]
+            mixed, weights = layer(x, causal=True, need_weights=need_weights, average_weights=False, head_mask=mask)
+            x = x + mixed  # the residual keeps each position's own token and position next to what attention brought
+            all_weights.append(weights)
         logits = torch.stack([readout(x) for readout in self.readouts], dim=2)  # (batch, seq, relations, vocab)
-        return (logits, weights) if need_weights else logits
+        if not need_weights:
+            return logits
+        return logits, torch.cat(all_weights, dim=1)  # (batch, layers * heads, q_pos, k_pos)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """What attention reads at each position: its token's embedding plus its position's.

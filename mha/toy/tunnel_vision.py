@@ -9,23 +9,32 @@ Parts, each a list of runs (one per setting and seed):
   controls   the single head trained 5x and 15x longer, and made 2x and 4x wider.
   vocab      1 head against 4 heads as the vocabulary grows from 2 to 128 tokens (and 1 head trained 5x longer).
   relations  1, 2, 4 and 8 heads as the number of relationships (offsets 1..n) grows from 1 to 6.
+  probe      1 head against 4 heads, then a linear probe per head and offset: can the token at that offset be
+             read back from the head's output alone? (`mha.toy.probe`)
+  lr         the single head at six learning rates, 0.0001 to 0.03.
+  depth      one head per layer, 1, 2 and 3 layers: at the same width, and narrower so that the parameters
+             match the 4-head model's.
+  longer     the single head trained 50x longer (20,000 steps with the default setting).
 
 Examples:
   python -m mha.toy tunnel-vision --seeds 0 1 2 --json runs.json
   python -m mha.toy tunnel-vision --vocab 16 --steps 2000 --heads 1 2 4
   python -m mha.toy tunnel-vision --parts main controls vocab relations --json sweep.json
+  python -m mha.toy tunnel-vision --parts main lr --json lr.json
 """
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import torch
 
 from .models import AttentionOnlyConfig, build_model, count_parameters
+from .probe import probe_heads
 from .tasks import OffsetCopyTask
 from .train import TrainConfig, TrainResult, train
 
-PARTS = ("main", "controls", "vocab", "relations")
+PARTS = ("main", "controls", "vocab", "relations", "probe", "lr", "depth", "longer")
 CURVE_POINTS = 20  # held-out evaluations per run, evenly spaced: enough for a training curve, cheap to compute
 
 
@@ -48,6 +57,8 @@ class Setting:
         lr: Adam's learning rate.
         part: which part of the experiment the setting belongs to (see `PARTS`).
         label: a name for the table, e.g. "1 head, 5x steps" (default: "1 head" or "4 heads").
+        layers: attention layers, each with `heads` heads (default: 1).
+        probe: after training, fit a linear probe per head and offset (`mha.toy.probe`) (default: False).
     """
 
     heads: int = 4
@@ -60,6 +71,8 @@ class Setting:
     lr: float = 3e-3
     part: str = "main"
     label: str = ""
+    layers: int = 1
+    probe: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "offsets", tuple(self.offsets))
@@ -70,7 +83,7 @@ class Setting:
         return OffsetCopyTask(self.offsets, self.vocab, self.seq)
 
     def model_config(self) -> AttentionOnlyConfig:
-        return AttentionOnlyConfig(self.vocab, self.seq, self.d_model, self.heads, len(self.offsets))
+        return AttentionOnlyConfig(self.vocab, self.seq, self.d_model, self.heads, len(self.offsets), self.layers)
 
     def train_config(self, seed: int) -> TrainConfig:
         return TrainConfig(
@@ -87,9 +100,10 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
         progress: show a progress bar.
 
     Shape:
-        returns (record, result); record has the keys heads, d_model, d_head, vocab, seq, offsets, relations,
-        seed, steps, batch, lr, params, accuracy, relation_accuracy (one per relationship), seconds, part, label
-        and curve (step, accuracy and relation_accuracy at each held-out evaluation).
+        returns (record, result); record has the keys heads, layers, d_model, d_head, vocab, seq, offsets,
+        relations, seed, steps, batch, lr, params, accuracy, relation_accuracy (one per relationship), seconds,
+        part, label and curve (step, accuracy and relation_accuracy at each held-out evaluation); with
+        setting.probe also probe (per head, the probe's accuracy at each relationship) and probe_seconds.
     """
     model = build_model(setting.model_config(), seed)
     task = setting.task()
@@ -98,6 +112,7 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
         "part": setting.part,
         "label": setting.label,
         "heads": setting.heads,
+        "layers": setting.layers,
         "d_model": setting.d_model,
         "d_head": setting.d_model // setting.heads,
         "vocab": setting.vocab,
@@ -114,6 +129,10 @@ def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, Train
         "seconds": result.seconds,
         "curve": {key: [h[key] for h in result.history] for key in ("step", "accuracy", "relation_accuracy")},
     }
+    if setting.probe:
+        start = time.perf_counter()
+        record["probe"] = probe_heads(result.model, task)
+        record["probe_seconds"] = time.perf_counter() - start
     return record, result
 
 
@@ -187,6 +206,50 @@ def relation_settings(base: Setting = Setting(), counts=(1, 2, 3, 4, 6), heads=(
     ]
 
 
+def probe_settings(base: Setting = Setting(), heads=(1, 4)) -> list[Setting]:
+    """The main comparison again, each model then probed head by head (`mha.toy.probe`)."""
+    return [dataclasses.replace(base, heads=h, label="", part="probe", probe=True) for h in heads]
+
+
+def lr_settings(base: Setting = Setting(), rates=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)) -> list[Setting]:
+    """Was the single head just badly tuned? It, at each of `rates` (Adam's learning rate)."""
+    return [dataclasses.replace(base, heads=1, lr=lr, part="lr", label=f"1 head, lr {lr:g}") for lr in rates]
+
+
+def equal_parameter_width(base: Setting, layers: int, heads: int = 1) -> int:
+    """The d_model (a multiple of heads) at which `layers` layers of `heads` heads have the parameters nearest the
+    base setting's, with its own heads and one layer."""
+
+    def parameters(setting: Setting) -> int:
+        return count_parameters(build_model(setting.model_config(), 0))
+
+    target = parameters(base)
+    widths = range(heads, base.d_model + 1, heads)
+    return min(
+        widths, key=lambda d: abs(parameters(dataclasses.replace(base, d_model=d, heads=heads, layers=layers)) - target)
+    )
+
+
+def depth_settings(base: Setting = Setting(), layers=(1, 2, 3)) -> list[Setting]:
+    """Can depth stand in for heads? One head per layer, stacked: at the base width (more parameters with each
+    layer), and, for two layers or more, narrowed to the parameters of the base setting."""
+    one = dataclasses.replace(base, heads=1, part="depth")
+    settings = []
+    for n in layers:
+        name = f"1 head x {n} layer{'s' if n > 1 else ''}"
+        settings.append(dataclasses.replace(one, layers=n, label=name))
+        if n > 1:
+            width = equal_parameter_width(base, n)
+            settings.append(dataclasses.replace(one, layers=n, d_model=width, label=f"{name}, d_model {width}"))
+    return settings
+
+
+def longer_settings(base: Setting = Setting(), factor: int = 50) -> list[Setting]:
+    """Where the single head goes when trained `factor` times as many steps."""
+    label = f"1 head, {factor}x steps"
+    return [dataclasses.replace(base, heads=1, steps=base.steps * factor, part="longer", label=label)]
+
+
 def settings_for(parts, base: Setting = Setting(), heads=(1, 4)) -> list[Setting]:
     """The settings of the named parts, in the order given."""
     unknown = [p for p in parts if p not in PARTS]
@@ -197,6 +260,10 @@ def settings_for(parts, base: Setting = Setting(), heads=(1, 4)) -> list[Setting
         "controls": lambda: control_settings(base),
         "vocab": lambda: vocab_settings(base),
         "relations": lambda: relation_settings(base),
+        "probe": lambda: probe_settings(base, heads),
+        "lr": lambda: lr_settings(base),
+        "depth": lambda: depth_settings(base),
+        "longer": lambda: longer_settings(base),
     }
     return [setting for part in parts for setting in builders[part]()]
 
@@ -302,4 +369,21 @@ def format_summary(records) -> str:
             f"{s['label']:<{width}} {s['params']:>7,} {s['steps']:>6} {_pct(s['accuracy']):>5}   "
             f"{seeds:<{seeds_width}} {_relations(s['relations'], s['relation_accuracy'])}"
         )
+    return "\n".join(lines)
+
+
+def format_probe(records) -> str:
+    """One line per probed head: how well a linear readout of its output alone names the token at each offset.
+
+    Accuracies are printed as whole percents; guessing scores 1 / vocab.
+    """
+    probed = [r for r in records if "probe" in r]
+    width = max([13] + [len(r["label"]) for r in probed])
+    names = probed[0]["relations"] if probed else []
+    header = f"{'configuration':<{width}} {'seed':>4} {'head':>4} {'d_head':>6}   " + " ".join(f"{n:>5}" for n in names)
+    lines = [header, "-" * len(header)]
+    for r in probed:
+        for h, accuracies in enumerate(r["probe"]):
+            cells = " ".join(f"{_pct(a):>5}" for a in accuracies)
+            lines.append(f"{r['label']:<{width}} {r['seed']:>4} {h:>4} {r['d_head']:>6}   {cells}")
     return "\n".join(lines)

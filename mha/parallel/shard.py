@@ -1,0 +1,288 @@
+"""Which heads, and which slices of the weights, each rank holds; and how to put the slices back together.
+
+Rank r of `world` holds query heads r·heads/world to (r+1)·heads/world − 1. Weights are `nn.Linear.weight`s, as in
+lesson 03: a head's part of W_Q, W_K and W_V is a block of d_head **rows**, and its part of W_O is the block of
+d_head **columns** that multiplies its features in the concatenation. So a rank holds
+
+    W_Q[rows], W_K[kv rows], W_V[kv rows]     its heads' queries, keys and values      (features, d_model)
+    W_O[:, rows]                              its heads' column block of W_O           (d_model, features)
+
+and the output bias b_O whole: it is added once, after the ranks' partial outputs are summed.
+
+With grouped-query attention (kv_heads < heads), query head h reads K/V head h // (heads // kv_heads). A rank holds
+the K/V heads its query heads read. With at least as many K/V heads as ranks they divide evenly (kv_heads a
+multiple of world); with fewer, each K/V head is copied whole to world / kv_heads ranks (replicated). These are the
+two cases vLLM's tensor-parallel models accept (e.g. `vllm/model_executor/models/llama.py`).
+
+Weights travel as a dict of tensors with the keys of `KEYS` (`None` for a missing bias), so that the same
+functions serve a module of the core, a learner's tensors, and grouped-query weights.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .._validate import fmt_shape, head_size
+
+KEYS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+@dataclass(frozen=True)
+class HeadSplit:
+    """How `heads` query heads (and `kv_heads` K/V heads) of width `d_head` are divided among `world` ranks.
+
+    Args:
+        heads: query heads of the layer.
+        world: number of ranks (processes, devices).
+        kv_heads: K/V heads (default: heads, plain multi-head attention).
+        d_head: features per head.
+    """
+
+    heads: int
+    world: int
+    kv_heads: int
+    d_head: int
+
+    @property
+    def heads_per_rank(self) -> int:
+        return self.heads // self.world
+
+    @property
+    def group(self) -> int:
+        """Query heads that share one K/V head (1 without grouped-query attention)."""
+        return self.heads // self.kv_heads
+
+    def heads_of(self, rank: int) -> range:
+        """The query heads rank `rank` holds."""
+        self._check_rank(rank)
+        return range(rank * self.heads_per_rank, (rank + 1) * self.heads_per_rank)
+
+    def kv_heads_of(self, rank: int) -> range:
+        """The K/V heads rank `rank` holds: those its query heads read."""
+        mine = self.heads_of(rank)
+        return range(mine[0] // self.group, mine[-1] // self.group + 1)
+
+    def rows(self, rank: int) -> slice:
+        """Rows of W_Q (and columns of W_O) that hold rank `rank`'s heads."""
+        mine = self.heads_of(rank)
+        return slice(mine.start * self.d_head, mine.stop * self.d_head)
+
+    def kv_rows(self, rank: int) -> slice:
+        """Rows of W_K and W_V that hold rank `rank`'s K/V heads."""
+        mine = self.kv_heads_of(rank)
+        return slice(mine.start * self.d_head, mine.stop * self.d_head)
+
+    def holders(self, kv_head: int) -> list[int]:
+        """The ranks holding a copy of K/V head `kv_head` (more than one when it is replicated)."""
+        return [r for r in range(self.world) if kv_head in self.kv_heads_of(r)]
+
+    def kv_index(self, rank: int) -> list[int]:
+        """For each of rank `rank`'s query heads, the position among its own K/V heads of the one it reads."""
+        first = self.kv_heads_of(rank).start
+        return [h // self.group - first for h in self.heads_of(rank)]
+
+    def _check_rank(self, rank: int) -> None:
+        if not isinstance(rank, int) or not 0 <= rank < self.world:
+            raise ValueError(f"rank must be an integer from 0 to world - 1 = {self.world - 1}, got {rank!r}")
+
+
+def head_split(heads: int, world: int, kv_heads: int | None = None, d_head: int = 1) -> HeadSplit:
+    """Check that the heads divide evenly among the ranks, and say who holds what.
+
+    Args:
+        heads: query heads of the layer.
+        world: number of ranks.
+        kv_heads: K/V heads (default: heads).
+        d_head: features per head (default: 1, enough to count heads).
+
+    Returns:
+        a `HeadSplit`. Raises ValueError, naming the sizes that would work, when heads do not divide evenly.
+    """
+    kv_heads = heads if kv_heads is None else kv_heads
+    for name, value in (("heads", heads), ("world", world), ("kv_heads", kv_heads), ("d_head", d_head)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if heads % world:
+        raise ValueError(
+            f"heads={heads} cannot be divided evenly among world={world} ranks: every rank must hold the same "
+            f"number of whole heads (a head's attention cannot be cut in two without more communication); "
+            f"choose world among {_divisors(heads)}"
+        )
+    if heads % kv_heads:
+        raise ValueError(
+            f"heads={heads} is not a multiple of kv_heads={kv_heads}: in grouped-query attention every K/V head "
+            f"serves the same number of query heads; choose kv_heads among {_divisors(heads)}"
+        )
+    if kv_heads % world and world % kv_heads:
+        raise ValueError(
+            f"kv_heads={kv_heads} and world={world}: the K/V heads must either divide evenly among the ranks "
+            f"(kv_heads a multiple of world) or be copied whole to equal groups of ranks (world a multiple of "
+            f"kv_heads); choose world among {[w for w in _divisors(heads) if kv_heads % w == 0 or w % kv_heads == 0]}"
+        )
+    return HeadSplit(heads, world, kv_heads, d_head)
+
+
+def weights_of(module) -> dict:
+    """The weights of a `mha.MultiHeadAttention` (or a module with the same attributes), as a dict of `KEYS`.
+
+    Args:
+        module: has `in_proj` (rows [W_Q; W_K; W_V]) and `out_proj`, like `mha.MultiHeadAttention`.
+
+    Returns:
+        {"W_Q": (heads·d_head, d_model), "b_Q": ..., "W_O": (d_model, heads·d_head), "b_O": (d_model,)}, detached;
+        biases are None when the module has none.
+    """
+    w_q, w_k, w_v = module.in_proj.weight.detach().chunk(3)  # (d_model, d_model) each
+    has_bias = module.in_proj.bias is not None
+    b_q, b_k, b_v = module.in_proj.bias.detach().chunk(3) if has_bias else (None, None, None)
+    b_o = module.out_proj.bias.detach() if module.out_proj.bias is not None else None
+    return {"W_Q": w_q, "b_Q": b_q, "W_K": w_k, "b_K": b_k, "W_V": w_v, "b_V": b_v,
+            "W_O": module.out_proj.weight.detach(), "b_O": b_o}  # fmt: skip
+
+
+def _check_weights(weights: dict, split: HeadSplit) -> int:
+    """d_model, after checking that every tensor has the shape the split expects."""
+    missing = [k for k in KEYS if k not in weights]
+    if missing:
+        raise ValueError(f"weights lack {missing}: expected the keys {list(KEYS)} (None for a missing bias)")
+    d_model = weights["W_Q"].shape[-1]
+    q_features, kv_features = split.heads * split.d_head, split.kv_heads * split.d_head
+    expected = {
+        "W_Q": (q_features, d_model), "b_Q": (q_features,),
+        "W_K": (kv_features, d_model), "b_K": (kv_features,),
+        "W_V": (kv_features, d_model), "b_V": (kv_features,),
+        "W_O": (d_model, q_features), "b_O": (d_model,),
+    }  # fmt: skip
+    for key, shape in expected.items():
+        t = weights[key]
+        if t is None and key.startswith("b"):
+            continue
+        if tuple(t.shape) != shape:
+            dims = "(d_model,)" if key == "b_O" else "(d_model, heads·d_head)" if key == "W_O" else "(rows, d_model)"
+            raise ValueError(
+                f"{key} has shape {fmt_shape(t.shape)}, expected {fmt_shape(shape)} {dims} for heads={split.heads}, "
+                f"kv_heads={split.kv_heads}, d_head={split.d_head}"
+            )
+    return d_model
+
+
+def shard(weights: dict, heads: int, world: int, rank: int, kv_heads: int | None = None) -> dict:
+    """Rank `rank`'s slices of a layer's weights: its heads' rows of W_Q, W_K, W_V, its column block of W_O.
+
+    Args:
+        weights: the whole layer's weights, a dict of `KEYS` (see `weights_of`).
+        heads: query heads of the layer.
+        world: number of ranks.
+        rank: which rank's slices, 0 to world - 1.
+        kv_heads: K/V heads (default: heads).
+
+    Returns:
+        a dict of `KEYS`: "W_Q" (heads/world·d_head, d_model), ..., "W_O" (d_model, heads/world·d_head), and
+        "b_O" (d_model,) whole, to be added once after the sum. The tensors are copies.
+    """
+    split = head_split(heads, world, kv_heads, head_size(weights["W_Q"].shape[0], heads))
+    _check_weights(weights, split)
+    rows, kv_rows = split.rows(rank), split.kv_rows(rank)
+
+    def cut(t, where):
+        return None if t is None else t[where].clone()
+
+    return {
+        "W_Q": cut(weights["W_Q"], rows), "b_Q": cut(weights["b_Q"], rows),
+        "W_K": cut(weights["W_K"], kv_rows), "b_K": cut(weights["b_K"], kv_rows),
+        "W_V": cut(weights["W_V"], kv_rows), "b_V": cut(weights["b_V"], kv_rows),
+        "W_O": weights["W_O"][:, rows].clone(),  # (d_model, features): the columns that read this rank's heads
+        "b_O": cut(weights["b_O"], slice(None)),
+    }  # fmt: skip
+
+
+def gather(shards: list[dict], heads: int, kv_heads: int | None = None) -> dict:
+    """Put every rank's slices back into the whole layer's weights (the inverse of `shard`).
+
+    Args:
+        shards: rank 0's slices, rank 1's, ... (as `shard` returns them).
+        heads: query heads of the layer.
+        kv_heads: K/V heads (default: heads). A replicated K/V head is taken from the first rank holding it.
+
+    Returns:
+        the whole layer's weights, a dict of `KEYS`.
+    """
+    if not shards:
+        raise ValueError("gather needs the slices of at least one rank, got none")
+    world = len(shards)
+    d_head = head_size(shards[0]["W_Q"].shape[0] * world, heads)
+    split = head_split(heads, world, kv_heads, d_head)
+    full = {}
+    for key in ("W_Q", "b_Q"):
+        full[key] = None if shards[0][key] is None else torch.cat([s[key] for s in shards])
+    full["W_O"] = torch.cat([s["W_O"] for s in shards], dim=1)  # columns side by side
+    full["b_O"] = None if shards[0]["b_O"] is None else shards[0]["b_O"].clone()
+    for key in ("W_K", "b_K", "W_V", "b_V"):
+        if shards[0][key] is None:
+            full[key] = None
+            continue
+        pieces = []
+        for kv_head in range(split.kv_heads):
+            rank = split.holders(kv_head)[0]
+            local = kv_head - split.kv_heads_of(rank).start
+            pieces.append(shards[rank][key][local * d_head : (local + 1) * d_head])
+        full[key] = torch.cat(pieces)
+    return full
+
+
+def expand_kv(weights: dict, heads: int, kv_heads: int) -> dict:
+    """Grouped-query weights as plain multi-head weights: each K/V head copied for every query head that reads it.
+
+    The result computes exactly what the grouped-query layer computes, with one K/V head per query head, so that
+    `mha.MultiHeadAttention` can serve as the reference. Differentiable: gradients flow back to `weights`.
+
+    Args:
+        weights: a dict of `KEYS` with W_K, W_V of kv_heads·d_head rows.
+        heads: query heads.
+        kv_heads: K/V heads.
+
+    Returns:
+        a dict of `KEYS` with W_K, W_V (and their biases) of heads·d_head rows.
+    """
+    split = head_split(heads, 1, kv_heads, head_size(weights["W_Q"].shape[0], heads))
+    _check_weights(weights, split)
+    out = dict(weights)
+    for key in ("W_K", "b_K", "W_V", "b_V"):
+        t = weights[key]
+        if t is not None:
+            per_head = t.reshape(kv_heads, split.d_head, *t.shape[1:])  # (kv_heads, d_head, ...)
+            out[key] = per_head.repeat_interleave(split.group, dim=0).reshape(heads * split.d_head, *t.shape[1:])
+    return out
+
+
+def module_from_weights(weights: dict, heads: int):
+    """A `mha.MultiHeadAttention` holding `weights` (plain multi-head attention: as many K/V heads as heads).
+
+    Args:
+        weights: a dict of `KEYS`, as `weights_of` or `gather` return.
+        heads: heads of the layer.
+
+    Returns:
+        a new `mha.MultiHeadAttention`, in the weights' dtype.
+    """
+    from ..multihead import MultiHeadAttention
+
+    d_model = weights["W_Q"].shape[-1]
+    if weights["W_K"].shape[0] != weights["W_Q"].shape[0]:
+        raise ValueError(
+            f"W_K has {weights['W_K'].shape[0]} rows and W_Q {weights['W_Q'].shape[0]}: grouped-query weights "
+            f"(fewer K/V heads than heads) do not fit mha.MultiHeadAttention, which has one K/V head per head"
+        )
+    bias = weights["b_Q"] is not None
+    module = MultiHeadAttention(d_model, heads, bias=bias).to(weights["W_Q"].dtype)
+    with torch.no_grad():
+        module.in_proj.weight.copy_(torch.cat([weights["W_Q"], weights["W_K"], weights["W_V"]]))
+        module.out_proj.weight.copy_(weights["W_O"])
+        if bias:
+            module.in_proj.bias.copy_(torch.cat([weights["b_Q"], weights["b_K"], weights["b_V"]]))
+            module.out_proj.bias.copy_(weights["b_O"])
+    return module

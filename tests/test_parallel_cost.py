@@ -1,0 +1,70 @@
+"""The cost model of lesson 08: bytes of a ring all-reduce, FLOPs per rank, the paper model, the fit; pictures."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from mha.parallel import HeadParallelAttention  # noqa: E402
+from mha.parallel.cost import (  # noqa: E402
+    LINKS,
+    allreduce_bytes,
+    breakeven_seq,
+    fit_latency_bandwidth,
+    flops_per_rank,
+    layer_time,
+    ring_steps,
+)
+from mha.parallel.jobs import Problem, make  # noqa: E402
+from mha.parallel.plots import bytes_vs_formula, show_shards, speedup_model, time_vs_bytes  # noqa: E402
+
+
+def test_ring_allreduce_bytes():
+    assert allreduce_bytes(2, 6, 32, 4, 1) == 0
+    assert allreduce_bytes(2, 6, 32, 4, 2) == 2 * 6 * 32 * 4  # two ranks: each sends half, twice
+    assert allreduce_bytes(1, 4096, 8192, 2, 8) == 2 * 7 / 8 * 4096 * 8192 * 2
+    assert ring_steps(4) == 6
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_flops_per_rank_are_counted_by_pytorch(world):
+    problem = Problem(batch=2, seq=8, d_model=32, heads=8)
+    weights, x, _ = make(problem)
+    layer = HeadParallelAttention.from_weights(weights, 8, world, world - 1)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        layer.partial(x)
+    assert counter.get_total_flops() == flops_per_rank(2, 8, 32, world)
+
+
+def test_the_model_pays_inside_a_node_before_across_nodes():
+    nvlink, ib = LINKS
+    one = layer_time(1, 4096, 8192, 1, nvlink)
+    assert one["comm_s"] == 0 and one["speedup"] == pytest.approx(1)
+    fast, slow = layer_time(1, 4096, 8192, 8, nvlink), layer_time(1, 4096, 8192, 8, ib)
+    assert 1 < slow["speedup"] < fast["speedup"] < 8
+    assert breakeven_seq(1024, 8, nvlink) < breakeven_seq(1024, 8, ib)
+    assert layer_time(1, 16, 1024, 8, nvlink)["speedup"] < 1  # tiny layers: latency wins
+
+
+def test_the_fit_recovers_latency_and_bandwidth():
+    sent = [1e3, 1e4, 1e5, 1e6]
+    latency, bandwidth = fit_latency_bandwidth(sent, [2e-4 + b / 5e8 for b in sent])
+    assert latency == pytest.approx(2e-4) and bandwidth == pytest.approx(5e8)
+    with pytest.raises(ValueError, match="at least two different sizes"):
+        fit_latency_bandwidth([1e3], [1e-3])
+
+
+def test_pictures():
+    fig = show_shards(16, 4, 2)
+    assert len(fig.axes) == 4
+    show_shards(16, 8, 4, kv_heads=2)
+    speedup_model(d_models=(1024,), worlds=(2,))
+    records = {2: [{"numbers": 256, "bytes": 1600.0, "seconds": 1e-4}, {"numbers": 4096, "bytes": 17000.0,
+                                                                         "seconds": 3e-4}]}  # fmt: skip
+    bytes_vs_formula(records)
+    time_vs_bytes(records, {2: fit_latency_bandwidth([1600, 17000], [1e-4, 3e-4])})
+    plt.close("all")

@@ -1,0 +1,120 @@
+"""Real processes (gloo on 127.0.0.1): both parallel layers, forward and backward, equal to one process.
+
+Every case runs in one launch of 4 processes (starting PyTorch is most of the time); every launch is bounded in
+time and cleans up after itself (see test_parallel_launch.py).
+"""
+
+import json
+import subprocess
+import sys
+
+import parallel_workers as workers
+import pytest
+
+from mha.parallel.experiments import TOLERANCE, summarise_check
+from mha.parallel.jobs import Problem, on_rank, single_process
+from mha.parallel.launch import WorkerFailed, run
+
+pytestmark = pytest.mark.slow
+
+CASES = {
+    "plain": (Problem(batch=2, seq=5, d_model=32, heads=8, causal=True), (1, 2, 4)),
+    "grouped, K/V heads divided": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=4), (2,)),
+    "grouped, K/V heads replicated": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=2), (4,)),
+}
+
+
+@pytest.fixture(scope="module")
+def checked():
+    results = run(workers.every_case_on_rank, 4, (CASES,), timeout=240)
+    out = {}
+    for name, (problem, worlds) in CASES.items():
+        reference = single_process(problem)
+        out[name] = []
+        for world in worlds:
+            out[name].append(summarise_check(problem, [r[name, world] for r in results[:world]], reference))
+        if 2 in worlds:  # the other pair, ranks 2-3, split the same layer on its own
+            other = summarise_check(problem, [r[name, 2] for r in results[2:]], reference)
+            out[name].append({**other, "world": "2, ranks 2-3"})
+    return out
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_outputs_and_gradients_equal_one_process(checked, case):
+    for summary in checked[case]:
+        diffs = summary["differences"]
+        assert {"output", "input_grad", "weight_grads"} <= set(diffs)
+        for key, value in diffs.items():
+            assert value <= TOLERANCE, f"world {summary['world']}: {key} differs by {value:.2g}"
+
+
+def test_parallelize_module_runs_where_column_sharding_can(checked):
+    for summary in checked["plain"] + checked["grouped, K/V heads divided"]:
+        assert "tp_output" in summary["differences"]
+    [replicated] = checked["grouped, K/V heads replicated"]
+    assert "tp_output" not in replicated["differences"]  # fewer K/V heads than ranks: ours only
+    assert replicated["kv_heads"] == [[0], [0], [1], [1]]
+
+
+def test_each_rank_computes_a_world_th_of_the_flops(checked):
+    flops = {s["world"]: s["flops_per_rank"] for s in checked["plain"]}
+    assert flops[2] == [flops[1][0] // 2] * 2
+    assert flops[4] == [flops[1][0] // 4] * 4
+
+
+def test_bytes_written_match_the_ring_formula_plus_a_fixed_header(checked):
+    headers = set()
+    for summary in checked["plain"]:
+        if summary["world"] == 1:
+            continue
+        one, formula = summary["one_allreduce"], summary["formula_bytes"]
+        assert one["bytes"] == formula + one["writes"] * summary["header_bytes"]
+        headers.add(summary["header_bytes"])
+        written = summary["written"]
+        for key in ("ours forward", "ours backward", "tp forward", "tp backward", "tp_per_projection forward"):
+            assert written[key]["allreduces"] == 1 and written[key]["as_many_bytes"], key
+            assert written[key]["same_on_every_rank"], key
+        # the plan alone turns the input into a DTensor in each of the three projections: three all-reduces back
+        assert written["tp_per_projection backward"]["allreduces"] == 3
+    assert len(headers) == 1 and headers.pop() > 0
+
+
+def test_a_failing_rank_reports_its_error():
+    with pytest.raises(WorkerFailed, match="heads=8 cannot be divided evenly among world=3 ranks"):
+        run(on_rank, 3, (Problem(),), timeout=120)
+
+
+def test_the_command_spawns_its_processes():
+    out = subprocess.run(
+        [sys.executable, "-m", "mha.parallel", "check", "--world", "2", "--device", "auto"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "gloo on CPU instead" in out.stdout  # no GPU here: the command says so
+    assert "every rank equal to one process: True" in out.stdout
+
+
+def test_the_command_runs_under_torchrun():
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    out = subprocess.run(
+        [*torchrun, "-m", "mha.parallel", "check", "--device", "cpu"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "started by torchrun" in out.stdout
+    assert "every rank equal to one process: True" in out.stdout
+
+
+def test_measure_writes_bytes_and_times_with_provenance(tmp_path):
+    path = tmp_path / "m.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "mha.parallel", "measure", "--quick", "--world", "1", "2", "--json", str(path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(path.read_text())
+    assert data["provenance"]["command"].startswith("python -m mha.parallel measure --quick")
+    one, two = data["worlds"]
+    assert one["world"] == 1 and one["layer"]["bytes"] == 0
+    for row in two["allreduce"]:
+        assert row["bytes"] == row["formula_bytes"] + row["writes"] * row["header_bytes"]
+    assert two["layer"]["flops_per_rank"] * 2 == one["layer"]["flops_per_rank"]
