@@ -18,7 +18,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # from it reads them: the course's kernel for new notebooks, no news pop-up, no websocket ping warning.
 LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test lint unit notebooks browser exercises clean
+.PHONY: setup lab test lint unit notebooks browser exercises gpu-record clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
@@ -61,6 +61,10 @@ browser: setup
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup
 	$(BIN)/python -m mha.course exercises
+
+# The GPU timings the lessons show, on a machine with an NVIDIA GPU (about 8 minutes; never part of `make test`).
+gpu-record:
+	bash scripts/record_gpu.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -9,6 +9,7 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
                    (batched), einsum, and PyTorch's fused kernel
     plots.py       pictures of attention weights and masks
     _validate.py   argument checks: every error names what was expected and what arrived
+    _runtime.py    run with N threads, wait for the device: shared by the timing and training wings
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 

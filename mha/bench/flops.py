@@ -80,7 +80,6 @@ class Peak:
     device: str
     pattern: str
     bfloat16: float  # tensor cores; float16 runs at the same rate
-    tf32: float  # float32 matrix products on tensor cores (when TF32 is allowed)
     float32: float  # plain float32, no tensor cores
     source: str
 
@@ -90,40 +89,31 @@ _H100 = "NVIDIA H100 datasheet, nvidia.com/en-us/data-center/h100 (sparse figure
 _H200 = "NVIDIA H200 datasheet, nvidia.com/en-us/data-center/h200 (sparse figures halved)"
 # Most specific names first: "H100 PCIe" must not fall through to the SXM entry.
 KNOWN_PEAKS = (
-    Peak("H200 NVL", r"\bH200 NVL\b", 835.5 * _T, 417.5 * _T, 60 * _T, _H200),
-    Peak("H200 SXM", r"\bH200\b", 989.5 * _T, 494.5 * _T, 67 * _T, _H200),
-    Peak("H100 PCIe", r"\bH100\b.*\bPCIe\b", 756.5 * _T, 378 * _T, 51 * _T, _H100),
-    Peak("H100 NVL", r"\bH100 NVL\b", 835.5 * _T, 417.5 * _T, 60 * _T, _H100),
-    Peak("H100 SXM", r"\bH100\b", 989.5 * _T, 494.5 * _T, 67 * _T, _H100),
-    Peak(
-        "A100", r"\bA100\b", 312 * _T, 156 * _T, 19.5 * _T, "NVIDIA A100 datasheet, nvidia.com/en-us/data-center/a100"
-    ),
-    Peak(
-        "L40S", r"\bL40S\b", 362 * _T, 183 * _T, 91.6 * _T, "NVIDIA L40S datasheet, nvidia.com/en-us/data-center/l40s"
-    ),
-    Peak("L4", r"\bL4\b", 121 * _T, 60 * _T, 30.3 * _T, "NVIDIA L4 datasheet, nvidia.com/en-us/data-center/l4"),
+    Peak("H200 NVL", r"\bH200 NVL\b", 835.5 * _T, 60 * _T, _H200),
+    Peak("H200 SXM", r"\bH200\b", 989.5 * _T, 67 * _T, _H200),
+    Peak("H100 PCIe", r"\bH100\b.*\bPCIe\b", 756.5 * _T, 51 * _T, _H100),
+    Peak("H100 NVL", r"\bH100 NVL\b", 835.5 * _T, 60 * _T, _H100),
+    Peak("H100 SXM", r"\bH100\b", 989.5 * _T, 67 * _T, _H100),
+    Peak("A100", r"\bA100\b", 312 * _T, 19.5 * _T, "NVIDIA A100 datasheet, nvidia.com/en-us/data-center/a100"),
+    Peak("L40S", r"\bL40S\b", 362 * _T, 91.6 * _T, "NVIDIA L40S datasheet, nvidia.com/en-us/data-center/l40s"),
+    Peak("L4", r"\bL4\b", 121 * _T, 30.3 * _T, "NVIDIA L4 datasheet, nvidia.com/en-us/data-center/l4"),
 )
 
 
-def known_peak(device_name: str, dtype: torch.dtype, tf32: bool = False) -> tuple[float, str] | None:
+def known_peak(device_name: str, dtype: torch.dtype) -> tuple[float, str] | None:
     """The datasheet's dense peak for this device and dtype, with where it comes from; None if not in the table.
 
     Args:
         device_name: as `torch.cuda.get_device_name()` spells it, e.g. "NVIDIA H100 80GB HBM3".
-        dtype: the dtype of the computation.
-        tf32: whether float32 matrix products may use TF32 tensor cores.
+        dtype: the dtype of the computation (float32 without TF32, as PyTorch runs it by default).
 
-    Shape:
-        returns (FLOP/s, source) or None.
+    Returns:
+        (FLOP/s, source), or None.
     """
+    rates = {torch.bfloat16: "bfloat16", torch.float16: "bfloat16", torch.float32: "float32"}
     for peak in KNOWN_PEAKS:
-        if re.search(peak.pattern, device_name, flags=re.IGNORECASE):
-            if dtype in (torch.bfloat16, torch.float16):
-                return peak.bfloat16, f"{peak.device} dense {dtype_name(dtype)}: {peak.source}"
-            if dtype == torch.float32:
-                rate, kind = (peak.tf32, "TF32") if tf32 else (peak.float32, "float32")
-                return rate, f"{peak.device} dense {kind}: {peak.source}"
-            return None
+        if re.search(peak.pattern, device_name, flags=re.IGNORECASE) and dtype in rates:
+            return getattr(peak, rates[dtype]), f"{peak.device} dense {dtype_name(dtype)}: {peak.source}"
     return None
 
 

@@ -1,22 +1,20 @@
 """Time every implementation of multi-head attention on this machine; the command is `python -m mha.bench`.
 
-A run goes through a suite of experiments (`mha.bench.suites`: the main table, time against seq and against heads,
-memory against seq). For each shape it builds every implementation of `mha.bench.implementations` on one shared
-problem, checks each against a float64 reference (one that disagrees is reported and not timed), measures its peak
-memory, then times them all in turns (`mha.bench.timing`): forward, and forward+backward. Each run gives one
-`mha.bench.results.Record`.
+A run goes through a suite of experiments (`mha.bench.suites`). For each shape it builds every implementation of
+`mha.bench.implementations` on one shared problem, checks each against a float64 reference (one that disagrees is
+reported and not timed), measures its peak memory, then times them all in turns (`mha.bench.timing`): forward, and
+forward+backward. Each run gives one `mha.bench.results.Record`.
 """
 
-import contextlib
-import datetime
 import functools
 import os
-import platform
 import warnings
 from dataclasses import dataclass
 
 import torch
 
+from .._provenance import device_name
+from .._runtime import threads as using
 from .flops import attention_flops, dtype_name, known_peak
 from .implementations import IMPLEMENTATIONS, Implementation, Problem, Shape, check, tolerance, unavailable
 from .memory import peak_memory
@@ -24,62 +22,38 @@ from .results import Record
 from .suites import Experiment, Suite
 from .timing import matmul_rate, time_interleaved
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# The one command that records the GPU results lesson 06 shows, from the repository's root, on any NVIDIA GPU.
+# The commands that record the results lesson 06 shows, from the repository's root (the GPU one on any NVIDIA GPU).
 GPU_COMMAND = (
     "python -m mha.bench --device cuda --suite gpu "
     "--json notebooks/results/06_gpu_{device}.json --csv notebooks/results/06_gpu_{device}.csv"
 )
 CPU_COMMAND = "python -m mha.bench --suite cpu --json notebooks/results/06_cpu.json --csv notebooks/results/06_cpu.csv"
+MATMUL_SIZE = 1024  # the (n, n) matrix product whose rate is the peak of a CPU, or of a GPU not in the datasheet table
 
 
 @dataclass
 class Settings:
-    """Where and how one run of a suite happens (filled in by `prepare`)."""
+    """Where and how one run of a suite happens (filled in by `prepare`).
+
+    `peak_matmul` holds the two matrices whose product is timed in turn with every group when the peak is measured
+    rather than taken from a datasheet (empty otherwise).
+    """
 
     device: torch.device
     dtype: torch.dtype
     threads: int
-    tf32: bool
     device_name: str
     peak_flops_per_s: float
     peak_source: str
     memory_budget: int
     compile: bool = True
     progress: bool = True
-    peak_matmul: tuple = ()  # (a, b) to time in turn with every group when the peak is not from a datasheet
+    peak_matmul: tuple = ()
 
 
-def device_name(device) -> str:
-    """ "NVIDIA H100 80GB HBM3" for a GPU; the processor's model name for a CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return "CPU: " + line.split(":", 1)[1].strip()
-    return "CPU: " + (platform.processor() or platform.machine())
-
-
-def _matmul_size(device) -> int:
-    return 1024 if torch.device(device).type == "cpu" else 8192
-
-
-def _measured_source(n, dtype, threads) -> str:
+def _measured_source(dtype, threads) -> str:
+    n = MATMUL_SIZE
     return f"measured: ({n}, {n}) @ ({n}, {n}) matrix product, {dtype_name(dtype)}, {threads} thread(s)"
-
-
-def device_peak(device, dtype, tf32: bool, threads: int) -> tuple[float, str]:
-    """The dense peak from the datasheet table for a known GPU; else a large matrix product measured now."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        found = known_peak(device_name(device), dtype, tf32)
-        if found:
-            return found
-    n = _matmul_size(device)
-    return matmul_rate(device, dtype, threads, n=n), _measured_source(n, dtype, threads)
 
 
 def memory_budget(device) -> int:
@@ -98,60 +72,48 @@ def estimated_bytes(impl: Implementation, shape: Shape, dtype: torch.dtype, mode
     return scores * (3 if mode == "forward" else 5)  # scores, softmax, mask; backward keeps and differentiates them
 
 
-def prepare(device="cpu", dtype=torch.float32, threads=1, tf32=False, compile=True, progress=True) -> Settings:
-    """Settle the device, dtype, threads and TF32, and find the device's peak: what every record repeats.
+def too_big(impl: Implementation, shape: Shape, dtype: torch.dtype, mode: str, budget: int) -> str:
+    """Why the memory guard skips this run ("" if it fits the budget)."""
+    need = estimated_bytes(impl, shape, dtype, mode)
+    if need <= budget:
+        return ""
+    return (
+        f"its (batch, heads, q_pos, k_pos) weights would need about {need / 2**30:.1f} GiB ({mode}), "
+        f"over the budget of {budget / 2**30:.1f} GiB"
+    )
+
+
+def prepare(device="cpu", dtype=torch.float32, threads=1, compile=True, progress=True) -> Settings:
+    """Settle the device, dtype and threads, and find the device's peak: what every record repeats.
 
     Args:
-        device: "cpu" or "cuda".
-        dtype: torch.float32 or torch.bfloat16.
-        threads: threads torch uses while checking and timing.
-        tf32: let float32 matrix products use TF32 tensor cores (CUDA only; recorded in every record).
-        compile: include torch.compile (it takes seconds to compile each shape).
-        progress: show a progress bar.
+        device: "cpu" or "cuda" (default "cpu").
+        dtype: torch.float32 or torch.bfloat16 (default float32).
+        threads: threads torch uses while checking and timing (default 1).
+        compile: include torch.compile (it takes seconds to compile each shape; default True).
+        progress: show a progress bar (default True).
+
+    Returns:
+        the `Settings` of the run.
     """
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    tf32 = bool(device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32)
-    peak, source = device_peak(device, dtype, tf32, threads)
+    name = device_name(device)
+    found = known_peak(name, dtype) if device.type == "cuda" else None
     matmul = ()
-    if source.startswith("measured"):  # measure it again in turn with every group, under the same noise
-        n = _matmul_size(device)
-        matmul = tuple(torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-    return Settings(
-        device,
-        dtype,
-        threads,
-        tf32,
-        device_name(device),
-        peak,
-        source,
-        memory_budget(device),
-        compile,
-        progress,
-        matmul,
-    )
+    if found is None:  # measured now, and again in turn with every group, under the same noise
+        found = matmul_rate(device, dtype, threads, MATMUL_SIZE), _measured_source(dtype, threads)
+        matmul = tuple(torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device).to(dtype) for _ in range(2))
+    return Settings(device, dtype, threads, name, *found, memory_budget(device), compile, progress, matmul)
 
 
 def _record(settings, experiment, impl, shape, mode, peak, **measured) -> Record:
     flops = attention_flops(shape.batch, shape.seq, shape.d_model, shape.causal, impl.scope, mode != "forward")
     median = measured.get("median_s")
     rate = flops / median if median else None
-    peak_flops_per_s, peak_source = peak
-    fields = dict(
-        status="timed",
-        reason="",
-        median_s=None,
-        iqr_s=None,
-        calls=0,
-        peak_memory_bytes=None,
-        memory_method="",
-        error=None,
-        grad_error=None,
-    )
+    fields = dict(status="timed", reason="", median_s=None, iqr_s=None, calls=0)
+    fields.update(peak_memory_bytes=None, memory_method="", error=None, grad_error=None)
     fields.update(measured)
     return Record(
         experiment=experiment,
@@ -160,7 +122,6 @@ def _record(settings, experiment, impl, shape, mode, peak, **measured) -> Record
         mode=mode,
         device=settings.device_name,
         dtype=dtype_name(settings.dtype),
-        tf32=settings.tf32,
         threads=settings.threads,
         batch=shape.batch,
         seq=shape.seq,
@@ -170,10 +131,10 @@ def _record(settings, experiment, impl, shape, mode, peak, **measured) -> Record
         causal=shape.causal,
         flops=flops,
         flops_per_s=rate,
-        peak_flops_per_s=peak_flops_per_s,
-        peak_source=peak_source,
-        share_of_peak=rate / peak_flops_per_s if rate else None,
-        tolerance=tolerance(settings.dtype, settings.tf32),
+        peak_flops_per_s=peak[0],
+        peak_source=peak[1],
+        share_of_peak=rate / peak[0] if rate else None,
+        tolerance=tolerance(settings.dtype),
         **fields,
     )
 
@@ -184,20 +145,8 @@ def _first_line(error: BaseException, caught) -> str:
     return "; ".join(dict.fromkeys([f"{type(error).__name__}: {text}", *said]))[:400]
 
 
-def _forward(call):
-    def run():
-        with torch.no_grad():
-            return call()
-
-    return run
-
-
-def _forward_backward(call, grad_inputs, grad_out):
-    def run():
-        out = call()
-        return torch.autograd.grad(out, grad_inputs, grad_out, allow_unused=True)
-
-    return run
+_REFUSALS = (RuntimeError, NotImplementedError, torch.OutOfMemoryError)  # a kernel refusing these inputs, or memory
+_PEAK = "(matrix product, for the peak)"
 
 
 def run_shape(settings: Settings, suite: Suite, experiment: Experiment, shape: Shape, bar=None) -> list:
@@ -206,22 +155,21 @@ def run_shape(settings: Settings, suite: Suite, experiment: Experiment, shape: S
     Returns:
         one `Record` per implementation and mode, in the experiment's order.
     """
-    p = Problem(shape, settings.device, settings.dtype)
-    outcome, ready = _check_all(settings, suite, experiment, p)
+    outcome, ready = _check_all(settings, suite, experiment, Problem(shape, settings.device, settings.dtype))
     records = {}
     for mode in experiment.modes:
         fns, measured = _first_calls(settings, suite, ready, shape, mode)
-        step = (lambda name: bar.update(name != _PEAK)) if bar is not None else None
         if bar is not None:
             bar.set_description(f"{experiment.name}: seq {shape.seq}, heads {shape.heads}, {mode}")
             bar.update(suite.rounds * (len(experiment.implementations) - len(fns)))
+        step = (lambda name: bar.update(name != _PEAK)) if bar is not None else None
         peak = settings.peak_flops_per_s, settings.peak_source
         if settings.peak_matmul and fns:
             fns[_PEAK] = functools.partial(torch.matmul, *settings.peak_matmul)
         timings = _time_group(fns, settings, suite, step, measured)
         if _PEAK in timings:
-            n = settings.peak_matmul[0].shape[0]
-            peak = 2 * n**3 / timings[_PEAK].median, _measured_source(n, settings.dtype, settings.threads) + " in turn"
+            source = _measured_source(settings.dtype, settings.threads) + " in turn"
+            peak = 2 * MATMUL_SIZE**3 / timings[_PEAK].median, source
         for name in experiment.implementations:
             fields = {**outcome[name], **measured.get(name, {})}
             if name in timings:
@@ -234,25 +182,26 @@ def run_shape(settings: Settings, suite: Suite, experiment: Experiment, shape: S
 
 def _check_all(settings, suite, experiment, p: Problem):
     """Build and check each implementation. Returns (name -> fields of a record, name -> what timing needs)."""
-    tol = tolerance(settings.dtype, settings.tf32)
+    tol = tolerance(settings.dtype)
     outcome, ready = {}, {}
     for name in experiment.implementations:
         impl = IMPLEMENTATIONS[name]
         reason = unavailable(impl, settings.device)
         if name == "compiled" and not settings.compile:
             reason = "torch.compile not asked for (--no-compile)"
-        if reason is None and estimated_bytes(impl, p.shape, settings.dtype, "forward") > settings.memory_budget:
-            reason = _too_big(impl, p.shape, settings, "forward")
+        reason = reason or too_big(impl, p.shape, settings.dtype, "forward", settings.memory_budget)
         if reason:
             outcome[name] = dict(status="skipped", reason=reason)
             continue
+        # the gradient is checked where the backward is timed, and fits
+        gradient = "forward+backward" in experiment.modes and (name != "compiled" or suite.compile_backward)
+        gradient = gradient and not too_big(impl, p.shape, settings.dtype, "forward+backward", settings.memory_budget)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 call, grad_inputs = impl.build(p)
-                gradient = name != "compiled" or (suite.compile_backward and "forward+backward" in experiment.modes)
                 error, grad_error = check(impl, call, grad_inputs, p, gradient)
-        except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as e:  # a kernel refusing these inputs
+        except _REFUSALS as e:
             outcome[name] = dict(status="skipped", reason=_first_line(e, caught))
             continue
         finally:
@@ -277,16 +226,17 @@ def _first_calls(settings, suite, ready, shape, mode):
         if mode != "forward" and name == "compiled" and not suite.compile_backward:
             measured[name] = dict(status="skipped", reason="backward not compiled in this suite (slow to compile)")
             continue
-        if estimated_bytes(IMPLEMENTATIONS[name], shape, settings.dtype, mode) > settings.memory_budget:
-            measured[name] = dict(status="skipped", reason=_too_big(IMPLEMENTATIONS[name], shape, settings, mode))
+        reason = too_big(IMPLEMENTATIONS[name], shape, settings.dtype, mode, settings.memory_budget)
+        if reason:
+            measured[name] = dict(status="skipped", reason=reason)
             continue
         if mode == "forward":
-            fn = _forward(call)
+            fn = _no_grad(call)
         else:
             with torch.no_grad():
                 out = call()
             grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out)
-            fn = _forward_backward(call, grad_inputs, grad_out)
+            fn = _backward(call, grad_inputs, grad_out)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -294,7 +244,7 @@ def _first_calls(settings, suite, ready, shape, mode):
                 memory, method = None, _unmeasured(name, mode, settings.device)
                 if not method:
                     memory, method = peak_memory(fn, settings.device)
-        except (RuntimeError, NotImplementedError, torch.OutOfMemoryError) as e:
+        except _REFUSALS as e:
             measured[name] = dict(status="skipped", reason=_first_line(e, caught))
             _free(settings.device)
             continue
@@ -303,7 +253,19 @@ def _first_calls(settings, suite, ready, shape, mode):
     return fns, measured
 
 
-_PEAK = "(matrix product, for the peak)"
+def _no_grad(call):
+    def run():
+        with torch.no_grad():
+            return call()
+
+    return run
+
+
+def _backward(call, grad_inputs, grad_out):
+    def run():
+        return torch.autograd.grad(call(), grad_inputs, grad_out, allow_unused=True)
+
+    return run
 
 
 def _time_group(fns, settings, suite, step, measured) -> dict:
@@ -318,9 +280,7 @@ def _time_group(fns, settings, suite, step, measured) -> dict:
         try:
             timings.update(time_interleaved({name: fn}, *args))
         except torch.OutOfMemoryError as e:
-            measured[name] = dict(
-                measured.get(name, {}), status="skipped", reason=f"out of memory while timing: {e}"[:300]
-            )
+            measured[name] = dict(measured.get(name, {}), status="skipped", reason=f"out of memory while timing: {e}")
         _free(settings.device)
     return timings
 
@@ -336,92 +296,45 @@ def _unmeasured(name, mode, device) -> str:
     return ""
 
 
-def _too_big(impl, shape, settings, mode) -> str:
-    need = estimated_bytes(impl, shape, settings.dtype, mode)
-    return (
-        f"its (batch, heads, q_pos, k_pos) weights would need about {need / 2**30:.1f} GiB ({mode}), "
-        f"over the budget of {settings.memory_budget / 2**30:.1f} GiB"
-    )
-
-
 def _free(device):
     if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()
 
 
-def run(suite: Suite, settings: Settings, only=None) -> list:
+def experiments(suite: Suite, only=None) -> list:
+    """The experiments of `suite` named in `only` (default: all), in the suite's order."""
+    known = [e.name for e in suite.experiments]
+    if only is not None and not set(only) <= set(known):
+        raise ValueError(f"suite {suite.name!r} has experiments {sorted(set(known))}, asked for {list(only)}")
+    return [e for e in suite.experiments if only is None or e.name in only]
+
+
+def run(suite: Suite, settings: Settings, only=None, after=None) -> list:
     """Run the experiments of `suite`, with a progress bar over the runs. Returns all records.
 
     Args:
         suite: the experiments and how long to time.
         settings: from `prepare`.
         only: names of the experiments to run (default: all).
+        after: called as after(experiment, records so far) each time an experiment finishes (default: nothing),
+            e.g. to write the results so far, so that a run stopped midway keeps what it measured.
     """
-    known = [e.name for e in suite.experiments]
-    if only is not None and not set(only) <= set(known):
-        raise ValueError(f"suite {suite.name!r} has experiments {known}, asked for {list(only)}")
-    experiments = [e for e in suite.experiments if only is None or e.name in only]
-    total = sum(len(e.shapes) * len(e.modes) * len(e.implementations) * suite.rounds for e in experiments)
+    chosen = experiments(suite, only)
+    total = sum(len(e.shapes) * len(e.modes) * len(e.implementations) * suite.rounds for e in chosen)
     bar = None
     if settings.progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=total, unit="run", leave=False)
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.threads)
+    records = []
     try:
-        records = [r for e in experiments for shape in e.shapes for r in run_shape(settings, suite, e, shape, bar)]
+        with using(settings.threads):
+            for experiment in chosen:
+                for shape in experiment.shapes:
+                    records += run_shape(settings, suite, experiment, shape, bar)
+                if after is not None:
+                    after(experiment, records)
     finally:
-        torch.set_num_threads(previous_threads)
         if bar is not None:
             bar.close()
     return records
-
-
-# ---------------------------------------------------------------------------------------------------- files
-
-
-def metadata(settings: Settings, command: str, suite_name: str, quick: bool) -> dict:
-    """What a results file says about where and how it was made."""
-    device = settings.device
-    return {
-        "device": settings.device_name,
-        "device_type": device.type,
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": command,
-        "suite": suite_name,
-        "quick": quick,
-        "dtype": dtype_name(settings.dtype),
-        "tf32": settings.tf32,
-        "threads": settings.threads,
-        "peak_flops_per_s": settings.peak_flops_per_s,
-        "peak_source": settings.peak_source,
-    }
-
-
-def plan(suite_: Suite, settings: Settings, only=None) -> list:
-    """What `run` would do, without running it: one line per shape and mode, with skips decided before running."""
-    lines = []
-    for e in suite_.experiments:
-        if only is not None and e.name not in only:
-            continue
-        for shape in e.shapes:
-            for mode in e.modes:
-                skips = []
-                for name in e.implementations:
-                    impl = IMPLEMENTATIONS[name]
-                    reason = unavailable(impl, settings.device)
-                    if reason is None and estimated_bytes(impl, shape, settings.dtype, mode) > settings.memory_budget:
-                        reason = _too_big(impl, shape, settings, mode)
-                    if reason:
-                        skips.append(f"{name} ({reason})")
-                runs = len(e.implementations) - len(skips)
-                lines.append(
-                    f"{e.name}: {shape}, {mode}: {runs} to run" + (f"; skip {'; '.join(skips)}" if skips else "")
-                )
-    return lines

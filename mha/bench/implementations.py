@@ -7,16 +7,17 @@ projections; "core" ones take q, k, v (batch, heads, seq, d_head) and do the att
     batched              layer  MultiHeadAttention: one fused Q, K, V projection, all heads in one batched product
     einsum               layer  MultiHeadAttentionEinsum
     sdpa                 layer  MultiHeadAttentionSDPA, PyTorch choosing the kernel
-    sdpa/<backend>       layer  the same, pinned to one backend (math, flash, efficient, cudnn) with `sdpa_kernel`
     nn.MHA               layer  torch.nn.MultiheadAttention, need_weights=True (its default)
     nn.MHA/no-weights    layer  the same with need_weights=False
     compiled             layer  torch.compile(MultiHeadAttention)
     core/hand            core   mha.attention: matmul, softmax, matmul
     core/sdpa            core   mha.sdpa (F.scaled_dot_product_attention), PyTorch choosing the kernel
-    core/<backend>       core   the same, pinned
+    core/<backend>       core   the same, pinned to one backend (math, flash, efficient, cudnn) with `sdpa_kernel`
 
-`check` compares one with a float64 reference computed from the same weights, on a sample of query rows (so that
-it fits in memory at any seq): its output, and the gradient of a loss on those rows.
+Every problem is self-attention, causal or not: what the lesson times. (Other masks are tested where the core is,
+against PyTorch, in tests/test_multihead.py.) `check` compares each implementation with a float64 reference computed
+from the same weights, on a sample of query rows (so that it fits in memory at any seq): its output, and the
+gradient of a loss on those rows.
 """
 
 import contextlib
@@ -31,7 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from .._validate import head_size
 from ..attention import attention, sdpa
 from ..heads import merge_heads, split_heads
-from ..masks import causal_mask, combine_masks
+from ..masks import causal_mask
 from ..multihead import MultiHeadAttention, MultiHeadAttentionEinsum, MultiHeadAttentionLoop, MultiHeadAttentionSDPA
 from .flops import dtype_name
 
@@ -39,7 +40,6 @@ from .flops import dtype_name
 # 8 bits of mantissa (a relative step of 2⁻⁸ ≈ 0.004), and attention rounds q, k, v, the weights and the output
 # to it: a few steps of error are expected, a wrong implementation is off by far more (tests/test_bench.py).
 TOLERANCE = {torch.float32: 1e-5, torch.bfloat16: 3e-2}
-TF32_TOLERANCE = 1e-2  # TF32 matrix products keep 10 bits of mantissa
 BACKENDS = {
     "math": SDPBackend.MATH,
     "flash": SDPBackend.FLASH_ATTENTION,
@@ -85,28 +85,23 @@ class Shape:
 
 
 class Problem:
-    """One problem that every implementation solves: the weights, the input, q, k, v and the masks.
+    """One problem that every implementation solves: the weights, the input x and its q, k, v.
 
     Weights are drawn so that scores have unit variance (std 1/sqrt(d_model) for W_Q, W_K, W_V), as in a freshly
     initialised model with normalised inputs; nn.Linear's default is smaller and would leave attention almost
     uniform, too easy to get right by accident. Biases are non-zero so that a dropped bias shows.
 
     Args:
-        shape: the sizes.
+        shape: the sizes, and whether attention is causal.
         device, dtype: where and in what precision everything runs.
-        attn_mask, key_padding_mask: optional masks in the course convention (True = may attend), as
-            `MultiHeadAttention.forward` takes them.
-        seed: seeds the weights and the input.
+        seed: seeds the weights and the input (default 0).
 
     Shape:
-        x (batch, seq, d_model); q, k, v (batch, heads, seq, d_head); mask None or broadcastable to
-        (batch, heads, q_pos, k_pos).
+        x (batch, seq, d_model); q, k, v (batch, heads, seq, d_head).
     """
 
-    def __init__(self, shape: Shape, device, dtype, attn_mask=None, key_padding_mask=None, seed: int = 0):
-        self.shape, self.device, self.dtype = shape, torch.device(device), dtype
-        attn_mask, key_padding_mask = (None if m is None else m.to(self.device) for m in (attn_mask, key_padding_mask))
-        self.causal, self.attn_mask, self.key_padding_mask = shape.causal, attn_mask, key_padding_mask
+    def __init__(self, shape: Shape, device, dtype: torch.dtype, seed: int = 0):
+        self.shape, self.device, self.dtype, self.causal = shape, torch.device(device), dtype, shape.causal
         gen = torch.Generator().manual_seed(seed)
         d_model = shape.d_model
         module = MultiHeadAttention(d_model, shape.heads)
@@ -122,7 +117,7 @@ class Problem:
             qkv = self.module.project(self.x, self.x, self.x)  # 3 x (batch, seq, d_model)
         # (batch, heads, seq, d_head) each, own memory, leaves of the autograd graph for the core's backward
         self.q, self.k, self.v = (split_heads(t, shape.heads).contiguous().requires_grad_() for t in qkv)
-        self.mask = combine_masks(shape.batch, shape.heads, shape.seq, shape.seq, attn_mask, key_padding_mask)
+        self.expected = {}  # the float64 reference, computed once for all implementations (see `check`)
 
 
 @dataclass(frozen=True)
@@ -156,13 +151,15 @@ def _copy(cls, module: MultiHeadAttention) -> MultiHeadAttention:
     return twin
 
 
-def _layer(cls, backend=None):
+def _layer(cls, compiled: bool = False):
     def build(p: Problem):
         module = _copy(cls, p.module)
+        if compiled:
+            torch._dynamo.reset()  # a fresh start for each problem: no recompilation limit reached over a sweep
+            module = torch.compile(module)
 
         def call():
-            with _pinned(backend):
-                return module(p.x, key_padding_mask=p.key_padding_mask, attn_mask=p.attn_mask, causal=p.causal)[0]
+            return module(p.x, causal=p.causal)[0]
 
         return call, [p.x, *module.parameters()]
 
@@ -182,60 +179,27 @@ def _to_torch(module: MultiHeadAttention) -> nn.MultiheadAttention:
     return twin
 
 
-def _torch_masks(p: Problem):
-    """Our masks (True = may attend) -> nn.MultiheadAttention's attn_mask, key_padding_mask, is_causal."""
-    batch, seq, heads = p.shape.batch, p.shape.seq, p.shape.heads
-    kpm = None if p.key_padding_mask is None else ~p.key_padding_mask  # torch: True = padding
-    mask = combine_masks(batch, heads, seq, seq, p.attn_mask)  # None or (batch|1, heads|1, q_pos, k_pos)
-    if p.causal and mask is None:
-        return ~causal_mask(seq, device=p.device), kpm, True  # is_causal is only a hint: the mask is required
-    if p.causal:
-        mask = mask & causal_mask(seq, device=p.device)
-    if mask is None:
-        return None, kpm, False
-    if mask.shape[:2] == (1, 1):
-        return ~mask[0, 0], kpm, False  # (q_pos, k_pos)
-    return ~mask.expand(batch, heads, seq, seq).reshape(batch * heads, seq, seq), kpm, False  # torch's layout
-
-
 def _torch_layer(need_weights: bool):
     def build(p: Problem):
         module = _to_torch(p.module)
-        attn_mask, kpm, is_causal = _torch_masks(p)
+        # torch's mask means "may not attend"; is_causal is only a hint there, the mask is still required
+        attn_mask = ~causal_mask(p.shape.seq, device=p.device) if p.causal else None
 
         def call():
-            return module(
-                p.x,
-                p.x,
-                p.x,
-                key_padding_mask=kpm,
-                need_weights=need_weights,
-                attn_mask=attn_mask,
-                is_causal=is_causal,
-            )[0]
+            return module(p.x, p.x, p.x, need_weights=need_weights, attn_mask=attn_mask, is_causal=p.causal)[0]
 
         return call, [p.x, *module.parameters()]
 
     return build
 
 
-def _compiled(p: Problem):
-    torch._dynamo.reset()  # a fresh start for each problem: no recompilation limit reached over a sweep
-    module = torch.compile(_copy(MultiHeadAttention, p.module))
-
-    def call():
-        return module(p.x, key_padding_mask=p.key_padding_mask, attn_mask=p.attn_mask, causal=p.causal)[0]
-
-    return call, [p.x, *module.parameters()]
-
-
 def _core(hand_written: bool, backend=None):
     def build(p: Problem):
         def call():
             if hand_written:
-                return attention(p.q, p.k, p.v, p.mask, p.causal)[0]
+                return attention(p.q, p.k, p.v, causal=p.causal)[0]
             with _pinned(backend):
-                return sdpa(p.q, p.k, p.v, p.mask, p.causal)
+                return sdpa(p.q, p.k, p.v, causal=p.causal)
 
         return call, [p.q, p.k, p.v]
 
@@ -249,10 +213,9 @@ IMPLEMENTATIONS = {
         Implementation("batched", "layer", _layer(MultiHeadAttention)),
         Implementation("einsum", "layer", _layer(MultiHeadAttentionEinsum)),
         Implementation("sdpa", "layer", _layer(MultiHeadAttentionSDPA), materialises=False),
-        *(Implementation(f"sdpa/{b}", "layer", _layer(MultiHeadAttentionSDPA, b), b == "math", b) for b in BACKENDS),
         Implementation("nn.MHA", "layer", _torch_layer(need_weights=True)),
         Implementation("nn.MHA/no-weights", "layer", _torch_layer(need_weights=False), materialises=False),
-        Implementation("compiled", "layer", _compiled),
+        Implementation("compiled", "layer", _layer(MultiHeadAttention, compiled=True)),
         Implementation("core/hand", "core", _core(hand_written=True)),
         Implementation("core/sdpa", "core", _core(hand_written=False), materialises=False),
         *(Implementation(f"core/{b}", "core", _core(False, b), b == "math", b) for b in BACKENDS),
@@ -291,12 +254,8 @@ def reference(p: Problem, scope: str, rows: torch.Tensor):
         q, k, v = (split_heads(t, p.shape.heads) for t in qkv)  # (batch, heads, seq, d_head)
     else:
         q, k, v = leaves = [t.detach().double().requires_grad_() for t in (p.q, p.k, p.v)]
-    mask = p.mask
-    if mask is not None and mask.shape[-2] > 1:
-        mask = mask[..., rows, :]  # (batch|1, heads|1, rows, k_pos)
-    if p.causal:
-        future = causal_mask(p.shape.seq, device=p.device)[rows]  # (rows, k_pos): row i may see keys 0..rows[i]
-        mask = future if mask is None else mask & future
+    # (rows, k_pos): the query at rows[i] may see keys 0..rows[i]
+    mask = causal_mask(p.shape.seq, device=p.device)[rows] if p.causal else None
     out, _ = attention(q[..., rows, :], k, v, mask)  # (batch, heads, rows, d_head)
     if scope == "layer":
         out = F.linear(merge_heads(out), w["out_proj.weight"], w["out_proj.bias"])  # (batch, rows, d_model)
@@ -319,23 +278,19 @@ def check(impl: Implementation, call, grad_inputs, p: Problem, gradient: bool = 
     Args:
         impl, call, grad_inputs: the implementation and what its `build` returned for `p`.
         p: the problem.
-        gradient: also check the gradient (of x for a layer, of q, k, v for a core).
-        seed: seeds the direction of the loss whose gradient is compared.
+        gradient: also check the gradient (of x for a layer, of q, k, v for a core; default True).
+        seed: seeds the direction of the loss whose gradient is compared (default 1).
 
     Returns:
         (output error, gradient error or None), each as `relative_error`.
     """
-    rows = sample_rows(p.shape.seq)
-    expected, leaves = reference(p, impl.scope, rows)
+    rows, expected, direction, expected_grads = _expected(p, impl.scope, gradient, seed)
     with torch.no_grad():  # the forward exactly as it is timed (nn.MultiheadAttention takes another path here)
-        out_error = relative_error(_at_rows(call(), impl.scope, rows), expected.detach())
+        out_error = relative_error(_at_rows(call(), impl.scope, rows), expected)
     if not gradient:
         return out_error, None
-    gen = torch.Generator().manual_seed(seed)
-    direction = torch.randn(expected.shape, generator=gen, dtype=torch.float64).to(p.device)
-    expected_grads = torch.autograd.grad((expected * direction).sum(), leaves)
     out = _at_rows(call(), impl.scope, rows)  # with autograd on this time
-    out_error = max(out_error, relative_error(out, expected.detach()))
+    out_error = max(out_error, relative_error(out, expected))
     mine = grad_inputs[:1] if impl.scope == "layer" else grad_inputs[:3]  # x, or q, k, v
     grads = torch.autograd.grad((out * direction.to(out.dtype)).sum(), mine, allow_unused=True)
     grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, mine)]  # unused: its gradient is 0
@@ -343,8 +298,21 @@ def check(impl: Implementation, call, grad_inputs, p: Problem, gradient: bool = 
     return out_error, grad_error
 
 
-def tolerance(dtype: torch.dtype, tf32: bool) -> float:
+def _expected(p: Problem, scope: str, gradient: bool, seed: int):
+    """The reference's rows, output, loss direction and gradients, computed once per problem, scope and seed."""
+    key = scope, gradient, seed
+    if key not in p.expected:
+        rows = sample_rows(p.shape.seq)
+        out, leaves = reference(p, scope, rows)
+        direction = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        direction = direction.to(p.device)
+        grads = torch.autograd.grad((out * direction).sum(), leaves) if gradient else None
+        p.expected[key] = rows, out.detach(), direction, grads
+    return p.expected[key]
+
+
+def tolerance(dtype: torch.dtype) -> float:
     """The largest relative error `check` accepts in this dtype."""
     if dtype not in TOLERANCE:
         raise ValueError(f"dtype must be one of {[dtype_name(d) for d in TOLERANCE]}, got {dtype_name(dtype)}")
-    return max(TOLERANCE[dtype], TF32_TOLERANCE) if (tf32 and dtype == torch.float32) else TOLERANCE[dtype]
+    return TOLERANCE[dtype]

@@ -12,6 +12,8 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .._runtime import synchronize
+
 CUDA_METHOD = "torch.cuda.max_memory_allocated"
 METER_METHOD = "live tensors created by the call (kernel scratch not counted)"
 
@@ -51,16 +53,16 @@ def peak_memory(fn, device: torch.device | str) -> tuple[int, str]:
         fn: the call to measure, with no arguments.
         device: where it runs: CUDA uses the allocator's counter, anything else `LiveTensorMeter`.
 
-    Shape:
-        returns (bytes, method).
+    Returns:
+        (bytes, how they were measured).
     """
     device = torch.device(device)
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         fn()
-        torch.cuda.synchronize(device)
+        synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before, CUDA_METHOD
     with LiveTensorMeter() as meter:
         fn()

@@ -10,13 +10,13 @@ import time
 import warnings
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.benchmark import Timer
 
+from .._runtime import synchronize
+from .._runtime import threads as using
 from ..masks import causal_mask
 from ..multihead import MultiHeadAttention, MultiHeadAttentionSDPA
 from .results import fmt_ratio, fmt_time
@@ -41,25 +41,9 @@ class Mistake:
     ratio: bool = False
 
 
-def _in_turns(a, b, threads_a: int, threads_b: int, min_run_time: float, rounds: int = 4) -> tuple[float, float]:
-    """Median seconds of calls `a` and `b`, timed in turns with `Timer` (each with its own thread count)."""
-    a(), b()  # warm-up
-    times = ([], [])
-    for _ in range(rounds):
-        for fn, threads, out in ((a, threads_a, times[0]), (b, threads_b, times[1])):
-            timer = Timer("fn()", globals={"fn": fn}, num_threads=threads)
-            out.extend(timer.blocked_autorange(min_run_time=min_run_time / rounds).times)
-    return float(np.median(times[0])), float(np.median(times[1]))
-
-
-def _medians(fns: dict, threads: int, min_run_time: float) -> dict:
+def _medians(fns: dict, threads: int | dict, min_run_time: float) -> dict:
     """name -> median seconds, all timed in turns (`mha.bench.timing.time_interleaved`)."""
     return {name: t.median for name, t in time_interleaved(fns, threads, min_run_time, rounds=4).items()}
-
-
-def _synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def first_call(device="cpu", threads: int = 1, min_run_time: float = 0.2, seq: int = 200) -> Mistake:
@@ -67,30 +51,24 @@ def first_call(device="cpu", threads: int = 1, min_run_time: float = 0.2, seq: i
 
     Both are timed on `threads` threads, so that the only difference is the set-up the first call pays for: here
     `torch.compile`'s compilation, the largest of such costs (on a GPU a first call also creates the CUDA context
-    and picks kernels). Where the compiler cannot run, the eager layer's first call is timed instead, and the
-    moral says so.
+    and picks kernels). Where the compiler cannot run (no C++ compiler, say), the eager layer's first call is timed
+    instead; what is printed is the same either way, so that the lesson reads the same on every machine.
     """
     torch.manual_seed(0)
     layer = MultiHeadAttention(256, 4).to(device).eval()
     x = torch.randn(2, seq, 256, device=device)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            torch._dynamo.reset()  # forget earlier compilations, so that this first call really compiles
-            what, compiled = "first call of torch.compile(layer)", torch.compile(layer)
-            try:
-                first = _first_call_seconds(compiled, x, device)
-                timed = compiled
-            except Exception:  # no C++ compiler, or a platform the compiler does not support
-                what, timed = "first call of the layer (torch.compile is unavailable here)", layer
-                first = _first_call_seconds(layer, x, device)
-            warm = _medians({"warm": lambda: timed(x)}, threads, min_run_time)["warm"]
-    finally:
-        torch.set_num_threads(before)
+    with using(threads), torch.no_grad():
+        torch._dynamo.reset()  # forget earlier compilations, so that this first call really compiles
+        try:
+            timed = torch.compile(layer)
+            first = _first_call_seconds(timed, x, device)
+        except Exception:  # no C++ compiler, or a platform the compiler does not support
+            timed = layer
+            first = _first_call_seconds(layer, x, device)
+        warm = _medians({"warm": lambda: timed(x)}, threads, min_run_time)["warm"]
     return Mistake(
         "timing the first call",
-        what,
+        "first call (compiling where torch.compile works)",
         first,
         "median of warm calls",
         warm,
@@ -99,10 +77,10 @@ def first_call(device="cpu", threads: int = 1, min_run_time: float = 0.2, seq: i
 
 
 def _first_call_seconds(fn, x, device) -> float:
-    _synchronize(device)
+    synchronize(device)
     start = time.perf_counter()
     fn(x)
-    _synchronize(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -113,13 +91,13 @@ def default_threads(device="cpu", min_run_time: float = 0.2) -> Mistake:
     x = torch.randn(4, 256, 256, device=device)
     n = torch.get_num_threads()
     with torch.no_grad():
-        one, many = _in_turns(lambda: layer(x), lambda: layer(x), 1, n, min_run_time)  # Timer's default: 1
+        t = _medians({"one": lambda: layer(x), "many": lambda: layer(x)}, {"one": 1, "many": n}, min_run_time)
     return Mistake(
         "Timer's default of one thread",
         "Timer(...) as it comes: 1 thread",
-        one,
+        t["one"],
         "Timer(..., num_threads=torch.get_num_threads())",
-        many,
+        t["many"],
         "torch.utils.benchmark.Timer runs with num_threads=1 unless told: say how many threads you time with",
     )
 
@@ -200,7 +178,7 @@ def no_synchronisation(device="cuda", threads: int = 1, min_run_time: float = 0.
     q, k, v = (torch.randn(4, 16, seq, 128, device=device, dtype=torch.bfloat16) for _ in range(3))
     with torch.no_grad():
         F.scaled_dot_product_attention(q, k, v)
-        torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         F.scaled_dot_product_attention(q, k, v)
         unsynchronised = time.perf_counter() - start  # the kernel is still running

@@ -9,6 +9,8 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .results import TARGETS
+
 
 def _axes(ax, size=(5.2, 3.6)):
     if ax is None:
@@ -17,17 +19,12 @@ def _axes(ax, size=(5.2, 3.6)):
 
 
 def _series(records, x: str, y: str, mode: str):
-    """label -> (xs, ys) over the timed records of this mode, sorted by x. The label is the implementation, with
-    d_head and the mask added when the records hold several (e.g. the GPU sweep over d_head 64 and 128)."""
-    timed = [r for r in records if r.mode == mode and r.status == "timed" and getattr(r, y)]
-    split_d_head = len({r.d_head for r in timed}) > 1 and x != "heads"
-    split_causal = len({r.causal for r in timed}) > 1
+    """implementation -> (xs, ys) over the timed records of this mode, sorted by x."""
     series = {}
-    for r in timed:
-        label = r.implementation + (f", d_head {r.d_head}" if split_d_head else "")
-        label += ", causal" if split_causal and r.causal else ""
-        series.setdefault(label, []).append((getattr(r, x), getattr(r, y)))
-    return {label: tuple(zip(*sorted(points))) for label, points in series.items()}
+    for r in records:
+        if r.mode == mode and r.status == "timed" and getattr(r, y):
+            series.setdefault(r.implementation, []).append((getattr(r, x), getattr(r, y)))
+    return {name: tuple(zip(*sorted(points))) for name, points in series.items()}
 
 
 def slope(xs, ys, last: int = 3) -> float:
@@ -93,7 +90,8 @@ def memory_vs_seq(records, mode: str = "forward", ax=None, title=None):
 
 
 def share_of_peak(records, ax=None, title=None):
-    """Share of the peak per implementation, one bar per mode, for the timed records given (one shape)."""
+    """Share of the peak per implementation, one bar per mode, for the timed records given (one shape); a black tick
+    marks the target of an implementation that has one on this kind of device (`mha.bench.results.TARGETS`)."""
     modes = sorted({r.mode for r in records}, key=len)
     names = list(dict.fromkeys(r.implementation for r in records if r.status == "timed"))
     ax = _axes(ax, (6.4, 0.32 * len(names) + 1.4))
@@ -102,52 +100,16 @@ def share_of_peak(records, ax=None, title=None):
         share = {r.implementation: r.share_of_peak for r in records if r.mode == mode and r.status == "timed"}
         ys = np.arange(len(names)) + i * height
         ax.barh(ys, [100 * share.get(n, math.nan) for n in names], height, label=mode)
-    ax.set_yticks(np.arange(len(names)) + height * (len(modes) - 1) / 2, names)
+    middle = np.arange(len(names)) + height * (len(modes) - 1) / 2
+    device_type = "cpu" if records and records[0].device.startswith("CPU") else "cuda"
+    for t in TARGETS:
+        if t.device_type == device_type and t.implementation in names:
+            i = middle[names.index(t.implementation)]
+            ax.plot([100 * t.share] * 2, [i - 0.45, i + 0.45], "k-", lw=2)
+    ax.set_yticks(middle, names)
     ax.invert_yaxis()
-    ax.set(xlabel="% of peak", title=title or "achieved share of the peak")
+    ax.set(xlabel="% of peak (black tick: the target)", title=title or "achieved share of the peak")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(modes))
-    return ax
-
-
-def figures_chart(found, ax=None, title="figures to reach"):
-    """Each figure's measured value against its target: green when reached."""
-    ax = _axes(ax, (6.4, 0.5 * len(found) + 1.2))
-    for i, f in enumerate(found):
-        target = float(f.target.split()[-1])
-        ax.barh(i, f.value, color="tab:green" if f.reached else "tab:red")
-        ax.plot([target, target], [i - 0.4, i + 0.4], "k-", lw=2)
-        ax.text(f.value, i, f"  {f.value:.2f} (target {f.target})", va="center", fontsize=8)
-    ax.set_yticks(range(len(found)), [f"{f.name}\n{f.where.split(':')[0]}, {_brief(f.where)}" for f in found])
-    ax.invert_yaxis()
-    ax.set(title=title)
-    ax.set_xlim(0, max([f.value for f in found] + [float(f.target.split()[-1]) for f in found]) * 1.6)
-    return ax
-
-
-def _brief(where: str) -> str:
-    return "causal" if "· causal" in where else "not causal"
-
-
-def ratios_vs_seq(records, ax=None, title=None):
-    """The two CPU figures to reach against seq: batched / sdpa (target at most 1.25), core/hand / core/sdpa (at
-    least 1.5), forward, one curve per causal setting."""
-    ax = _axes(ax)
-    d_heads = sorted({r.d_head for r in records})
-    for d_head in d_heads:
-        for causal, style in ((False, "o-"), (True, "s--")):
-            group = [r for r in records if r.causal == causal and r.d_head == d_head]
-            series = _series(group, "seq", "median_s", "forward")
-            for num, den, color in (("batched", "sdpa", "tab:blue"), ("core/hand", "core/sdpa", "tab:orange")):
-                if num in series and den in series and series[num][0] == series[den][0]:
-                    xs = series[num][0]
-                    ratio = np.array(series[num][1]) / np.array(series[den][1])
-                    label = f"{num} / {den}" + (f", d_head {d_head}" if len(d_heads) > 1 else "")
-                    ax.semilogx(xs, ratio, style, color=color, label=label + (", causal" if causal else ""))
-                    _powers_of_two(ax, xs)
-    ax.axhline(1.25, color="tab:blue", lw=0.8, ls=":", label="batched / sdpa at most 1.25")
-    ax.axhline(1.5, color="tab:orange", lw=0.8, ls=":", label="core/hand / core/sdpa at least 1.5")
-    ax.set(xlabel="seq", ylabel="ratio of times", title=title or "the figures to reach, against seq")
-    ax.legend(fontsize=7)
     return ax
 
 

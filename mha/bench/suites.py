@@ -2,10 +2,12 @@
 
     lesson   what lesson 06 runs live on a CPU, within a minute on 2 cores
     cpu      the recorded CPU results: one thread, a layer of d_model 512 and 8 heads
-    gpu      the recorded GPU results: bfloat16, d_head 64 and 128, seq up to 16k
+    gpu      the recorded GPU results: bfloat16, d_head 128, seq up to 16k; about 8 minutes on an H100 or H200
+             (`python -m mha.bench --device cuda --dry-run` prints the estimate)
 
-Each has a quick version (`suite(name, quick=True)`, `--quick`): the same experiments at tiny sizes, seconds on any
-CPU, so that the logic of the GPU suite can be run where there is no GPU.
+A suite's experiments run in order of importance, the main table first: a run stopped midway keeps the most
+important. Each suite has a quick version (`suite(name, quick=True)`, `--quick`): the same experiments at tiny
+sizes, seconds on any CPU, so that the logic of the GPU suite can be run where there is no GPU.
 """
 
 from dataclasses import dataclass
@@ -64,54 +66,33 @@ class Suite:
     compile_backward: bool = True
 
 
-_ALL = tuple(IMPLEMENTATIONS)
-_NOT_COMPILED = tuple(n for n in _ALL if n != "compiled")
-
-
-def _seq_sweep(seqs, d_model, heads, batch=1, causal=False):
-    return tuple(Shape(batch, s, d_model, heads, causal) for s in seqs)
-
-
-def _ratio_shapes(seqs, batch, d_model, heads):
-    return tuple(Shape(batch, s, d_model, heads, causal) for causal in (False, True) for s in seqs)
+def _seq_sweep(seqs, d_model, heads, batch=1):
+    return tuple(Shape(batch, s, d_model, heads) for s in seqs)
 
 
 def _heads_sweep(heads_list, batch, seq, d_model):
     return tuple(Shape(batch, seq, d_model, h) for h in heads_list)
 
 
-_SEQ_IMPLS = ("batched", "sdpa", "core/hand", "core/sdpa")
-_RATIO_IMPLS = _SEQ_IMPLS  # the two pairs of the figures to reach
-_HEADS_IMPLS = ("loop", "batched", "sdpa")
-_MEMORY_IMPLS = ("core/math", "core/flash", "core/efficient", "core/cudnn")
-_GPU_SEQ_IMPLS = ("batched", "sdpa", "core/hand", *(f"core/{b}" for b in BACKENDS))
+_TABLE = tuple(IMPLEMENTATIONS)  # every implementation; those a device lacks are skipped, saying why
+_SEQ = ("batched", "sdpa", "core/hand", "core/sdpa")
+_GPU_SEQ = ("batched", "sdpa", "core/hand", "core/flash", "core/efficient", "core/cudnn")  # a CPU has flash only
+_HEADS = ("loop", "batched", "sdpa")
+_MEMORY = ("core/math", "core/flash")  # a CPU's two backends: one materialises the weights, one does not
+_GPU_MEMORY = tuple(f"core/{b}" for b in BACKENDS)
 
 
 def _suites():
-    table_cpu = (
-        "loop",
-        "batched",
-        "einsum",
-        "sdpa",
-        "sdpa/math",
-        "sdpa/flash",
-        "sdpa/efficient",
-        "nn.MHA",
-        "nn.MHA/no-weights",
-        "compiled",
-        "core/hand",
-        "core/sdpa",
-    )
-    both = MODES
+    not_compiled = tuple(n for n in _TABLE if n != "compiled")
     return {
         # What lesson 06 runs live on a CPU, within a minute on 2 cores: the cpu suite's layer on batch 2, small sweeps.
         "lesson": Suite(
             "lesson",
             (
-                Experiment("table", (Shape(2, 256, 512, 8),), tuple(n for n in table_cpu if n != "compiled"), both),
-                Experiment("seq", _seq_sweep((64, 128, 256, 512, 1024), 512, 8), _SEQ_IMPLS),
-                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32), 2, 64, 128), _HEADS_IMPLS),
-                Experiment("memory", _seq_sweep((128, 256, 512, 1024, 2048), 64, 1), _MEMORY_IMPLS[:3]),
+                Experiment("table", (Shape(2, 256, 512, 8),), not_compiled, MODES),
+                Experiment("seq", _seq_sweep((64, 128, 256, 512, 1024), 512, 8), _SEQ),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32), 2, 64, 128), _HEADS),
+                Experiment("memory", _seq_sweep((128, 256, 512, 1024, 2048), 64, 1), _MEMORY),
             ),
             min_run_time=0.2,
             rounds=4,
@@ -121,34 +102,25 @@ def _suites():
         "cpu": Suite(
             "cpu",
             (
-                Experiment("table", (Shape(4, 256, 512, 8), Shape(4, 256, 512, 8, causal=True)), table_cpu, both),
-                Experiment("seq", _seq_sweep((128, 256, 512, 1024, 2048), 256, 4), _SEQ_IMPLS),
-                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 2, 128, 256), _HEADS_IMPLS),
-                Experiment("memory", _seq_sweep((256, 512, 1024, 2048, 4096), 64, 1), _MEMORY_IMPLS[:3]),
-                # The table's layer over seq, causal and not: where each figure to reach holds.
-                Experiment("ratios", _ratio_shapes((128, 256, 512, 1024), 2, 512, 8), _RATIO_IMPLS),
+                Experiment("table", (Shape(4, 256, 512, 8), Shape(4, 256, 512, 8, causal=True)), _TABLE, MODES),
+                Experiment("seq", _seq_sweep((128, 256, 512, 1024, 2048), 256, 4), _SEQ),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 2, 128, 256), _HEADS),
+                Experiment("memory", _seq_sweep((256, 512, 1024, 2048, 4096), 64, 1), _MEMORY),
             ),
             min_run_time=0.8,  # seconds and turns enough for a median that a busy machine moves little
             rounds=6,
         ),
-        # The GPU recording: bfloat16, d_head 64 and 128, seq up to 16k (the hand-written cores skip what would
-        # not fit in memory, saying so).
+        # The GPU recording, sized to finish in about 8 minutes on an H100 or H200, inside the 10 minutes a shared or
+        # rented GPU machine often allows one command: bfloat16, d_head 128 as in most large models, the hand-written
+        # cores skipping what would not fit in memory, saying so. Compiling takes tens of seconds: once is enough.
         "gpu": Suite(
             "gpu",
             (
-                Experiment("table", (Shape(4, 4096, 2048, 16),), _ALL, both),
-                # compiling takes a minute or more per shape: once is enough
-                Experiment("table", (Shape(4, 4096, 2048, 16, causal=True),), _NOT_COMPILED, both),
-                Experiment(
-                    "seq",
-                    _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 32, batch=2)
-                    + _seq_sweep((512, 1024, 2048, 4096, 8192, 16384), 2048, 16, batch=2)
-                    + _seq_sweep((4096, 16384), 2048, 16, batch=2, causal=True),
-                    _GPU_SEQ_IMPLS,
-                    both,
-                ),
-                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 8, 1024, 1024), _HEADS_IMPLS),
-                Experiment("memory", _seq_sweep((1024, 2048, 4096, 8192, 16384, 32768), 1024, 16), _MEMORY_IMPLS),
+                Experiment("table", (Shape(4, 4096, 2048, 16),), _TABLE, MODES),
+                Experiment("table", (Shape(4, 4096, 2048, 16, causal=True),), not_compiled, MODES),
+                Experiment("seq", _seq_sweep((1024, 2048, 4096, 8192, 16384), 2048, 16, batch=2), _GPU_SEQ, MODES),
+                Experiment("memory", _seq_sweep((1024, 2048, 4096, 8192, 16384, 32768), 1024, 16), _GPU_MEMORY),
+                Experiment("heads", _heads_sweep((1, 2, 4, 8, 16, 32, 64), 8, 1024, 1024), _HEADS),
             ),
             dtype=torch.bfloat16,
             min_run_time=0.15,
@@ -158,19 +130,16 @@ def _suites():
 
 def _quick_suites():
     """The same experiments, shrunk: each runs in seconds on a CPU (the gpu one too, to test its logic there)."""
-    table = tuple(n for n in IMPLEMENTATIONS if not n.startswith("core/") or n in ("core/hand", "core/sdpa"))
-    small = (Shape(2, 32, 64, 4),)
 
-    def quick(name, dtype, d_models_heads):
-        d_model, heads = d_models_heads
+    def quick(name, dtype, d_model, heads):
+        gpu = name == "gpu"
         return Suite(
             name,
             (
-                Experiment("table", small, table, MODES),
-                Experiment("seq", _seq_sweep((16, 32, 64), d_model, heads, batch=2), _GPU_SEQ_IMPLS),
-                Experiment("heads", _heads_sweep((1, 4, 16), 1, 16, 64), _HEADS_IMPLS),
-                Experiment("memory", _seq_sweep((32, 64, 128), d_model, heads), _MEMORY_IMPLS),
-                Experiment("ratios", _ratio_shapes((16, 32), 2, 64, 4), _RATIO_IMPLS),
+                Experiment("table", (Shape(2, 32, d_model, heads),), _TABLE, MODES),
+                Experiment("seq", _seq_sweep((16, 32, 64), d_model, heads, batch=2), _GPU_SEQ if gpu else _SEQ),
+                Experiment("memory", _seq_sweep((32, 64, 128), d_model, heads), _GPU_MEMORY if gpu else _MEMORY),
+                Experiment("heads", _heads_sweep((1, 4, 16), 1, 16, 64), _HEADS),
             ),
             dtype=dtype,
             min_run_time=0.01,
@@ -180,14 +149,14 @@ def _quick_suites():
         )
 
     return {
-        "lesson": quick("lesson", torch.float32, (64, 2)),
-        "cpu": quick("cpu", torch.float32, (64, 2)),
-        "gpu": quick("gpu", torch.bfloat16, (256, 2)),  # d_head 128, as in the real one
+        "lesson": quick("lesson", torch.float32, 64, 2),
+        "cpu": quick("cpu", torch.float32, 64, 2),
+        "gpu": quick("gpu", torch.bfloat16, 256, 2),  # d_head 128, as in the real one
     }
 
 
 def suite(name: str, quick: bool = False) -> Suite:
-    """The suite called `name` ("lesson", "cpu" or "gpu"), or its quick version."""
+    """The suite called `name` ("lesson", "cpu" or "gpu"), or its quick version (default: the full one)."""
     suites = _quick_suites() if quick else _suites()
     if name not in suites:
         raise ValueError(f"suite must be one of {list(suites)}, got {name!r}")

@@ -8,13 +8,14 @@
 - Report the median and the spread (the interquartile range), not the mean of a few calls.
 """
 
-import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.benchmark import Timer
+
+from .._runtime import synchronize
+from .._runtime import threads as using
 
 
 @dataclass(frozen=True)
@@ -27,44 +28,36 @@ class Timing:
 
 
 def time_interleaved(
-    fns: dict,
-    threads: int,
-    min_run_time: float = 0.2,
-    rounds: int = 3,
-    warmup: int = 2,
-    on_step=None,
+    fns: dict, threads: int | dict, min_run_time: float = 0.2, rounds: int = 3, warmup: int = 2, on_step=None
 ) -> dict:
     """Time several calls in turns with `Timer.blocked_autorange`, after warming each up.
 
     Args:
         fns: name -> call with no arguments.
-        threads: threads torch may use while timing (passed to `Timer` as num_threads).
+        threads: threads torch may use while timing (`Timer`'s num_threads); a dict gives each name its own.
         min_run_time: seconds spent on each call in all, split over the rounds.
         rounds: how many turns; each turn starts with a different call, so none is always timed first.
-        warmup: untimed calls of each before timing starts.
+        warmup: untimed calls of each before timing starts, on the threads it will be timed with.
         on_step: called with the name after each measurement (e.g. to move a progress bar).
 
-    Shape:
-        returns name -> `Timing`.
+    Returns:
+        name -> `Timing`.
     """
     names = list(fns)
     if not names:
         return {}
-    if threads < 1 or rounds < 1 or min_run_time <= 0:
+    count = threads if isinstance(threads, dict) else dict.fromkeys(names, threads)
+    if min(count.values(), default=1) < 1 or rounds < 1 or min_run_time <= 0:
         raise ValueError(f"need threads >= 1, rounds >= 1, min_run_time > 0; got {threads}, {rounds}, {min_run_time}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)  # the warm-up too runs with the threads it will be timed with
-    try:
-        for fn in fns.values():
+    for name, fn in fns.items():
+        with using(count[name]):
             for _ in range(warmup):
                 fn()
-        _synchronize()
-    finally:
-        torch.set_num_threads(previous_threads)
+    synchronize()
     per_call = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            timer = Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=threads)
+            timer = Timer(stmt="fn()", globals={"fn": fns[name]}, num_threads=count[name])
             per_call[name].extend(timer.blocked_autorange(min_run_time=min_run_time / rounds).times)
             if on_step is not None:
                 on_step(name)
@@ -76,36 +69,19 @@ def _summarise(times) -> Timing:
     return Timing(float(q50), float(q75 - q25), len(times))
 
 
-def _synchronize():
-    if torch.accelerator.is_available():
-        torch.accelerator.synchronize()
-
-
-def matmul_rate(device, dtype: torch.dtype, threads: int, n: int | None = None, min_run_time: float = 0.2) -> float:
+def matmul_rate(device, dtype: torch.dtype, threads: int, n: int = 1024, min_run_time: float = 0.2) -> float:
     """FLOP/s of one large square matrix product, measured here and now: the practical peak of this device.
 
     Args:
         device: where to run.
         dtype: the dtype of the product.
         threads: threads torch may use.
-        n: size of the (n, n) matrices (default 1024 on a CPU, 8192 on a GPU).
+        n: size of the (n, n) matrices.
         min_run_time: seconds to spend timing.
 
-    Shape:
-        returns FLOP/s = 2·n³ / median seconds.
+    Returns:
+        FLOP/s = 2·n³ / median seconds.
     """
-    device = torch.device(device)
-    n = n or (1024 if device.type == "cpu" else 8192)
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
+    a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
     timing = time_interleaved({"matmul": lambda: a @ b}, threads, min_run_time=min_run_time, rounds=1)["matmul"]
     return 2 * n**3 / timing.median
-
-
-@contextmanager
-def took(label: str = ""):
-    """Print the wall-clock seconds a block took, as `[took 1.2 s]` (a pattern the notebook checks mask)."""
-    start = time.perf_counter()
-    yield
-    seconds = time.perf_counter() - start
-    print(f"{label}[took {seconds:.4f} s]")

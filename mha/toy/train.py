@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .._runtime import threads
 from .tasks import IGNORE_INDEX
 
 
@@ -132,13 +133,8 @@ def train(model: torch.nn.Module, task, config: TrainConfig = TrainConfig(), pro
         task.sample gives tokens (batch, seq) and targets (batch, seq, relations); the model maps tokens to logits
         (batch, seq, relations, vocab). Returns a `TrainResult`.
     """
-    threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
+    with threads(config.threads):
         return _train(model, task, config, progress)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _train(model, task, config, progress):
