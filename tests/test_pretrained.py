@@ -1,4 +1,4 @@
-"""mha.pretrained against the model's reference library, whose outputs are stored in tests/pretrained_reference/.
+"""mha.pretrained against the model's reference library, whose outputs are stored in mha/pretrained/data/.
 
 The reference file was made by tests/pretrained_reference/make_reference.py with sentence-transformers; these tests
 need only the course's own packages. Tolerance 1e-4, as the course promises; measured differences are near 1e-6.
@@ -6,7 +6,6 @@ need only the course's own packages. Tolerance 1e-4, as the course promises; mea
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from mha import pretrained
 from mha.pretrained import Encoder, EncoderConfig, checkpoint_names, encode, load_weights, tokenize
 from mha.pretrained.__main__ import main as pretrained_command
 
-REFERENCE = Path(__file__).parent / "pretrained_reference" / "minilm_reference.safetensors"
+REFERENCE = pretrained.reference_file()
 TOL = 1e-4
 
 

@@ -8,6 +8,8 @@ wire.py        plain data between the two processes: JSON and .npy arrays on a p
 judging.py     what grading uses of the exercise checks: cases, the learner's half of a check, the verdict
 answers.py     answer cells compared without running them: with the course's solution, between students
 report.py      the CSV, the summary, feedback per student, merging shards
-doctor.py      check in seconds that an environment can run the course
-__main__.py    the command: `python -m mha.course exercises|grade|doctor ...`
+doctor.py      check in seconds that an environment can run every lesson (a checkout, or a JupyterHub image)
+release.py     the student release (the course without solutions/, on a branch) and its nbgitpuller links
+collect.py     copy the students' exercise notebooks from a JupyterHub into submissions/<student>/
+__main__.py    the command: `python -m mha.course exercises|grade|doctor|release|link|collect ...`
 """

