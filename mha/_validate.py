@@ -169,3 +169,16 @@ def check_mask(mask, scores_shape, name: str = "mask") -> None:
             f"{name} has shape {fmt_shape(mask.shape)} but scores have shape {fmt_shape(scores_shape)}: "
             f"expected {allowed} (a size of 1 broadcasts)"
         )
+
+
+def kv_group_size(heads: int, kv_heads: int) -> int:
+    """Query heads per group of shared keys and values, heads // kv_heads, after checking that kv_heads divides."""
+    if not isinstance(kv_heads, int) or isinstance(kv_heads, bool) or kv_heads < 1:
+        raise ValueError(f"kv_heads must be a positive integer, got kv_heads={kv_heads!r}")
+    if heads % kv_heads:
+        raise ValueError(
+            f"heads={heads} is not divisible by kv_heads={kv_heads}: the query heads are shared out in equal "
+            f"groups, one group per key/value head, so choose kv_heads among "
+            f"{[g for g in range(1, heads + 1) if heads % g == 0]}"
+        )
+    return heads // kv_heads

@@ -5,6 +5,9 @@ A projection gives every position one vector of d_model features. With `heads` h
 moves) followed by a transpose that brings heads next to batch, so that one batched matrix product serves all
 heads. Merging undoes both steps in reverse order, with `reshape`: gluing heads and d_head back together after the
 transpose cannot be a view, so it copies.
+
+With grouped-query attention (lesson 07) there are fewer key/value heads than query heads: `repeat_kv` hands each
+query head the keys or values of its group.
 """
 
 import torch
@@ -45,3 +48,22 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     batch, heads, seq, d_head = x.shape
     x = x.transpose(1, 2)  # (batch, seq, heads, d_head)
     return x.reshape(batch, seq, heads * d_head)  # (batch, seq, d_model): copies, since the transpose made gaps
+
+
+def repeat_kv(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(batch, kv_heads, seq, d_head) -> (batch, kv_heads * group, seq, d_head): each key/value head repeated `group`
+    times in place, so that query head h reads key/value head h // group.
+
+    Args:
+        x: the keys (or values) of the kv_heads key/value heads.
+        group: query heads per key/value head, heads // kv_heads.
+
+    Shape:
+        x (batch, kv_heads, seq, d_head); returns (batch, heads, seq, d_head) with heads = kv_heads * group, a copy.
+    """
+    check_rank("x", x, (4,), "(batch, kv_heads, seq, d_head)")
+    if not isinstance(group, int) or group < 1:
+        raise ValueError(f"group must be a positive integer (query heads per key/value head), got {group!r}")
+    # heads 0..group-1 read kv head 0, the next group kv head 1, ...: repeat_interleave, not repeat (which would
+    # hand head h the kv head h % kv_heads)
+    return x.repeat_interleave(group, dim=1)  # (batch, kv_heads * group, seq, d_head)

@@ -7,6 +7,10 @@
 - `MultiHeadAttentionEinsum`: the batched version written with `torch.einsum`, the index pattern spelled out.
 - `MultiHeadAttentionSDPA`: the batched version with its attention core handed to PyTorch's fused kernel.
 
+`MultiHeadAttention(d_model, heads, kv_heads=...)` shares keys and values between query heads (lesson 07):
+`kv_heads == heads` is multi-head attention, `kv_heads == 1` multi-query attention, anything between grouped-query
+attention. `parameter_count` gives its number of parameters as a formula.
+
 All take batch-first tensors and return `(output, weights)` like `torch.nn.MultiheadAttention`; masks follow the
 course convention (True = may attend), the opposite of `nn.MultiheadAttention`'s.
 """
@@ -17,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_fits, check_float, check_rank, check_tensor, fmt_shape, head_size
+from ._validate import check_fits, check_float, check_rank, check_tensor, fmt_shape, head_size, kv_group_size
 from .attention import attention, masked_softmax, sdpa
-from .heads import merge_heads, split_heads
+from .heads import merge_heads, repeat_kv, split_heads
 from .masks import combine_masks, with_causal
 
 
@@ -107,15 +111,22 @@ class MultiHeadAttentionLoop(nn.Module):
         """A loop version computing exactly what `mha` computes: head h gets rows h*d_head.. of each projection."""
         bias = mha.in_proj.bias is not None
         loop = cls(mha.d_model, mha.heads, bias).to(mha.in_proj.weight)
-        w_q, w_k, w_v = mha.in_proj.weight.detach().chunk(3)  # (d_model, d_model) each
-        b_q, b_k, b_v = mha.in_proj.bias.detach().chunk(3) if bias else (None, None, None)
+        sizes = mha.projection_sizes()
+        w_q, w_k, w_v = mha.in_proj.weight.detach().split(sizes)  # (d_model or kv_heads * d_head, d_model) each
+        b_q, b_k, b_v = mha.in_proj.bias.detach().split(sizes) if bias else (None, None, None)
+        group = mha.heads // mha.kv_heads  # with shared keys and values, head h copies those of its group
         with torch.no_grad():
             for h, head in enumerate(loop.attention_heads):
                 rows = slice(h * mha.d_head, (h + 1) * mha.d_head)
-                for proj, w, b in ((head.q_proj, w_q, b_q), (head.k_proj, w_k, b_k), (head.v_proj, w_v, b_v)):
-                    proj.weight.copy_(w[rows])
+                kv_rows = slice((h // group) * mha.d_head, (h // group + 1) * mha.d_head)
+                for proj, w, b, r in (
+                    (head.q_proj, w_q, b_q, rows),
+                    (head.k_proj, w_k, b_k, kv_rows),
+                    (head.v_proj, w_v, b_v, kv_rows),
+                ):
+                    proj.weight.copy_(w[r])
                     if bias:
-                        proj.bias.copy_(b[rows])
+                        proj.bias.copy_(b[r])
             loop.out_proj.load_state_dict(mha.out_proj.state_dict())
         return loop
 
@@ -127,18 +138,26 @@ class MultiHeadAttention(nn.Module):
         d_model: features per position, in and out.
         heads: number of heads; each gets d_head = d_model // heads features.
         bias: add biases to all projections. Default: True.
+        kv_heads: number of key/value heads; query head h reads the keys and values of head
+            h // (heads // kv_heads). 1 is multi-query attention; must divide heads. Default: heads.
 
     Shape:
         see `forward`.
     """
 
-    def __init__(self, d_model: int, heads: int, bias: bool = True):
+    def __init__(self, d_model: int, heads: int, bias: bool = True, kv_heads: int | None = None):
         super().__init__()
         self.d_model, self.heads, self.d_head = d_model, heads, head_size(d_model, heads)
-        _check_parameters_fit(4 * (d_model + 1) * d_model, f"a layer of d_model={d_model}")
-        # W_Q, W_K, W_V of every head stacked in one matrix, rows [W_Q; W_K; W_V], as nn.MultiheadAttention does.
-        self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
+        self.kv_heads = heads if kv_heads is None else heads // kv_group_size(heads, kv_heads)
+        _check_parameters_fit(parameter_count(d_model, heads, self.kv_heads, bias), f"a layer of d_model={d_model}")
+        # W_Q, W_K, W_V of every head stacked in one matrix, rows [W_Q; W_K; W_V], as nn.MultiheadAttention does;
+        # with kv_heads < heads, W_K and W_V have kv_heads * d_head rows each.
+        self.in_proj = nn.Linear(d_model, sum(self.projection_sizes()), bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # W_O
+
+    def projection_sizes(self) -> list[int]:
+        """Rows of W_Q, W_K and W_V in `in_proj`: [d_model, kv_heads * d_head, kv_heads * d_head]."""
+        return [self.d_model, self.kv_heads * self.d_head, self.kv_heads * self.d_head]
 
     def forward(
         self,
@@ -175,8 +194,12 @@ class MultiHeadAttention(nn.Module):
             (batch, heads, q_pos, k_pos) per head.
         """
         query, key, value, mask = _prepare(self, query, key, value, attn_mask, key_padding_mask)
-        q, k, v = self.project(query, key, value)  # (batch, seq, d_model) each
-        q, k, v = (split_heads(x, self.heads) for x in (q, k, v))  # (batch, heads, seq, d_head)
+        q, k, v = self.project(query, key, value)  # (batch, seq, d_model), k and v (batch, seq, kv_heads * d_head)
+        q = split_heads(q, self.heads)  # (batch, heads, seq, d_head)
+        k, v = split_heads(k, self.kv_heads), split_heads(v, self.kv_heads)  # (batch, kv_heads, seq, d_head)
+        if self.kv_heads != self.heads:  # each query head reads its group's keys and values
+            group = self.heads // self.kv_heads
+            k, v = repeat_kv(k, group), repeat_kv(v, group)  # (batch, heads, seq, d_head)
         out, weights = self.attend(q, k, v, mask, causal, need_weights)  # out (batch, heads, q_pos, d_head)
         if head_mask is not None:
             out = out * _check_head_mask(head_mask, out.shape[:2], out.dtype)[..., None, None]
@@ -185,10 +208,11 @@ class MultiHeadAttention(nn.Module):
 
     def project(self, query, key, value):
         """Queries, keys and values of all heads side by side: one matrix product for self-attention."""
+        sizes = self.projection_sizes()
         if key is query and value is query:
-            return self.in_proj(query).chunk(3, dim=-1)  # (batch, seq, 3 * d_model) -> 3 x (batch, seq, d_model)
-        w_q, w_k, w_v = self.in_proj.weight.chunk(3)
-        b_q, b_k, b_v = self.in_proj.bias.chunk(3) if self.in_proj.bias is not None else (None, None, None)
+            return self.in_proj(query).split(sizes, dim=-1)  # (batch, seq, sum(sizes)) -> q, k, v
+        w_q, w_k, w_v = self.in_proj.weight.split(sizes)
+        b_q, b_k, b_v = self.in_proj.bias.split(sizes) if self.in_proj.bias is not None else (None, None, None)
         return F.linear(query, w_q, b_q), F.linear(key, w_k, b_k), F.linear(value, w_v, b_v)
 
     def attend(self, q, k, v, mask, causal, need_weights):
@@ -221,6 +245,27 @@ class MultiHeadAttention(nn.Module):
                 ours.in_proj.bias.copy_(module.in_proj_bias)
                 ours.out_proj.bias.copy_(module.out_proj.bias)
         return ours
+
+
+def parameter_count(d_model: int, heads: int, kv_heads: int | None = None, bias: bool = True) -> int:
+    """Parameters of `MultiHeadAttention(d_model, heads, bias, kv_heads)`, by formula.
+
+    W_Q and W_O are d_model x d_model; W_K and W_V are (kv_heads * d_head) x d_model each; with biases, one number
+    per output row: 2 * (d_model + kv_heads * d_head) * (d_model + bias). With kv_heads = heads this is
+    4 * d_model * (d_model + bias), whatever the number of heads.
+
+    Args:
+        d_model: features per position.
+        heads: query heads.
+        kv_heads: key/value heads (default: heads).
+        bias: whether the projections have biases.
+
+    Returns:
+        the number of parameters, an int.
+    """
+    d_head = head_size(d_model, heads)
+    kv_heads = heads if kv_heads is None else heads // kv_group_size(heads, kv_heads)
+    return 2 * (d_model + kv_heads * d_head) * (d_model + int(bias))
 
 
 class MultiHeadAttentionEinsum(MultiHeadAttention):

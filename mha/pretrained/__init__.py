@@ -5,9 +5,11 @@
     head_scores.py   scores that name what a head does: previous token, next token, self, same word, [CLS], [SEP]
     analysis.py      the 72 heads over many sentences: head types, [CLS] as a sink, pronoun links, ablation, pruning
     explorer.py      an interactive widget: pick a sentence, a layer and a head, see its attention
+    kv_pooling.py    lesson 07: the key/value heads mean-pooled in groups (grouped-query attention, no uptraining)
     plots.py         every head at once, and head-type score maps
     data/            the reference library's outputs the encoder is checked against (package data)
-    __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`
+    __main__.py      the command: `python -m mha.pretrained [--sentence ...]`, `python -m mha.pretrained heads`,
+                     `python -m mha.pretrained kv-pooling`
 
 `from mha import pretrained` gives the encoder's API: `pretrained.load()`, `pretrained.encode(...)`, ...
 """

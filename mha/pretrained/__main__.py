@@ -3,13 +3,14 @@
 python -m mha.pretrained --sentence "..." --json it.json   every head's top key per query token, for one sentence
 python -m mha.pretrained heads --json heads.json           the lesson's tables: head types, [CLS] as a sink,
                                                            pronoun links, ablation, pruning
+python -m mha.pretrained kv-pooling --json pooling.json    lesson 07: key/value heads mean-pooled in groups
 """
 
 import argparse
 import sys
 
 from .._provenance import command_line, stamp, writable, write_results
-from . import analysis
+from . import analysis, kv_pooling
 from .encoder import COURSE_SENTENCE, load, summarise
 
 PROG = "python -m mha.pretrained"
@@ -82,10 +83,45 @@ def _heads(argv) -> None:
         print(f"wrote {args.json}")
 
 
+def _kv_pooling(argv) -> None:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} kv-pooling",
+        description="all-MiniLM-L6-v2 with its key/value heads mean-pooled in groups (grouped-query attention "
+        "without uptraining): how far the sentence embeddings move, for each kv_heads and grouping.",
+    )
+    parser.add_argument(
+        "--kv-heads", type=int, nargs="+", default=list(kv_pooling.KV_HEADS), help="key/value heads per layer"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the table to PATH")
+    args = parser.parse_args(argv)
+    bad = [k for k in args.kv_heads if k < 1 or 12 % k]
+    if bad:
+        parser.error(f"--kv-heads must divide the 12 heads of a layer (1, 2, 3, 4, 6, 12), got {bad}")
+    try:
+        if args.json:
+            writable(args.json)
+    except ValueError as error:
+        parser.error(str(error))
+    model, tokenizer = load()
+    base, rows = kv_pooling.conversion(model, tokenizer, tuple(args.kv_heads))
+    print(kv_pooling.format_conversion(rows))
+    if args.json:
+        content = {
+            "pairs": analysis.PAIRS,
+            "calibration": analysis.TYPE_SENTENCES,
+            "similarities": base,
+            "rows": [row._asdict() for row in rows],
+        }
+        write_results(args.json, stamp(command_line(PROG, ["kv-pooling", *argv])), content, one_line_lists=("rows",))
+        print(f"wrote {args.json}")
+
+
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["heads"]:
         _heads(argv[1:])
+    elif argv[:1] == ["kv-pooling"]:
+        _kv_pooling(argv[1:])
     else:
         _sentence(argv)
 

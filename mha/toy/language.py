@@ -218,3 +218,73 @@ def decode(tokens: torch.Tensor) -> list[str]:
         tokens (seq,); returns a list of at most seq words.
     """
     return [VOCAB[int(t)] for t in tokens if int(t) != PAD]
+
+
+@dataclass(frozen=True)
+class NextWordLanguage:
+    """The template language as a next-word task (lesson 07): at every position, name the word that follows.
+
+    The interface of `mha.toy.train.train` with one relationship, "next word". Sentences are drawn exactly as
+    `TemplateLanguage.random_sentence` draws them; padding (on the right) and the last word have no target.
+
+    Args:
+        language: the sentences' probabilities and padded length.
+    """
+
+    language: TemplateLanguage = TemplateLanguage()
+
+    relations = 1
+    names = ["next word"]
+    vocab = len(VOCAB)
+
+    @property
+    def seq(self) -> int:
+        return self.language.seq
+
+    def encode(self, sentences: list[Sentence]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids padded on the right, and the next word at every position (IGNORE_INDEX where there is none).
+
+        Shape:
+            returns tokens (batch, seq) and targets (batch, seq, 1), int64.
+        """
+        tokens, _ = self.language.encode(sentences)  # (batch, seq), padded with PAD
+        targets = torch.full((len(sentences), self.seq, 1), IGNORE_INDEX)
+        targets[:, :-1, 0] = tokens[:, 1:]  # position i answers with the token at i + 1
+        targets[targets == PAD] = IGNORE_INDEX  # nothing to predict after the final "."
+        return tokens, targets
+
+    def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch of random sentences and their next words.
+
+        Shape:
+            returns tokens (batch, seq) and targets (batch, seq, 1), int64.
+        """
+        return self.encode(self.language.sample_sentences(batch, generator))
+
+
+def is_sentence(words: list[str]) -> bool:
+    """Whether `words` is a sentence of the language, e.g. a generated one: every template, word list and order.
+
+    Args:
+        words: one word or punctuation mark per item, e.g. "apple released a new iphone , but it is cheap .".split().
+    """
+    words = list(words)
+
+    def phrase(at: int, options) -> list[int]:
+        """Where reading can continue after one of the phrases `options` (or none, if None is among them)."""
+        ends = [at] if None in options else []
+        ends += [at + len(p) for p in options if p is not None and words[at : at + len(p)] == list(p)]
+        return ends
+
+    def clause(at: int) -> list[int]:
+        active = [[c, v, "a", "new", p] for c in COMPANIES for v in VERBS for p in PRODUCTS]
+        passive = [["a", "new", p, "was", v, "by", c] for c in COMPANIES for v in VERBS for p in PRODUCTS]
+        return phrase(at, active + passive)
+
+    ends = [0] + [e + 1 for e in phrase(0, OPENERS) if words[e : e + 1] == [","]]
+    ends = [e for start in ends for e in clause(start)]
+    ends = [e for start in ends for e in phrase(start, MIDDLES + [None])]
+    ends = [e + 2 for e in ends if words[e : e + 1] == [","] and words[e + 1 : e + 2] in [[w] for w in CONTRAST + SAME]]
+    ends = [e for start in ends for e in phrase(start, ASIDES + [None])]
+    tails = [["it", "is", a, "."] for a in ADJECTIVES]
+    return any(e == len(words) for start in ends for e in phrase(start, tails))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._validate import check_rank, fmt_shape, head_size
+from .._validate import check_rank, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 
 
@@ -30,6 +30,7 @@ class AttentionOnlyConfig:
         heads: attention heads; each gets d_head = d_model // heads features.
         relations: number of readouts, one per relationship the task asks about.
         layers: attention layers, one after the other, each with its residual (default: 1).
+        kv_heads: key/value heads shared by the query heads (default: heads, plain multi-head attention; lesson 07).
     """
 
     vocab: int = 64
@@ -38,6 +39,7 @@ class AttentionOnlyConfig:
     heads: int = 4
     relations: int = 3
     layers: int = 1
+    kv_heads: int | None = None
 
     def __post_init__(self):
         for name in ("vocab", "seq", "relations", "layers"):
@@ -45,6 +47,8 @@ class AttentionOnlyConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         head_size(self.d_model, self.heads)  # raises unless heads divides d_model
+        if self.kv_heads is not None:
+            kv_group_size(self.heads, self.kv_heads)  # raises unless kv_heads divides heads
 
     @property
     def d_head(self) -> int:
@@ -66,11 +70,12 @@ class AttentionOnlyModel(nn.Module):
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab, config.d_model)
         self.position_embedding = nn.Embedding(config.seq, config.d_model)  # learned: where a token sits
-        self.attention = MultiHeadAttention(config.d_model, config.heads)  # the first (often the only) layer
+        self.attention = MultiHeadAttention(config.d_model, config.heads, kv_heads=config.kv_heads)  # the first layer
         self.readouts = nn.ModuleList(nn.Linear(config.d_model, config.vocab) for _ in range(config.relations))
         if config.layers > 1:  # made last, so that a one-layer model starts from the same weights as it always did
             self.later_layers = nn.ModuleList(
-                MultiHeadAttention(config.d_model, config.heads) for _ in range(config.layers - 1)
+                MultiHeadAttention(config.d_model, config.heads, kv_heads=config.kv_heads)
+                for _ in range(config.layers - 1)
             )
 
     @property

@@ -1,0 +1,193 @@
+"""`python -m mha.decoding NAME [options]`: the experiments of lesson 07, from a shell.
+
+    cache-sizes   the KV cache of published models at 8k and 128k tokens: as published, as MHA, as MQA
+    speed         time per new token with and without the cache; a cached step against kv_heads
+    sharing       accuracy against kv_heads on lesson 02's task and lesson 04's sentences
+    write         train the small decoder on the template language and complete prompts, with and without the cache
+
+Each prints the tables its lesson prints and, with `--json PATH`, writes them with the exact command that made them
+(`mha._provenance`). The folder of PATH is checked before any work starts.
+"""
+
+import argparse
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from .._provenance import command_line, rounded, stamp, writable, write_results
+from . import configs, sharing, speed, writer
+
+PROG = "python -m mha.decoding"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _cache_sizes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--contexts", type=_positive, nargs="+", default=list(configs.CONTEXTS), help="tokens (default: 8192 131072)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the table to PATH")
+
+
+def _cache_sizes(args) -> None:
+    if args.json:
+        writable(args.json)
+    rows = configs.cache_table(contexts=tuple(args.contexts))
+    print(configs.format_cache_table(rows))
+    print("\nsources:")
+    for c in configs.PUBLISHED:
+        print(f"  {c.name}: {c.source}")
+    if args.json:
+        content = {"bytes_per_number": configs.BYTES_PER_NUMBER, "rows": rows}
+        write_results(args.json, stamp(args.command), content, one_line_lists=("rows",))
+        print(f"\nwrote {args.json}")
+
+
+def _speed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=_positive, default=1, help="CPU threads (default: 1)")
+    parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    parser.add_argument(
+        "--only", nargs="+", choices=("per-token", "kv-heads"), default=["per-token", "kv-heads"], help="what to time"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the timings to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _speed(args) -> None:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
+    if args.json:
+        writable(args.json)
+    setting = speed.QUICK if args.quick else speed.SpeedSetting()
+    steps = len(setting.contexts) * ("per-token" in args.only) + len(setting.kv_heads) * ("kv-heads" in args.only)
+    bar = tqdm(total=steps, disable=args.quiet, leave=False)
+
+    def progress(label):
+        bar.set_postfix_str(label, refresh=False)
+        bar.update()
+
+    content = {"setting": speed.describe(setting), "threads": args.threads}
+    if "per-token" in args.only:
+        content["per_token"] = speed.per_token(setting, device, args.threads, progress)
+    if "kv-heads" in args.only:
+        content["kv_heads"] = speed.by_kv_heads(setting, device, args.threads, progress)
+    bar.close()
+    where = f"{device.type}, {args.threads} thread{'s' if args.threads > 1 else ''}"
+    if "per_token" in content:
+        print(
+            f"time of the next token (d_model {setting.d_model}, {setting.heads} heads, {setting.layers} layers, "
+            f"batch 1, {where})"
+        )
+        print(speed.format_per_token(content["per_token"]))
+    if "kv_heads" in content:
+        print(
+            f"\none cached step at {setting.kv_context:,} tokens, batch {setting.kv_batch}, against kv_heads "
+            f"({setting.heads} query heads, {where})"
+        )
+        print(speed.format_kv_heads(content["kv_heads"]))
+    if args.json:
+        write_results(args.json, stamp(args.command, device), rounded(content, 9))
+        print(f"\nwrote {args.json}")
+
+
+def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+    )
+    parser.add_argument("--tasks", nargs="+", choices=sharing.TASKS, default=list(sharing.TASKS), help="tasks")
+    parser.add_argument(
+        "--kv-heads",
+        type=_positive,
+        nargs="+",
+        default=list(sharing.KV_HEADS),
+        help="key/value heads (default: 8 4 2 1)",
+    )
+    parser.add_argument(
+        "--d-models", type=_positive, nargs="+", default=[64], help="widths d_model, 8 query heads each (default: 64)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _sharing(args) -> None:
+    settings = sharing.settings_for(args.tasks, tuple(args.kv_heads), tuple(args.d_models))
+    if args.json:
+        writable(args.json)
+    records = sharing.run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
+    print(sharing.format_table(records))
+    print()
+    print(sharing.format_summary(records))
+    print()
+    print(sharing.format_looks(records))
+    if args.json:
+        write_results(args.json, stamp(args.command), {"runs": rounded(records)}, one_line_lists=("runs",))
+        print(f"\nwrote {len(records)} runs to {args.json}")
+
+
+def _write_arguments(parser: argparse.ArgumentParser) -> None:
+    default = writer.WriterSetting()
+    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default: 0)")
+    parser.add_argument("--steps", type=_positive, default=default.steps, help=f"training steps ({default.steps})")
+    parser.add_argument("--kv-heads", type=_positive, default=None, help="key/value heads (default: heads)")
+    parser.add_argument("--prompts", nargs="+", default=writer.PROMPTS, help="texts to complete")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _write(args) -> None:
+    setting = writer.WriterSetting(steps=args.steps, kv_heads=args.kv_heads)
+    for prompt in args.prompts:
+        writer.encode_words(prompt)  # a clear error for an unknown word, before training
+    result = writer.train_writer(setting, args.seed, progress=not args.quiet)
+    print(f"next-word accuracy on held-out sentences: {result.accuracy:.1%} [took {result.seconds:.1f} s]")
+    with_cache = writer.continue_text(result.model, args.prompts)
+    without = writer.continue_text(result.model, args.prompts, use_cache=False)
+    for text in with_cache:
+        print(f"  {text}")
+    print(f"the same text without the cache: {with_cache == without}")
+
+
+# name -> (module whose docstring is the command's help, add the options, run)
+COMMANDS = {
+    "cache-sizes": (configs, _cache_sizes_arguments, _cache_sizes),
+    "speed": (speed, _speed_arguments, _speed),
+    "sharing": (sharing, _sharing_arguments, _sharing),
+    "write": (writer, _write_arguments, _write),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    subcommands = parser.add_subparsers(dest="name", required=True, metavar="NAME")
+    for name, (module, add_arguments, run) in COMMANDS.items():
+        summary = module.__doc__.strip().splitlines()[0]
+        sub = subcommands.add_parser(
+            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_arguments(sub)
+        sub.set_defaults(run=run)
+    return parser
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command = command_line(PROG, argv)  # recorded in every results file
+    try:
+        args.run(args)
+    except ValueError as error:  # bad options explained in one line, not a traceback
+        parser.error(f"{args.name}: {error}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+"""The KV cache: every cached step equals the full causal recomputation; the size formula equals the real bytes."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mha import MultiHeadAttention
+from mha.decoding.model import DecoderConfig, build_decoder, generate, left_pad
+from mha.kv_cache import KVCache, cache_bytes, cached_self_attention, causal_mask_after
+
+TOL = dict(atol=1e-5, rtol=0)
+
+
+def layer_with_biases(d_model, heads, kv_heads):
+    layer = MultiHeadAttention(d_model, heads, kv_heads=kv_heads)
+    with torch.no_grad():
+        layer.in_proj.bias.normal_()
+        layer.out_proj.bias.normal_()
+    return layer.eval()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    shape=st.sampled_from([(4, 4), (4, 2), (4, 1), (6, 3), (6, 1)]),
+    prompt=st.integers(1, 6),
+    steps=st.integers(1, 6),
+    batch=st.integers(1, 3),
+    seed=st.integers(0, 1000),
+)
+def test_layer_cache_equals_full_causal_recomputation_at_every_step(shape, prompt, steps, batch, seed):
+    heads, kv_heads = shape
+    torch.manual_seed(seed)
+    layer = layer_with_biases(4 * heads, heads, kv_heads)
+    x = torch.randn(batch, prompt + steps, 4 * heads)
+    full, _ = layer(x, causal=True)  # (batch, seq, d_model)
+    cache = KVCache(batch, kv_heads, 4, prompt + steps)
+    with torch.no_grad():
+        outs = [cached_self_attention(layer, x[:, :prompt], cache)]  # prefill
+        for t in range(prompt, prompt + steps):
+            outs.append(cached_self_attention(layer, x[:, t : t + 1], cache))  # one position at a time
+    torch.testing.assert_close(torch.cat(outs, dim=1), full, **TOL)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    kv_heads=st.sampled_from([4, 2, 1]),
+    steps=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+)
+def test_decoder_cache_equals_recomputation_for_padded_batches(lengths, kv_heads, steps, seed):
+    """Prompts of different lengths, padded on the left: each sequence's logits equal its own unpadded run."""
+    g = torch.Generator().manual_seed(seed)
+    model = build_decoder(DecoderConfig(vocab=20, seq=16, d_model=16, heads=4, kv_heads=kv_heads, layers=2), seed)
+    model.eval()
+    prompts = [torch.randint(20, (n,), generator=g).tolist() for n in lengths]
+    tokens, mask = left_pad(prompts)
+    cache = model.new_cache(len(prompts), tokens.shape[1] + steps)
+    with torch.no_grad():
+        logits = model.forward_cached(tokens, cache, mask)  # (batch, prompt, vocab)
+        for b, p in enumerate(prompts):
+            alone = model(torch.tensor([p]))[0]  # (len, vocab)
+            torch.testing.assert_close(logits[b, -len(p) :], alone, **TOL)
+        for _ in range(steps):
+            nxt = torch.randint(20, (len(prompts),), generator=g)
+            logits = model.forward_cached(nxt[:, None], cache)[:, 0]  # (batch, vocab)
+            for b, p in enumerate(prompts):
+                p.append(int(nxt[b]))
+                torch.testing.assert_close(logits[b], model(torch.tensor([p]))[0, -1], **TOL)
+        # the padded full forward agrees too
+        padded, padded_mask = left_pad(prompts)
+        full = model(padded, padded_mask)
+        for b, p in enumerate(prompts):
+            torch.testing.assert_close(full[b, -len(p) :], model(torch.tensor([p]))[0], **TOL)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_greedy_generation_is_identical_with_and_without_the_cache(kv_heads):
+    model = build_decoder(DecoderConfig(vocab=30, seq=40, d_model=32, heads=4, kv_heads=kv_heads, layers=3), 1)
+    prompts = [[1, 2, 3, 4, 5], [6, 7], [8, 9, 10]]
+    with_cache = generate(model.eval(), prompts, 20, use_cache=True)
+    without = generate(model, prompts, 20, use_cache=False)
+    assert with_cache.shape == (3, 20)
+    assert torch.equal(with_cache, without)
+
+
+@pytest.mark.parametrize("kv_heads", [8, 4, 2, 1])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cache_size_formula_equals_the_bytes_of_the_real_tensors(kv_heads, dtype):
+    config = DecoderConfig(vocab=20, seq=64, d_model=32, heads=8, kv_heads=kv_heads, layers=3)
+    model = build_decoder(config, 0).to(dtype)
+    cache = model.new_cache(batch=5, max_seq=37)
+    held = sum(c.keys.nbytes + c.values.nbytes for c in cache)
+    assert held == sum(c.nbytes for c in cache)
+    assert held == cache_bytes(config.layers, 5, kv_heads, config.d_head, 37, dtype.itemsize)
+    with torch.no_grad():
+        model.forward_cached(torch.randint(20, (5, 11)), cache)
+    used = sum(c.keys[:, :, : c.length].nbytes + c.values[:, :, : c.length].nbytes for c in cache)
+    assert used == cache_bytes(config.layers, 5, kv_heads, config.d_head, 11, dtype.itemsize)
+
+
+def test_cache_bytes_of_a_known_model():
+    # Llama 3.1 8B (32 layers, 8 kv heads of 128), one sequence of 8,192 tokens in bfloat16: 1 GiB
+    assert cache_bytes(32, 1, 8, 128, 8192, 2) == 2**30
+
+
+def test_causal_mask_after_aligns_the_new_queries_at_the_end():
+    assert causal_mask_after(2, 2).tolist() == [[True, True, True, False], [True, True, True, True]]
+    assert causal_mask_after(0, 3).tolist() == torch.ones(3, 3, dtype=torch.bool).tril().tolist()
+
+
+def test_cache_errors_name_the_problem():
+    cache = KVCache(2, 2, 4, max_seq=3)
+    with pytest.raises(ValueError, match=r"must have shape \(batch, kv_heads, new, d_head\) = \(2, 2, 1, 4\)"):
+        cache.append(torch.zeros(2, 4, 1, 4), torch.zeros(2, 4, 1, 4))
+    cache.append(torch.zeros(2, 2, 3, 4), torch.zeros(2, 2, 3, 4))
+    with pytest.raises(ValueError, match="holds 3 positions: 3 held \\+ 1 new is too many"):
+        cache.append(torch.zeros(2, 2, 1, 4), torch.zeros(2, 2, 1, 4))
+    with pytest.raises(ValueError, match="length must lie in 0..3"):
+        cache.truncate(5)
+    cache.truncate(1)
+    assert cache.length == 1 and cache.real[:, 1:].sum() == 0
+
+
+def test_a_decoder_past_its_positions_says_so():
+    model = build_decoder(DecoderConfig(vocab=10, seq=4, d_model=8, heads=2, layers=1), 0)
+    cache = model.new_cache(1, 8)
+    with torch.no_grad(), pytest.raises(ValueError, match="beyond the model's seq=4 positions"):
+        model.forward_cached(torch.zeros(1, 5, dtype=torch.int64), cache)
