@@ -1,7 +1,10 @@
 """Exercise notebooks are generated from the solutions, and regenerating never destroys a learner's work."""
 
+import hashlib
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -89,18 +92,22 @@ def test_a_solution_changed_without_regenerating_fails_the_check(course_in_git):
     assert any("differs from what" in p for p in exercises.check(course_in_git))
 
 
-def test_check_catches_drift_and_outputs(course):
+def test_check_catches_drift_outside_git(course):
     assert exercises.check(course) == []
     exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
-    nb = nbformat.read(exercise, as_version=4)
-    code = next(c for c in nb.cells if c.cell_type == "code")
-    code.outputs = [nbformat.v4.new_output("stream", text="hello\n")]
-    nbformat.write(nb, exercise)
-    problems = exercises.check(course)
-    assert any("carries outputs" in p for p in problems)
-    assert any("differs from what" in p for p in problems)
+    solution = course / "solutions" / exercise.name
+    sol = nbformat.read(solution, as_version=4)
+    sol.cells[0].source += "\n\nA new sentence."
+    nbformat.write(sol, solution)
+    assert any("differs from what" in p for p in exercises.check(course)), "a stale generated exercise is drift"
     exercise.unlink()
     assert any("is missing" in p for p in exercises.check(course))
+
+
+def test_outside_git_a_notebook_that_was_run_is_the_learners(course):
+    exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
+    _run_without_editing(exercise)
+    assert exercises.check(course) == []
 
 
 def test_regenerating_never_overwrites_a_learners_edit(course, capsys):
@@ -134,6 +141,95 @@ def test_an_unedited_exercise_is_updated(course):
     assert not exercise.with_suffix(".fresh.ipynb").exists()
 
 
+def _change_solution(course, exercise, sentence="A new sentence."):
+    solution = course / "solutions" / exercise.name
+    sol = nbformat.read(solution, as_version=4)
+    sol.cells[0].source += f"\n\n{sentence}"
+    nbformat.write(sol, solution)
+
+
+def _run_without_editing(exercise):
+    """What running the notebook and saving it does: outputs and execution counts, the code unchanged."""
+    nb = nbformat.read(exercise, as_version=4)
+    for number, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+        cell.execution_count = number + 1
+        cell.outputs = [nbformat.v4.new_output("stream", text=f"output of cell {number}\n")]
+    nbformat.write(nb, exercise)
+
+
+def test_a_notebook_that_was_only_run_keeps_its_outputs(course):
+    exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
+    _run_without_editing(exercise)
+    run = exercise.read_text()
+    _change_solution(course, exercise)
+    assert exercises.generate(course) == 1
+    assert exercise.read_text() == run, "the outputs of a notebook that was only run were lost"
+    assert "A new sentence." in exercise.with_suffix(".fresh.ipynb").read_text()
+
+
+def test_work_in_the_fresh_copy_is_never_replaced(course):
+    exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
+    _edit_first_stub(exercise)
+    _change_solution(course, exercise, "Version two.")
+    assert exercises.generate(course) == 1
+    fresh = exercise.with_suffix(".fresh.ipynb")
+    assert "Version two." in fresh.read_text()
+
+    _edit_first_stub(fresh)  # the learner moves on to the new version and works in it
+    worked = fresh.read_text()
+    assert exercises.generate(course) == 1
+    assert fresh.read_text() == worked and not exercise.with_suffix(".fresh-2.ipynb").exists(), (
+        "the learner's fresh copy started from the current version: nothing new to write"
+    )
+
+    _change_solution(course, exercise, "Version three.")
+    assert exercises.generate(course) == 1
+    assert fresh.read_text() == worked, "the learner's work in the fresh copy was replaced"
+    assert "Version three." in exercise.with_suffix(".fresh-2.ipynb").read_text()
+
+
+def test_a_fresh_copy_nobody_touched_is_updated_in_place(course):
+    exercise = sorted((course / "exercises").glob("01_*.ipynb"))[0]
+    _edit_first_stub(exercise)
+    _change_solution(course, exercise, "Version two.")
+    exercises.generate(course)
+    _change_solution(course, exercise, "Version three.")
+    exercises.generate(course)
+    assert "Version three." in exercise.with_suffix(".fresh.ipynb").read_text()
+    assert not exercise.with_suffix(".fresh-2.ipynb").exists()
+
+
+def _lint_config(course):
+    """Ruff's configuration, and the package it sorts as first-party imports."""
+    shutil.copy(ROOT / "pyproject.toml", course)
+    (course / "mha").symlink_to(ROOT / "mha")
+
+
+def test_a_learners_code_never_fails_the_lint(course_in_git):
+    exercise = sorted((course_in_git / "exercises").glob("01_*.ipynb"))[0]
+    nb = nbformat.read(exercise, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and "NotImplementedError" in c.source)
+    cell.source = "import os\nimport math\n" + cell.source.replace("raise NotImplementedError()", "return os.sep")
+    nbformat.write(nb, exercise)
+    _lint_config(course_in_git)
+    assert exercises.lint(course_in_git) == []
+    assert exercises.check(course_in_git) == []
+    ruff = Path(sys.executable).parent / "ruff"
+    result = subprocess.run([ruff, "check", "--no-cache", "--extend-exclude", "exercises", "."], cwd=course_in_git)
+    assert result.returncode == 0, "`make lint` reads the learner's exercise"
+
+
+def test_the_lint_fails_on_a_lint_error_in_what_solutions_generate(course):
+    _lint_config(course)
+    solution = sorted((course / "solutions").glob("01_*.ipynb"))[0]
+    sol = nbformat.read(solution, as_version=4)
+    first_code = next(c for c in sol.cells if c.cell_type == "code")
+    first_code.source = "import torch\nimport math\n" + first_code.source  # unsorted imports (ruff I001)
+    nbformat.write(sol, solution)
+    [problem] = exercises.lint(course)
+    assert "exercises/01_" in problem and "I001" in problem
+
+
 def test_a_generated_exercise_carries_no_run_records():
     kernelspec = {"name": "mha-course", "display_name": "Python (mha course)", "language": "python"}
     solution = nbformat.v4.new_notebook(metadata={"kernelspec": kernelspec, "widgets": {"state": {}}})
@@ -145,3 +241,21 @@ def test_a_generated_exercise_carries_no_run_records():
     assert set(exercise.metadata) == {"kernelspec", "mha_exercise"}
     [stub] = exercise.cells
     assert stub.metadata == {} and stub.outputs == [] and stub.execution_count is None
+
+
+def test_an_untouched_exercise_from_the_earlier_generator_is_updated_and_a_run_one_kept(course):
+    """Notebooks written before the fingerprint covered everything: cells only, as nbformat reads them."""
+    first, second = sorted((course / "exercises").glob("0[12]_*.ipynb"))
+    for exercise in (first, second):
+        nb = nbformat.read(exercise, as_version=4)
+        cells = [[cell.cell_type, cell.source] for cell in nb.cells]
+        nb.metadata["mha_exercise"]["fingerprint"] = hashlib.sha256(json.dumps(cells).encode()).hexdigest()
+        nbformat.write(nb, exercise)
+    _run_without_editing(second)
+    run = second.read_text()
+    assert exercises.is_pristine(first.read_text()) and not exercises.is_pristine(run)
+    _change_solution(course, first)
+    _change_solution(course, second)
+    assert exercises.generate(course) == 1
+    assert "A new sentence." in first.read_text() and not first.with_suffix(".fresh.ipynb").exists()
+    assert second.read_text() == run and "A new sentence." in second.with_suffix(".fresh.ipynb").read_text()

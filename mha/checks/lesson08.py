@@ -177,8 +177,9 @@ def _local_cases(seed: int) -> list[Case]:
     for i, (d_head, heads, world, rank) in enumerate(_split_sizes(g, fixed)):
         dtype = DTYPES[(i + 1) % 2]
         d_model = d_head * heads
-        mine = reference_shard(_weights(_layer(g, d_model, dtype)), heads, world, rank)
-        x = _randn(g, int(torch.randint(1, 3, (), generator=g)), int(torch.randint(3, 6, (), generator=g)), d_model,
+        r = g if i >= len(fixed) else torch.Generator().manual_seed(i)  # fixed cases stay the same for every seed
+        mine = reference_shard(_weights(_layer(r, d_model, dtype)), heads, world, rank)
+        x = _randn(r, int(torch.randint(1, 3, (), generator=r)), int(torch.randint(3, 6, (), generator=r)), d_model,
                    dtype=dtype)  # fmt: skip
         what = (
             f"local_forward on x {tuple(x.shape)} {_name(dtype)}, rank {rank} of {world}, {heads // world} heads here"
@@ -220,7 +221,7 @@ def _local_mistakes(x, mine: dict, heads_here: int) -> list:
             "(batch, seq, d_model) output",
         ),
         (
-            run(one_head, math.sqrt(heads_here * d_head)) if heads_here > 1 else None,
+            run(one_head, math.sqrt(heads_here * d_head)),  # with one head here, the right answer too
             "you treated all of the rank's features as one head: split them into heads_here heads of d_head "
             "features, each with its own attention",
         ),

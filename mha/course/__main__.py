@@ -2,7 +2,7 @@
 
 exercises   regenerate exercises/ from solutions/ (a notebook you have worked in is never overwritten);
             with --check, fail if exercises/ is not what solutions/ generate
-grade       grade a folder of submitted notebooks, one sub-folder per student
+grade       grade a folder of submitted notebooks, one sub-folder per student (`grade merge` joins shards)
 doctor      check in seconds that this environment can run the course
 release     commit the course without its solutions on a branch, for students (a JupyterHub's nbgitpuller link)
 link        print the nbgitpuller link of every exercise notebook
@@ -10,53 +10,187 @@ collect     copy every student's exercise notebooks from a JupyterHub into submi
 """
 
 import argparse
-import csv
 import os
+import re
 import sys
 from pathlib import Path
 
-from . import collect, doctor, exercises, grade, release
+from . import collect, doctor, exercises, grade, judging, release, report, sandbox
 
 PROG = "python -m mha.course"
 
 
 def _exercises(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} exercises", description=exercises.__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="fail if exercises/ is out of sync (for CI)")
+    parser.add_argument(
+        "--check", action="store_true", help="fail if exercises/ is out of sync or fails ruff as generated (for CI)"
+    )
     parser.add_argument("--root", type=Path, default=exercises.ROOT, help="course folder (default: this checkout)")
     args = parser.parse_args(argv)
     if args.check:
-        problems = exercises.check(args.root)
+        problems = exercises.check(args.root) + exercises.lint(args.root)
         for problem in problems:
             print(f"✗ {problem}")
         if problems:
             print("Run `make exercises` and commit the result.")
             return 1
-        print("✓ exercises/ matches solutions/")
+        print("✓ exercises/ matches solutions/, and passes ruff as generated")
         return 0
     exercises.generate(args.root)
     return 0
 
 
+LIMITS = {
+    "timeout": "seconds to run a notebook's cells",
+    "memory_mb": "address space per process, MiB",
+    "processes": "processes and threads at once",
+    "file_size_mb": "largest file a notebook may write, MiB",
+    "cpu_seconds": "CPU seconds per process",
+    "output_mb": "output read per notebook, MiB; the rest is discarded",
+}
+
+
 def _grade(argv) -> int:
-    parser = argparse.ArgumentParser(prog=f"{PROG} grade", description=grade.__doc__.split("\n\n")[0])
+    if argv[:1] == ["merge"]:
+        return _merge(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} grade",
+        description=grade.__doc__.split("\n\n")[0],
+        epilog=f"To join the CSVs of shards: {PROG} grade merge SHARD.csv ... --csv grades.csv",
+    )
     parser.add_argument("folder", type=Path, help="one sub-folder per student, holding exercise notebooks")
     parser.add_argument("--csv", type=Path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds allowed per notebook (default 120)")
-    parser.add_argument("--run-one", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="notebooks at once (default: cores)")
+    parser.add_argument("--shard", default="0/1", help="K/N: grade only share K (0 to N-1) of N (default 0/1)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the cases (default: a fresh one)")
+    parser.add_argument("--isolation", choices=["auto", *sandbox.MODES], default="auto", help="default: auto")
+    defaults = sandbox.Limits()
+    for name, text in LIMITS.items():
+        value = getattr(defaults, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=float, default=value, help=f"{text} ({value:g})")
     args = parser.parse_args(argv)
-    if args.run_one:
-        return grade._execute(args.folder)
+    raw = {name: getattr(args, name) for name in LIMITS}
+    problems = sandbox.Limits(**raw).problems()
+    if problems:
+        parser.error("; ".join(p.replace("_", "-") for p in problems))
+    whole = {name: int(value) for name, value in raw.items() if name not in ("timeout", "output_mb")}
+    limits = sandbox.Limits(timeout=raw["timeout"], output_mb=raw["output_mb"], **whole)
     if not args.folder.is_dir():
         parser.error(f"{args.folder} is not a folder")
-    rows = grade.grade(args.folder, args.timeout)
-    out = args.csv or args.folder / "grades.csv"
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["student", "notebook", "lesson", "exercise", "passed", "note"])
-        writer.writeheader()
-        writer.writerows(rows)
-    print(grade.summary(rows))
-    print(f"\nwrote {out}")
+    part = _shard(parser, args.shard)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.seed is not None and args.seed < 0:
+        parser.error(f"--seed must be 0 or more, got {args.seed}")
+    default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
+    out = _output(parser, args.csv or args.folder / default_name, args.folder)
+    if args.feedback is not None:
+        _feedback_folder(parser, args.feedback, args.folder)
+    try:
+        grading = grade.grade(
+            args.folder,
+            limits,
+            jobs=args.jobs,
+            part=part,
+            seed=args.seed,
+            isolation=args.isolation,
+            log=lambda line: print(_loud(line), file=sys.stderr),
+        )
+    except (ValueError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _write(out, report.to_csv(grading.rows))
+    if args.feedback is not None:
+        _write_feedback(args.feedback, grading.rows)
+    print(grade.summary(grading))
+    print(f"\nwrote {out}" + (f" and {args.feedback}/" if args.feedback else ""))
+    return 0
+
+
+def _loud(line: str) -> str:
+    """Warnings about weak isolation stand out: they are the one thing an instructor must not miss."""
+    if line.startswith(("NO ISOLATION", "ISOLATION IS PARTIAL")):
+        bar = "!" * 100
+        return f"{bar}\n{line}\n{bar}"
+    return line
+
+
+def _shard(parser, text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([0-9]+)/([0-9]+)", text.strip())
+    if not match or not 0 <= int(match.group(1)) < int(match.group(2)):
+        parser.error(f"--shard takes K/N with 0 <= K < N (e.g. 0/4 ... 3/4), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def _output(parser, path: Path, folder: Path | None) -> Path:
+    """The CSV's path, refused before any work if it cannot be written or would land in a student's folder."""
+    if path.is_dir():
+        parser.error(f"--csv {path} is a folder; give a file name, e.g. {path / 'grades.csv'}")
+    if not path.parent.is_dir():
+        parser.error(f"--csv {path}: the folder {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        parser.error(f"--csv {path}: the folder {path.parent} cannot be written")
+    if folder is not None:
+        inside = path.resolve().parent
+        if inside != folder.resolve() and folder.resolve() in inside.parents:
+            parser.error(f"--csv {path} is inside a student's folder; write it elsewhere")
+    return path
+
+
+def _feedback_folder(parser, path: Path, folder: Path) -> None:
+    resolved = path.resolve()
+    if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+        parser.error(f"--feedback {path} is inside {folder}, where it would be taken for a student; write it elsewhere")
+    if path.exists() and not path.is_dir():
+        parser.error(f"--feedback {path} is a file, not a folder")
+    if not path.exists() and not path.parent.is_dir():
+        parser.error(f"--feedback {path}: the folder {path.parent} does not exist")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a temporary file in the same folder, then renamed)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text, encoding="utf-8-sig")
+    os.replace(temporary, path)
+
+
+def _write_feedback(folder: Path, rows: list[dict]) -> None:
+    folder.mkdir(exist_ok=True)
+    for name, text in grade.feedback_files(rows).items():
+        (folder / name).write_text(text, encoding="utf-8")
+
+
+def _merge(argv) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{PROG} grade merge", description="Join the CSVs of the shards of one grading into one CSV."
+    )
+    parser.add_argument("parts", type=Path, nargs="+", help="the shards' CSV files")
+    parser.add_argument("--csv", type=Path, required=True, help="where to write the joined CSV")
+    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
+    parser.add_argument("--submissions", type=Path, default=None, help="check that every student folder is graded")
+    args = parser.parse_args(argv)
+    for part in args.parts:
+        if not part.is_file():
+            parser.error(f"{part} is not a file")
+    out = _output(parser, args.csv, None)
+    try:
+        rows = report.merge([(str(p), p.read_text(encoding="utf-8-sig")) for p in args.parts])
+    except (ValueError, UnicodeDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _write(out, report.to_csv(rows))
+    if args.feedback is not None:
+        _write_feedback(args.feedback, rows)
+    print(report.summary(rows, judging.lessons()))
+    print(f"\nwrote {out}: {len(rows)} rows from {len(args.parts)} shards")
+    if args.submissions is not None:
+        graded = {r["student"] for r in rows}
+        folders = sorted(p.name for p in args.submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
+        missing = [name for name in folders if report.cell(name) not in graded]
+        if missing:
+            print(f"error: no rows for {len(missing)} student(s): {', '.join(missing)}; is a shard missing?")
+            return 1
     return 0
 
 

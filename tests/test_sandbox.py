@@ -1,0 +1,208 @@
+"""The sandbox a submitted notebook runs in: what it can see, what outlives it (nothing), what it may print.
+
+Each isolation level is tested where this machine has it: bubblewrap if installed, an unprivileged user if we are
+root, and the reaper that is all there is without either.
+"""
+
+import os
+import random
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+import mha
+from mha.course import sandbox
+from mha.course.sandbox import Limits, Process
+
+ROOT = Path(__file__).resolve().parents[1]
+ROOT_USER = os.geteuid() == 0
+needs_bwrap = pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap is not installed")
+needs_root = pytest.mark.skipif(not ROOT_USER, reason="needs root (to run as an unprivileged user)")
+# what the course's runner does first, in scripts that stand in for it
+DROP = (
+    "import os, sys\n"
+    "if len(sys.argv) > 1:\n"
+    "    os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n"
+)
+
+
+@pytest.fixture
+def slot_uid():
+    if not ROOT_USER:
+        yield None
+        return
+    users = sandbox.Users(1)  # claimed, so that no grading running meanwhile on this machine uses it
+    yield users.ids[0]
+    users.release()
+
+
+def _start(mode: str, tmp_path: Path, argv: list[str], uid=None, limits=None) -> Process:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    os.chmod(tmp_path, 0o711)
+    if uid is not None:
+        os.chown(workdir, uid, uid)
+    process = Process(mode, workdir, argv, limits or Limits(), uid)
+    process.start()
+    return process
+
+
+def _python(script: str, mode: str, uid) -> list[str]:
+    inside = [str(uid)] if mode == "bwrap" and uid is not None else []
+    return [sys.executable, "-I", "-S", "-c", DROP + script, *inside]
+
+
+def _alive(marker: str) -> list[int]:
+    """Processes whose command line holds `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and entry != str(os.getpid()):
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+DETACH = """
+import os, subprocess, time
+# a process in a session of its own, and one behind a double fork: neither is our child any more
+subprocess.Popen(["setsid", "sleep", "{marker}"], start_new_session=True)
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.execvp("sleep", ["sleep", "{marker}"])
+    os._exit(0)
+print("detached", flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.parametrize(
+    "mode",
+    [
+        pytest.param("bwrap", marks=needs_bwrap),
+        "none",
+    ],
+)
+def test_no_process_outlives_the_run_not_even_a_detached_one(mode, tmp_path, slot_uid):
+    marker = str(random.randrange(10**8, 10**9))
+    uid = slot_uid if mode == "bwrap" else None
+    process = _start(mode, tmp_path, _python(DETACH.format(marker=marker), mode, uid), uid)
+    for _ in range(400):
+        if len(_alive(marker)) >= 2 and "detached" in process.last_line():
+            break
+        process.wait_briefly(0.05)
+    assert len(_alive(marker)) >= 2, "the detached processes did not start"
+    assert process.stop() is None, "it was still running: we stopped it (a time limit)"
+    assert _alive(marker) == [], "a detached process outlived the run"
+
+
+@needs_root
+def test_as_an_unprivileged_user_every_process_of_that_user_dies(tmp_path, slot_uid):
+    marker = str(random.randrange(10**8, 10**9))
+    script = f"id -u; setsid sleep {marker} & (sleep {marker} &) ; echo started; sleep 1000"
+    process = _start("uid", tmp_path, ["/bin/sh", "-c", script], slot_uid)
+    for _ in range(400):
+        if len(_alive(marker)) >= 2:
+            break
+        process.wait_briefly(0.05)
+    assert sandbox.processes_of(slot_uid), "it runs as the unprivileged user"
+    process.stop()
+    assert _alive(marker) == [] and sandbox.processes_of(slot_uid) == []
+
+
+SNOOP = """
+import os, socket, sys
+def attempt(what, action):
+    try:
+        action()
+        print(what, "yes")
+    except Exception as error:
+        print(what, "no", type(error).__name__)
+attempt("read-other", lambda: open({other!r}).read())
+attempt("write-other", lambda: open({other!r}, "a").write("x"))
+attempt("write-course", lambda: open({course!r}, "a").write("x"))
+attempt("write-python", lambda: open({python!r}, "w").write("x"))
+attempt("write-home", lambda: open(os.path.join(os.environ["HOME"], "x"), "w").write("x"))
+attempt("write-tmp", lambda: open("/tmp/x", "w").write("x"))
+attempt("network", lambda: socket.create_connection(("127.0.0.1", {port}), timeout=2))
+print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
+print("cwd", os.getcwd(), sorted(os.listdir(".")))
+"""
+
+
+@needs_bwrap
+def test_under_bubblewrap_a_notebook_sees_its_own_folder_and_nothing_of_anyone_else(tmp_path, slot_uid):
+    other = tmp_path / "submissions" / "bob" / "01_attention_from_scratch.ipynb"
+    other.parent.mkdir(parents=True)
+    other.write_text("bob's work")
+    os.chmod(other, 0o666)  # even a file anyone may write stays out of reach
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    course = Path(mha.__file__).parent / "checks" / "__init__.py"
+    before = course.read_bytes()
+    python = Path(sys.prefix) / "lib" / "sitecustomize.py"
+    script = SNOOP.format(other=str(other), course=str(course), python=str(python), port=port)
+    process = _start("bwrap", tmp_path, _python(script, "bwrap", slot_uid), slot_uid)
+    assert process.wait_briefly(60) == 0
+    process.stop()
+    server.close()
+    said = dict(line.split(" ", 1) for line in process._tail.decode().splitlines() if " " in line)
+    assert said["read-other"].startswith("no") and said["write-other"].startswith("no")
+    assert said["write-course"].startswith("no") and said["write-python"].startswith("no")
+    assert said["network"].startswith("no")
+    assert said["write-home"] == "yes" and said["write-tmp"] == "yes", "its own folder and /tmp are its to use"
+    assert int(said["pids"]) < 10, "it sees only its own processes"
+    assert said["cwd"].startswith(sandbox.HOME)
+    assert other.read_text() == "bob's work" and course.read_bytes() == before
+    assert not python.exists()
+
+
+def test_output_beyond_the_limit_is_read_and_discarded(tmp_path):
+    script = "import sys\nchunk = 'x' * (1 << 20) + '\\n'\nfor _ in range(300): sys.stdout.write(chunk)\nprint('end')"
+    process = _start("none", tmp_path, [sys.executable, "-I", "-S", "-c", script], limits=Limits(output_mb=8))
+    assert process.wait_briefly(120) == 0
+    process.stop()
+    assert process.output_bytes > 300 << 20 and process.output_over_limit
+    assert len(process._tail) <= 64 << 10, "no more than the tail is kept"
+
+
+@needs_root
+def test_two_gradings_on_one_machine_never_share_a_user():
+    first, second = sandbox.Users(2), sandbox.Users(2)
+    taken = first.ids + second.ids
+    try:
+        assert len(set(taken)) == 4
+    finally:
+        first.release()
+        second.release()
+    again = sandbox.Users(2)
+    assert set(again.ids) <= set(taken), "released ids are used again"
+    again.release()
+
+
+def test_the_isolation_is_described_honestly():
+    assert "NO ISOLATION" in sandbox.describe("none") and "AS YOU" in sandbox.describe("none")
+    assert "PARTIAL" in sandbox.describe("uid") and "network" in sandbox.describe("uid")
+    assert "bubblewrap" in sandbox.describe("bwrap")
+    with pytest.raises(ValueError, match="one of auto"):
+        sandbox.detect("docker")
+
+
+@pytest.mark.parametrize(
+    "limits, words",
+    [
+        (Limits(timeout=0), "timeout"),
+        (Limits(memory_mb=float("inf")), "memory_mb"),
+        (Limits(processes=2), "processes must be at least 8"),
+        (Limits(output_mb=-1), "output_mb"),
+    ],
+)
+def test_limits_that_make_no_sense_are_named(limits, words):
+    assert any(words in p for p in limits.problems())
