@@ -25,6 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+# `mha.attention` calls torch.broadcast_shapes, whose first call imports this module (and sympy): seconds on a busy
+# machine, and cut short by a check's time limit it would leave sympy half imported. Importing it here keeps that
+# out of every learner's time limit.
+import torch.fx.experimental.symbolic_shapes  # noqa: F401
+
 from .compare import _SITES, CheckFailed, Sites
 from .effects import changes, snapshot
 from .plain import to_plain

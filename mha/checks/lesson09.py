@@ -9,17 +9,12 @@ judge's.
 import math
 
 import torch
-import torch.fx.experimental.symbolic_shapes  # noqa: F401 - see below
 from torch import nn
 
 from ..multihead import MultiHeadAttention
 from ..positions import RotaryMultiHeadAttention
 from ..positions import apply_rope as reference_rope
 from . import Build, Case, CheckFailed, Exercise, builder, register, verify
-
-# `mha.attention` calls torch.broadcast_shapes, which imports the module above (and sympy) on its first call: seconds
-# on a busy machine, and cut short by a check's time limit it leaves sympy half imported. Importing it here keeps
-# that out of the learner's time.
 
 LESSON = "09"
 BASE = 10000.0
