@@ -15,7 +15,8 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from .._provenance import command_line, rounded, stamp, writable, write_results
+from .._commands import run_subcommand, subcommand_parser
+from .._provenance import rounded, stamp, writable, write_results
 from . import configs, sharing, speed, writer
 
 PROG = "python -m mha.decoding"
@@ -164,29 +165,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    subcommands = parser.add_subparsers(dest="name", required=True, metavar="NAME")
-    for name, (module, add_arguments, run) in COMMANDS.items():
-        summary = module.__doc__.strip().splitlines()[0]
-        sub = subcommands.add_parser(
-            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        add_arguments(sub)
-        sub.set_defaults(run=run)
-    return parser
+    return subcommand_parser(PROG, __doc__, COMMANDS)
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command = command_line(PROG, argv)  # recorded in every results file
-    try:
-        args.run(args)
-    except ValueError as error:  # bad options explained in one line, not a traceback
-        parser.error(f"{args.name}: {error}")
+    run_subcommand(build_parser(), sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ python -m mha.pretrained positions --json moved.json       lesson 09: the previo
 import argparse
 import sys
 
-from .._provenance import command_line, rounded, stamp, writable, write_results
+from .._commands import check_output
+from .._provenance import command_line, rounded, stamp, write_results
 from . import analysis, kv_pooling, moved_positions
 from .encoder import COURSE_SENTENCE, load, summarise
 
@@ -27,11 +28,7 @@ def _sentence(argv) -> None:
     args = parser.parse_args(argv)
     if not args.sentence.strip():
         parser.error("--sentence is empty: give the text to look at")
-    try:
-        if args.json:
-            writable(args.json)
-    except ValueError as error:
-        parser.error(str(error))
+    check_output(parser, args.json)
     model, tokenizer = load()
     summary = summarise(model, tokenizer, args.sentence)
     tokens = summary["tokens"]
@@ -53,11 +50,7 @@ def _heads(argv) -> None:
     )
     parser.add_argument("--json", metavar="PATH", help="write the tables to PATH")
     args = parser.parse_args(argv)
-    try:
-        if args.json:
-            writable(args.json)
-    except ValueError as error:
-        parser.error(str(error))
+    check_output(parser, args.json)
     model, tokenizer = load()
     types = analysis.head_types(model, tokenizer, analysis.TYPE_SENTENCES)
     shares = analysis.sink_shares(model, tokenizer, analysis.TYPE_SENTENCES)
@@ -99,11 +92,7 @@ def _kv_pooling(argv) -> None:
     bad = [k for k in args.kv_heads if k < 1 or 12 % k]
     if bad:
         parser.error(f"--kv-heads must divide the 12 heads of a layer (1, 2, 3, 4, 6, 12), got {bad}")
-    try:
-        if args.json:
-            writable(args.json)
-    except ValueError as error:
-        parser.error(str(error))
+    check_output(parser, args.json)
     model, tokenizer = load()
     base, rows = kv_pooling.conversion(model, tokenizer, tuple(args.kv_heads))
     print(kv_pooling.format_conversion(rows))
@@ -126,11 +115,7 @@ def _positions(argv) -> None:
     )
     parser.add_argument("--json", metavar="PATH", help="write the report to PATH")
     args = parser.parse_args(argv)
-    try:
-        if args.json:
-            writable(args.json)
-    except ValueError as error:
-        parser.error(str(error))
+    check_output(parser, args.json)
     model, tokenizer = load()
     report = moved_positions.moved_table_report(
         model, tokenizer, analysis.TYPE_SENTENCES, moved_positions.SHIFTS, moved_positions.SHUFFLE_SEEDS

@@ -11,7 +11,8 @@ them (`mha._provenance`). The folder of PATH is checked before any training star
 import argparse
 import sys
 
-from .._provenance import command_line, rounded, stamp, writable, write_results
+from .._commands import run_subcommand, subcommand_parser
+from .._provenance import rounded, stamp, writable, write_results
 from ..positions import SCHEMES
 from . import lengths, tunnel_vision, what_heads_learn
 
@@ -149,29 +150,11 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    subcommands = parser.add_subparsers(dest="name", required=True, metavar="NAME")
-    for name, (module, add_arguments, run) in COMMANDS.items():
-        summary = module.__doc__.strip().splitlines()[0]
-        sub = subcommands.add_parser(
-            name, help=summary, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-        add_arguments(sub)
-        sub.set_defaults(run=run)
-    return parser
+    return subcommand_parser(PROG, __doc__, COMMANDS)
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command = command_line(PROG, argv)  # recorded in every results file
-    try:
-        args.run(args)
-    except ValueError as error:  # bad options explained in one line, not a traceback
-        parser.error(f"{args.name}: {error}")
+    run_subcommand(build_parser(), sys.argv[1:] if argv is None else list(argv))
 
 
 if __name__ == "__main__":
