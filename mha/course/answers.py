@@ -10,12 +10,22 @@ import ast
 import hashlib
 import json
 import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 
 from . import exercises as generation
 
 MARKER = generation.BEGIN
+
+# CPython 3.11 keeps ast.parse's recursion depth in state shared by threads: two notebooks parsed at once by the
+# grader's --jobs threads can fail with "SystemError: AST constructor recursion depth mismatch". One parse at a time.
+_PARSE = threading.Lock()
+
+
+def _parse(source: str) -> ast.Module:
+    with _PARSE:
+        return ast.parse(source)
 
 
 def code_cells(text: str) -> list[str]:
@@ -36,7 +46,7 @@ def answer_cell(cells: list[str], function: str) -> str | None:
     found = None
     for source in cells:
         try:
-            tree = ast.parse(source)
+            tree = _parse(source)
         except (SyntaxError, ValueError):
             if re.search(rf"^(def\s+{re.escape(function)}\s*\(|{re.escape(function)}\s*=)", source, re.M):
                 found = source
@@ -56,7 +66,7 @@ def digest(source: str | None) -> str:
     if source is None:
         return ""
     try:
-        tree = ast.parse(source)
+        tree = _parse(source)
         body = [node for node in tree.body if not _is_check_call(node)]
         text = "\n".join(ast.dump(node, annotate_fields=False) for node in body)
     except (SyntaxError, ValueError):
@@ -92,7 +102,7 @@ def course_answers(root: Path, lesson: str) -> dict[str, tuple[str, str]] | None
     out = {}
     for source in solved:
         try:
-            tree = ast.parse(source)
+            tree = _parse(source)
         except SyntaxError:
             continue
         for node in tree.body:
