@@ -36,6 +36,14 @@ def die_without_a_word():
     dist.barrier()
 
 
+def abort_after_returning():
+    """Return a result, then abort at exit, as gloo's teardown sometimes does ("terminate called without ...")."""
+    import atexit
+
+    atexit.register(os.abort)
+    return dist.get_rank()
+
+
 def every_case_on_rank(cases):
     """Every case of test_parallel_distributed in one launch of 4 processes (each starts PyTorch once for all).
 

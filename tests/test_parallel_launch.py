@@ -77,6 +77,10 @@ def test_a_rank_that_dies_without_an_exception_is_reported():
         run(workers.die_without_a_word, 2, timeout=120)
 
 
+def test_a_rank_that_dies_after_saving_its_result_does_not_fail_the_run():
+    assert run(workers.abort_after_returning, 2, timeout=120) == [0, 1]
+
+
 def test_only_importable_functions_can_be_launched():
     assert target_name(workers.rank_and_sum) == "parallel_workers:rank_and_sum"
     with pytest.raises(ValueError, match="top-level function of an importable module"):

@@ -173,7 +173,9 @@ def _wait(procs, folder: Path, deadline: float, timeout: float, progress: bool =
 
     with tqdm(total=len(procs), desc="ranks finished", unit="rank", disable=not progress) as bar:
         while True:
-            codes = [p.poll() for p in procs]
+            # A rank whose result is saved has done its work: if it dies afterwards, in the process group's teardown
+            # (gloo can abort there with "terminate called without an active exception"), the run is still whole.
+            codes = [0 if (folder / f"rank{r}.pt").exists() else p.poll() for r, p in enumerate(procs)]
             bar.update(sum(code == 0 for code in codes) - bar.n)
             if _check(codes, folder, deadline, timeout):
                 return
