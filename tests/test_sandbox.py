@@ -206,3 +206,15 @@ def test_the_isolation_is_described_honestly():
 )
 def test_limits_that_make_no_sense_are_named(limits, words):
     assert any(words in p for p in limits.problems())
+
+
+@needs_bwrap
+def test_a_grader_run_from_a_copy_of_the_course_gives_the_sandbox_that_copy(tmp_path):
+    # the instructor runs the grader inside the course's folder: Python imports that folder's mha, and the notebook's
+    # process must run the same code (its own Python, isolated, would look for an installed copy)
+    import subprocess
+
+    shutil.copytree(Path(mha.__file__).parent, tmp_path / "mha", ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import mha; from mha.course import sandbox; print(mha.__file__); print(sandbox.probe('bwrap', None))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.stdout.splitlines() == [str(tmp_path / "mha" / "__init__.py"), "None"], out.stdout + out.stderr

@@ -27,7 +27,6 @@ import os
 import random
 import re
 import shutil
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -309,7 +308,7 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
     rlimits = limits.rlimits()
     if uid is None:  # sharing our user: leave room for the processes we already have
         rlimits["RLIMIT_NPROC"] += sandbox.count_tasks(os.getuid())
-    argv = [sys.executable, "-I", "-m", "mha.course._runner", "submission.ipynb"]
+    argv = sandbox.course_command(mode, "mha.course._runner", "submission.ipynb")
     argv += ["--requests", str(requests_r), "--replies", str(replies_w), "--rlimits", json.dumps(rlimits)]
     if mode == "bwrap" and uid is not None:
         argv += ["--uid", str(uid)]

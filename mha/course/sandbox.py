@@ -29,6 +29,34 @@ from pathlib import Path
 
 MODES = ("bwrap", "uid", "none")
 HOME = "/home/student"  # the working folder, as the process sees it under bubblewrap
+COURSE = "/opt/mha-course"  # under bubblewrap, the folder holding the grader's own mha package (read-only)
+
+# Runs a module of the course package the grader itself imported, whatever the notebook's Python would find:
+# `python -I -c BOOT COURSE_PARENT MODULE ARGS...`. -I keeps the submission's folder, PYTHONPATH and user site out.
+_BOOT = (
+    "import runpy, sys\n"
+    "sys.path.insert(0, sys.argv.pop(1))\n"
+    "sys.argv[0] = sys.argv.pop(1)\n"
+    "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+)
+
+
+def _course_parent(mode: str) -> str:
+    """The folder that holds the grader's mha package, as the sandboxed process sees it."""
+    import mha
+
+    return COURSE if mode == "bwrap" else str(Path(mha.__file__).resolve().parent.parent)
+
+
+def course_command(mode: str, module: str, *args: str) -> list[str]:
+    """The command that runs `python -m module args` in the sandbox, with the grader's own course package.
+
+    The grader may have imported mha from the course's folder (its working folder) rather than an installed copy;
+    the notebook's process must run the same code, never another copy it would find on its own.
+    """
+    return [sys.executable, "-I", "-c", _BOOT, _course_parent(mode), module, *args]
+
+
 _FIRST_UID = 64100  # unprivileged users for parallel jobs: _FIRST_UID, _FIRST_UID + 1, ...
 _TAIL = 64 << 10  # bytes of output kept to say how a notebook ended
 
@@ -269,6 +297,10 @@ class Process:
                 continue  # a system Python: already there
             directory(path)
             cmd += ["--ro-bind", path, path]
+        import mha
+
+        directory(COURSE + "/mha")
+        cmd += ["--ro-bind", str(Path(mha.__file__).resolve().parent), COURSE + "/mha"]
         directory(HOME)
         cmd += ["--bind", str(self.workdir), HOME, "--chdir", HOME, "--clearenv"]
         for key, value in env.items():
@@ -378,7 +410,8 @@ def probe(mode: str, uid: int | None, limits: Limits = Limits()) -> str | None:
         if uid is not None:
             os.chown(workdir, uid, uid)
         inside = str(uid) if mode == "bwrap" and uid is not None else "-"
-        process = Process(mode, workdir, [sys.executable, "-I", "-c", PROBE, inside], limits, uid)
+        code = "import sys; sys.path.insert(0, sys.argv.pop(1))\n" + PROBE  # the grader's course, as the runner
+        process = Process(mode, workdir, [sys.executable, "-I", "-c", code, _course_parent(mode), inside], limits, uid)
         try:
             process.start()
         except OSError as error:
