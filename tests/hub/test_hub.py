@@ -350,7 +350,8 @@ c.Spawner.args = [_re.sub(_cull, lambda m: m[1] + "=" + _short[m[1]], a) for a i
             assert "q @ k.transpose(-2, -1)\n" in "".join(c.source + "\n" for c in saved.cells)
         with step("grading (guide: grade)"):
             _bash("grade", instructor, course)
-            rows = list(csv.DictReader(open(course / "grades.csv")))
+            # the grader writes a byte-order mark, for spreadsheets
+            rows = list(csv.DictReader(open(course / "grades.csv", encoding="utf-8-sig")))
             passed = {(r["student"], r["exercise"]): r["passed"] in ("True", "true", "1") for r in rows}
             ada_rows = [ok for (who, _), ok in passed.items() if who == "ada"]
             assert ada_rows and all(ada_rows), f"ada passes every exercise: {rows}"
