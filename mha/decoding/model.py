@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._portable import TRAINING_DTYPE, same_normals
 from .._validate import check_rank, fmt_shape, head_size, kv_group_size
 from ..kv_cache import KVCache, cached_self_attention
 from ..multihead import MultiHeadAttention
@@ -167,11 +168,16 @@ class Decoder(nn.Module):
         return mask
 
 
-def build_decoder(config: DecoderConfig, seed: int) -> Decoder:
-    """A fresh decoder whose starting weights depend on `seed` alone (the global random state is left untouched)."""
-    with torch.random.fork_rng(devices=[]):
+def build_decoder(config: DecoderConfig, seed: int, dtype: torch.dtype = TRAINING_DTYPE) -> Decoder:
+    """A fresh decoder whose starting weights depend on `seed` alone (the global random state is left untouched).
+
+    The weights are drawn as float32 numbers that are the same on every CPU (`mha._portable`), then held in `dtype`
+    (default: float64, in which the course trains its small models, so that every CPU prints the same results).
+    """
+    with torch.random.fork_rng(devices=[]), same_normals():
         torch.manual_seed(seed)
-        return Decoder(config)
+        decoder = Decoder(config)
+    return decoder.to(dtype)
 
 
 def left_pad(sequences: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -77,7 +77,7 @@ def per_token(setting: SpeedSetting, device="cpu", threads: int = 1, progress=No
     Shape:
         returns one dict per context: context, no_cache_s, cache_s (medians), their IQRs, and ratio.
     """
-    model = build_decoder(setting.decoder(), seed=0).to(device).eval()
+    model = build_decoder(setting.decoder(), seed=0, dtype=torch.float32).to(device).eval()
     tokens = torch.randint(64, (1, max(setting.contexts) + 1), generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
     for n in setting.contexts:
@@ -126,7 +126,7 @@ def by_kv_heads(setting: SpeedSetting, device="cpu", threads: int = 1, progress=
     d_head = setting.d_model // setting.heads
     g = torch.Generator().manual_seed(1)
     for kv in setting.kv_heads:
-        model = build_decoder(setting.decoder(kv, seq=n + 1), seed=0).to(device).eval()
+        model = build_decoder(setting.decoder(kv, seq=n + 1), seed=0, dtype=torch.float32).to(device).eval()
         tokens = torch.randint(64, (batch, n + 1), generator=g).to(device)
         cache = model.new_cache(batch, n + 1)
         model.forward_cached(tokens[:, :n], cache)

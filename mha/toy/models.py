@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._portable import TRAINING_DTYPE, same_normals
 from .._validate import check_rank, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 from ..positions import attention_layer, check_scheme, position_embedding
@@ -158,19 +159,24 @@ class AttentionOnlyModel(nn.Module):
             )
 
 
-def build_model(config: AttentionOnlyConfig, seed: int) -> AttentionOnlyModel:
+def build_model(config: AttentionOnlyConfig, seed: int, dtype: torch.dtype = TRAINING_DTYPE) -> AttentionOnlyModel:
     """A fresh model whose starting weights depend on `seed` alone (the global random state is left untouched).
+
+    The weights are drawn as float32 numbers that are the same on every CPU (`mha._portable`), then held in `dtype`.
 
     Args:
         config: the sizes.
         seed: the seed of the starting weights.
+        dtype: the dtype of the parameters (default: float64, in which the course trains its small models, so
+            that every CPU prints the same results).
 
     Shape:
         returns an `AttentionOnlyModel`.
     """
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), same_normals():
         torch.manual_seed(seed)
-        return AttentionOnlyModel(config)
+        model = AttentionOnlyModel(config)
+    return model.to(dtype)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -16,6 +16,7 @@ from .tasks import OffsetCopyTask
 
 PROBE_SEED = 2_000_003  # sequences the probes are fitted on: far from training, held-out and probe-test seeds
 TEST_SEED = 3_000_017  # sequences the probes are scored on
+CHANCE_MARGIN = 0.03  # an accuracy this close to guessing (1 / classes) is printed as "chance"
 
 
 @torch.no_grad()
@@ -65,8 +66,8 @@ def fit_probe(features, labels, test_features, test_labels, classes: int, iterat
     try:
         mean, std = features.mean(0), features.std(0) + 1e-6
         x, x_test = (features - mean) / std, (test_features - mean) / std
-        weight = torch.zeros(x.shape[1], classes, requires_grad=True)
-        bias = torch.zeros(classes, requires_grad=True)
+        weight = torch.zeros(x.shape[1], classes, dtype=x.dtype, requires_grad=True)
+        bias = torch.zeros(classes, dtype=x.dtype, requires_grad=True)
         optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe")
 
         def closure():
@@ -80,6 +81,20 @@ def fit_probe(features, labels, test_features, test_labels, classes: int, iterat
             return ((x_test @ weight + bias).argmax(-1) == test_labels).float().mean().item()
     finally:
         torch.set_num_threads(threads)
+
+
+def format_accuracy(accuracy: float, classes: int) -> str:
+    """A probe's accuracy in whole percents, or "chance" within `CHANCE_MARGIN` of guessing (1 / classes).
+
+    Near chance, the whole percent hangs on a handful of test positions whose answer is a near tie, and a tie is
+    broken by the last bits of the arithmetic, which differ between CPUs: "1%" on one machine, "2%" on another.
+    What the lesson claims there is only that the probe reads nothing.
+
+    Args:
+        accuracy: in [0, 1].
+        classes: how many answers a guess picks from (the vocabulary).
+    """
+    return "chance" if accuracy < 1 / classes + CHANCE_MARGIN else f"{accuracy:.0%}"
 
 
 def probe_heads(model, task: OffsetCopyTask, sequences: int = 512, test_sequences: int = 256) -> list[list[float]]:

@@ -89,7 +89,7 @@ def relation_attention(model, sentences: list[Sentence]) -> torch.Tensor:
     """
     tokens, _ = TemplateLanguage().encode(sentences)
     _, weights = model(tokens, need_weights=True)  # (batch, heads, q_pos, k_pos)
-    table = torch.zeros(weights.shape[1], len(RELATIONS))
+    table = weights.new_zeros(weights.shape[1], len(RELATIONS))  # (heads, relations)
     for b, s in enumerate(sentences):
         for r, relation in enumerate(RELATIONS):
             table[:, r] += weights[b, :, s.it, s.needed[relation]]

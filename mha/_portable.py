@@ -1,0 +1,76 @@
+"""The same numbers on every CPU: starting weights drawn alike everywhere, small models trained in float64.
+
+PyTorch picks its vectorised kernels by what the CPU can do (`torch.backends.cpu.get_cpu_capability()`: "DEFAULT",
+"AVX2", "AVX512"), and each rounds in its own way: sums are added in another order, exp and log come from another
+library. In float32 the last bits differ between CPUs, and a training of a few thousand steps amplifies them into
+the printed digits (a head's weight of 0.33 on one CPU, 0.32 on another). Two things remove the difference:
+
+- `same_normals()`: torch's float32 `normal_` is itself such a kernel (the same draws turned into numbers by a
+  different log and cos); inside this block, `torch.nn.init.normal_` (what `nn.Embedding` starts from) consumes the
+  same random draws and returns numbers computed alike on every CPU.
+- `TRAINING_DTYPE`: the course's small models train in float64, whose last bits are 1e-16, not 1e-7; what training
+  amplifies stays far below anything printed. At these sizes it costs about 1.7x the time of float32.
+"""
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+
+TRAINING_DTYPE = torch.float64  # the dtype every model the course trains live is trained in
+
+_BLOCK = 16  # torch fills normals 16 at a time: 8 pairs of uniforms, each pair turned into 2 normals (Box-Muller)
+
+
+def normal_(
+    tensor: torch.Tensor, mean: float = 0.0, std: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Fill `tensor` with normal numbers as `torch.nn.init.normal_` does, but with the same values on every CPU.
+
+    It draws the same uniforms from the generator as torch's float32 kernel (so that the draws after it are
+    unchanged) and applies the same Box-Muller transform, computed in float64 and rounded: within a rounding of
+    what torch gives on any CPU, and identical on all of them.
+
+    Args:
+        tensor: filled in place.
+        mean: mean of the normal distribution (default 0.0).
+        std: standard deviation (default 1.0).
+        generator: where the draws come from (default: torch's global generator).
+
+    Returns:
+        `tensor`.
+    """
+    n = tensor.numel()
+    if tensor.dtype != torch.float32 or n < _BLOCK or not tensor.is_contiguous() or tensor.device.type != "cpu":
+        with torch.no_grad():  # torch's own path for these is the same on every CPU
+            return tensor.normal_(mean, std, generator=generator)
+    values = torch.rand(n, generator=generator, dtype=torch.float32).double()  # the kernel's uniforms, in order
+    blocks = n - n % _BLOCK
+    out = values.clone()
+    out[:blocks] = _box_muller(values[:blocks])
+    if n % _BLOCK:  # torch redraws the last 16 and fills them again
+        tail = torch.rand(_BLOCK, generator=generator, dtype=torch.float32).double()
+        out[n - _BLOCK :] = _box_muller(tail)
+    with torch.no_grad():
+        tensor.copy_((out * std + mean).view(tensor.shape))
+    return tensor
+
+
+def _box_muller(uniforms: torch.Tensor) -> torch.Tensor:
+    """Blocks of 16 uniforms to 16 normals: u1 from the first 8 of a block, u2 from the last 8, as torch pairs them."""
+    u = uniforms.view(-1, 2, _BLOCK // 2)  # (blocks, 2, 8)
+    radius = torch.sqrt(-2 * torch.log(1 - u[:, 0]))  # (blocks, 8)
+    theta = 2 * math.pi * u[:, 1]  # (blocks, 8)
+    return torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=1).flatten()  # (blocks * 16,)
+
+
+@contextmanager
+def same_normals() -> Iterator[None]:
+    """Inside the block, `torch.nn.init.normal_` is `normal_` above: modules built here start alike on every CPU."""
+    original = torch.nn.init.normal_
+    torch.nn.init.normal_ = normal_
+    try:
+        yield
+    finally:
+        torch.nn.init.normal_ = original
