@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import AttentionOnlyConfig, build_model, count_parameters
-from .probe import probe_heads
+from .probe import format_accuracy, probe_heads
 from .tasks import OffsetCopyTask
 from .train import TrainConfig, TrainResult, train
 
@@ -384,15 +384,16 @@ def format_summary(records) -> str:
 def format_probe(records) -> str:
     """One line per probed head: how well a linear readout of its output alone names the token at each offset.
 
-    Accuracies are printed as whole percents; guessing scores 1 / vocab.
+    Accuracies are printed as whole percents, or "chance" within a few points of guessing (1 / vocab; see
+    `mha.toy.probe.format_accuracy`).
     """
     probed = [r for r in records if "probe" in r]
     width = max([13] + [len(r["label"]) for r in probed])
     names = probed[0]["relations"] if probed else []
-    header = f"{'configuration':<{width}} {'seed':>4} {'head':>4} {'d_head':>6}   " + " ".join(f"{n:>5}" for n in names)
+    header = f"{'configuration':<{width}} {'seed':>4} {'head':>4} {'d_head':>6}   " + " ".join(f"{n:>6}" for n in names)
     lines = [header, "-" * len(header)]
     for r in probed:
         for h, accuracies in enumerate(r["probe"]):
-            cells = " ".join(f"{_pct(a):>5}" for a in accuracies)
+            cells = " ".join(f"{format_accuracy(a, r['vocab']):>6}" for a in accuracies)
             lines.append(f"{r['label']:<{width}} {r['seed']:>4} {h:>4} {r['d_head']:>6}   {cells}")
     return "\n".join(lines)
