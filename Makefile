@@ -13,12 +13,16 @@ KERNEL := mha-course
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 LAB_ARGS ?=
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p tests.notebook_budget
+# The unit tests share the cores (pytest-xdist), a test file per worker; UNIT_ARGS= runs them in one process.
+UNIT_ARGS ?= -n auto --dist loadfile
+# With STAGE_TIMES=FILE, each command of a stage adds "stage milliseconds" to FILE (CI prints where its time went).
+TIMED = $(if $(STAGE_TIMES),bash .ci/timed $@ $(STAGE_TIMES),)
 
 # The course's JupyterLab settings (jupyter/), copied into the virtual environment so that every server started
 # from it reads them: the course's kernel for new notebooks, no news pop-up, no websocket ping warning.
 LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test test-hub lint unit notebooks browser exercises gpu-record clean
+.PHONY: setup lab test test-hub lint unit notebooks notebooks-cpus browser exercises gpu-record clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
@@ -39,19 +43,24 @@ $(STAMP): requirements.txt requirements-student.txt pyproject.toml
 lab: setup
 	$(BIN)/jupyter lab $(ROOT_FLAG) $(LAB_ARGS)
 
-test: lint unit notebooks browser
+test: lint unit notebooks notebooks-cpus browser
 
 # exercises/ is linted as solutions/ generate it (by `exercises --check`), never a learner's copy
 lint: setup
-	$(BIN)/ruff check --extend-exclude exercises .
-	$(BIN)/ruff format --check mha tests
-	$(BIN)/python -m mha.course exercises --check
+	$(TIMED) $(BIN)/ruff check --extend-exclude exercises .
+	$(TIMED) $(BIN)/ruff format --check mha tests
+	$(TIMED) $(BIN)/python -m mha.course exercises --check
 
 unit: setup
-	$(BIN)/python -m pytest tests --ignore=tests/test_browser.py
+	$(TIMED) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py $(UNIT_ARGS)
 
 notebooks: setup
-	$(BIN)/python -m pytest $(NBVAL) notebooks solutions
+	$(TIMED) $(BIN)/python -m pytest $(NBVAL) notebooks solutions
+
+# The notebooks again as other x86-64 CPUs run them (every instruction set below this CPU's, other thread counts):
+# their printed outputs must not depend on the CPU (tests/cpu_variants.py says more).
+notebooks-cpus: setup
+	$(TIMED) $(BIN)/python tests/cpu_variants.py $(NBVAL) -q notebooks solutions
 
 # The instructor guide's JupyterHub recipe, done for real: a hub, two students, collection and grading (a few
 # minutes; the first run also builds the hub's environment and the image in .hub/). It needs Node.js, npm and
@@ -59,12 +68,12 @@ notebooks: setup
 # Past HUB_TIMEOUT seconds it is interrupted, and still stops every process it started.
 HUB_TIMEOUT ?= 1800
 test-hub: setup
-	MHA_HUB_TEST=1 timeout --signal=INT --kill-after=120 $(HUB_TIMEOUT) $(BIN)/python -m pytest tests/hub -s -p no:cacheprovider
+	$(TIMED) env MHA_HUB_TEST=1 timeout --signal=INT --kill-after=120 $(HUB_TIMEOUT) $(BIN)/python -m pytest tests/hub -s -p no:cacheprovider
 
 # A learner's session in headless Chromium: needs `apt-get install -y chromium chromium-driver`; skipped, saying so,
 # where Chromium is missing (except in CI, where it fails).
 browser: setup
-	$(BIN)/python -m pytest tests/test_browser.py
+	$(TIMED) $(BIN)/python -m pytest tests/test_browser.py
 
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup

@@ -78,7 +78,10 @@ def _free_port() -> int:
 
 
 def _port_is_free(port: int) -> bool:
+    """True when nothing listens on the port. Bound as servers bind (SO_REUSEADDR): the connections the stopped
+    server closed linger in TIME_WAIT for a minute, and they do not stop a new server from listening there."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
