@@ -157,6 +157,14 @@ class AttentionOnlyModel(nn.Module):
                 f"tokens has shape {fmt_shape(tokens.shape)}: at most seq={self.config.seq} positions"
                 + (" (one learned position embedding each)" if self.config.positions == "learned" else "")
             )
+        vocab = self.config.vocab
+        if tokens.numel() and not torch.compiler.is_compiling():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(
+                    f"tokens must be token ids from 0 to vocab - 1 = {vocab - 1} (one embedding each), got ids from "
+                    f"{low} to {high}"
+                )
 
 
 def build_model(config: AttentionOnlyConfig, seed: int, dtype: torch.dtype = TRAINING_DTYPE) -> AttentionOnlyModel:
