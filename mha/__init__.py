@@ -13,8 +13,9 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
     positions.py   how a head knows where: learned and sinusoidal tables, RoPE (rotary), none (lesson 09)
     _validate.py   argument checks: every error names what was expected and what arrived
     _runtime.py    run with N threads, wait for the device: shared by the timing and training wings
-    _provenance.py every results file written in one format (command, torch, date, device), the folder checked first
-    _commands.py   what the wings' commands share: subcommands, one-line errors
+    _provenance.py every results file written in one format (command, torch, date, device), and the one rule of
+                   every command: no file replaced that it did not write, checked before any work
+    _commands.py   what the wings' commands share: subcommands, one-line errors, option types, output checks
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 

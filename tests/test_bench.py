@@ -544,12 +544,18 @@ def test_threads_are_set_for_the_block_and_restored_even_after_an_error():
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
-        (["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
-        (["--memory-budget", "-2"], "argument --memory-budget: must be more than 0, got -2"),
-        (["--min-run-time", "0"], "argument --min-run-time: must be more than 0, got 0"),
-        (["--min-run-time", "nan"], "argument --min-run-time: must be more than 0, got nan"),
+        (["--threads", "0"], "argument --threads: expected a whole number of at least 1, got '0'"),
+        (["--rounds", "0"], "argument --rounds: expected a whole number of at least 1, got '0'"),
+        (["--memory-budget", "-2"], "argument --memory-budget: expected a finite number above 0, got '-2'"),
+        (["--min-run-time", "0"], "argument --min-run-time: expected a finite number above 0, got '0'"),
+        (["--min-run-time", "nan"], "argument --min-run-time: expected a finite number above 0, got 'nan'"),
         (["--threads", "two"], "argument --threads: expected a whole number, got 'two'"),
+        # an infinite time timed forever, an infinite budget was an OverflowError
+        (["--min-run-time", "inf"], "argument --min-run-time: expected a finite number above 0, got 'inf'"),
+        (["--memory-budget", "inf"], "argument --memory-budget: expected a finite number above 0, got 'inf'"),
+        (["--memory-budget", "1e9"], "--memory-budget 1e+09 GiB is more than all the memory of this cpu"),
+        (["--only", ""], "argument --only: expected some text, got an empty value ''"),
+        (["--only", "tabel"], "--only 'tabel': suite 'cpu' has experiments"),
     ],
 )
 def test_bad_numbers_on_the_command_line_get_one_clear_line(argv, words, capsys):
@@ -560,12 +566,36 @@ def test_bad_numbers_on_the_command_line_get_one_clear_line(argv, words, capsys)
     assert words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("{foo}.json", "{foo}.json': the one placeholder a path may hold is {device}"),
+        ("{0}.json", "the one placeholder a path may hold is {device}"),
+    ],
+)
+def test_a_placeholder_other_than_device_is_refused_before_any_work(path, words, tmp_path, capsys, monkeypatch):
+    import mha.bench.__main__ as command
+
+    monkeypatch.setattr(command, "prepare", lambda *a, **k: pytest.fail("the work started"))
+    with pytest.raises(SystemExit) as info:
+        main(["--quick", "--json", str(tmp_path / path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err  # was a KeyError
+
+
+def test_the_mistakes_command_is_a_subcommand_of_main_and_refuses_bad_numbers(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["mistakes", "--min-run-time", "inf"])  # timed forever before
+    assert info.value.code == 2 and "finite number above 0, got 'inf'" in capsys.readouterr().err
+
+
 def test_the_mistakes_command_refuses_bad_numbers_too(capsys):
     for argv in (["--threads", "0"], ["--min-run-time", "-1"]):
         with pytest.raises(SystemExit) as info:
             mistakes_main(argv)
         assert info.value.code == 2
-    assert "must be" in capsys.readouterr().err
+    assert "expected a" in capsys.readouterr().err
 
 
 def test_a_run_stopped_after_its_first_experiment_leaves_a_valid_file_with_it(tmp_path, monkeypatch, capsys):
@@ -596,6 +626,21 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     with pytest.raises(SystemExit) as info:
         main(["--quick", "--only", "table", "--no-progress", "--json", str(tmp_path / "taken" / "x.json")])
     assert info.value.code == 2 and "cannot create the folder" in capsys.readouterr().err
+
+
+def test_a_csv_of_timings_is_replaced_but_someone_elses_csv_is_not(tmp_path, capsys, monkeypatch):
+    import mha.bench.__main__ as command
+
+    monkeypatch.setattr(command, "prepare", lambda *a, **k: pytest.fail("the work started"))
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("name,score\nada,3\n")
+    with pytest.raises(SystemExit) as info:
+        main(["--quick", "--csv", str(theirs)])
+    assert info.value.code == 2 and "theirs.csv exists and is not a CSV of timings" in capsys.readouterr().err
+    assert theirs.read_text() == "name,score\nada,3\n"
+    ours = tmp_path / "ours.csv"
+    command._write_csv(ours, {"torch": "2", "date": "today", "command": "python -m mha.bench"}, [])
+    command._write_csv(ours, {"torch": "2", "date": "today", "command": "python -m mha.bench"}, [])  # replaced
 
 
 def test_the_gpu_recording_is_one_prepared_command_outside_make_test():

@@ -12,9 +12,20 @@ collect     copy every student's exercise notebooks from a JupyterHub into submi
 import argparse
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
+from .._commands import (
+    check_output,
+    check_output_folder,
+    nonempty,
+    positive_int,
+    repository,
+    seed_number,
+    url,
+)
+from .._provenance import csv_with_header, writable
 from . import collect, doctor, exercises, grade, judging, release, report, sandbox
 
 PROG = "python -m mha.course"
@@ -25,8 +36,13 @@ def _exercises(argv) -> int:
     parser.add_argument(
         "--check", action="store_true", help="fail if exercises/ is out of sync or fails ruff as generated (for CI)"
     )
-    parser.add_argument("--root", type=Path, default=exercises.ROOT, help="course folder (default: this checkout)")
+    parser.add_argument("--root", type=_path, default=exercises.ROOT, help="course folder (default: this checkout)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "solutions/NN_*.ipynb", "the course's folder")
+    if not any((args.root / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        parser.error(
+            f"--root {args.root}: no solutions/NN_*.ipynb in it; expected the course's folder, which holds solutions/"
+        )
     if args.check:
         problems = exercises.check(args.root) + exercises.lint(args.root)
         for problem in problems:
@@ -58,12 +74,14 @@ def _grade(argv) -> int:
         description=grade.__doc__.split("\n\n")[0],
         epilog=f"To join the CSVs of shards: {PROG} grade merge SHARD.csv ... --csv grades.csv",
     )
-    parser.add_argument("folder", type=Path, help="one sub-folder per student, holding exercise notebooks")
-    parser.add_argument("--csv", type=Path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
-    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="notebooks at once (default: cores)")
+    parser.add_argument("folder", type=_path, help="one sub-folder per student, holding exercise notebooks")
+    parser.add_argument("--csv", type=_path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
+    parser.add_argument("--feedback", type=_path, default=None, help="write one feedback file per student here")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=os.cpu_count() or 1, help="notebooks at once (default: cores)"
+    )
     parser.add_argument("--shard", default="0/1", help="K/N: grade only share K (0 to N-1) of N (default 0/1)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the cases (default: a fresh one)")
+    parser.add_argument("--seed", type=seed_number, default=None, help="seed of the cases (default: a fresh one)")
     parser.add_argument("--isolation", choices=["auto", *sandbox.MODES], default="auto", help="default: auto")
     defaults = sandbox.Limits()
     for name, text in LIMITS.items():
@@ -76,13 +94,13 @@ def _grade(argv) -> int:
         parser.error("; ".join(p.replace("_", "-") for p in problems))
     whole = {name: int(value) for name, value in raw.items() if name not in ("timeout", "output_mb")}
     limits = sandbox.Limits(timeout=raw["timeout"], output_mb=raw["output_mb"], **whole)
-    if not args.folder.is_dir():
-        parser.error(f"{args.folder} is not a folder")
+    _folder(parser, "folder", args.folder, "one sub-folder per student", "the folder of submissions")
+    if _is_course(args.folder):
+        parser.error(
+            f"folder {args.folder} is the course's own folder (it holds mha/ and solutions/), not a folder of "
+            f"submissions: give the folder that holds one sub-folder per student"
+        )
     part = _shard(parser, args.shard)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be 0 or more, got {args.seed}")
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
     if args.feedback is not None:
@@ -123,14 +141,33 @@ def _shard(parser, text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+# What the grader writes, recognised by its content: only such files are ever replaced (`mha._provenance.writable`).
+GRADES = (csv_with_header(report.COLUMNS), "a grades CSV the grader wrote")
+FEEDBACK = (lambda text: text.startswith("Feedback for "), "a feedback file the grader wrote")
+
+
+def _path(value: str) -> Path:
+    """A path typed on the command line: not empty (an empty one would mean the current folder)."""
+    return Path(nonempty(value))
+
+
+def _folder(parser, option: str, path: Path, holds: str, what: str) -> None:
+    """Refuse, naming the option, a path that is not an existing folder."""
+    if not path.exists():
+        parser.error(f"{option} {path}: no such folder; expected {what}, holding {holds}")
+    if not path.is_dir():
+        parser.error(f"{option} {path} is a file; expected {what}, a folder holding {holds}")
+
+
+def _is_course(folder: Path) -> bool:
+    return (folder / "mha" / "__init__.py").is_file() and (folder / "solutions").is_dir()
+
+
 def _output(parser, path: Path, folder: Path | None) -> Path:
-    """The CSV's path, refused before any work if it cannot be written or would land in a student's folder."""
-    if path.is_dir():
-        parser.error(f"--csv {path} is a folder; give a file name, e.g. {path / 'grades.csv'}")
-    if not path.parent.is_dir():
+    """The CSV's path, refused before any work if it may not be written or would land in a student's folder."""
+    if not path.is_dir() and not path.parent.is_dir():
         parser.error(f"--csv {path}: the folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        parser.error(f"--csv {path}: the folder {path.parent} cannot be written")
+    check_output(parser, str(path), "--csv", *GRADES)
     if folder is not None:
         inside = path.resolve().parent
         if inside != folder.resolve() and folder.resolve() in inside.parents:
@@ -138,18 +175,33 @@ def _output(parser, path: Path, folder: Path | None) -> Path:
     return path
 
 
-def _feedback_folder(parser, path: Path, folder: Path) -> None:
-    resolved = path.resolve()
-    if resolved == folder.resolve() or folder.resolve() in resolved.parents:
-        parser.error(f"--feedback {path} is inside {folder}, where it would be taken for a student; write it elsewhere")
-    if path.exists() and not path.is_dir():
-        parser.error(f"--feedback {path} is a file, not a folder")
-    if not path.exists() and not path.parent.is_dir():
-        parser.error(f"--feedback {path}: the folder {path.parent} does not exist")
+def _feedback_folder(parser, path: Path, folder: Path | None) -> None:
+    """The feedback folder, refused before any work if it holds a file the grader did not write."""
+    check_output_folder(parser, path, "--feedback")
+    if folder is not None:
+        resolved = path.resolve()
+        if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+            parser.error(
+                f"--feedback {path} is inside {folder}, where it would be taken for a student; write it elsewhere"
+            )
+    theirs = [p.name for p in sorted(path.iterdir()) if not _feedback_file(p)] if path.is_dir() else []
+    if theirs:
+        parser.error(
+            f"--feedback {path} holds {', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}, which the grader "
+            f"did not write: give a new or empty folder, so that nothing of yours is replaced"
+        )
+
+
+def _feedback_file(path: Path) -> bool:
+    try:
+        return path.is_file() and FEEDBACK[0](path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _write(path: Path, text: str) -> None:
     """Write a file whole or not at all (a temporary file in the same folder, then renamed)."""
+    writable(path, *GRADES)  # checked before the work; again now, in case a file appeared meanwhile
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8-sig")
     os.replace(temporary, path)
@@ -158,6 +210,7 @@ def _write(path: Path, text: str) -> None:
 def _write_feedback(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(exist_ok=True)
     for name, text in grade.feedback_files(rows).items():
+        writable(folder / name, *FEEDBACK)  # never a file the grader did not write
         (folder / name).write_text(text, encoding="utf-8")
 
 
@@ -165,18 +218,29 @@ def _merge(argv) -> int:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} grade merge", description="Join the CSVs of the shards of one grading into one CSV."
     )
-    parser.add_argument("parts", type=Path, nargs="+", help="the shards' CSV files")
-    parser.add_argument("--csv", type=Path, required=True, help="where to write the joined CSV")
-    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
-    parser.add_argument("--submissions", type=Path, default=None, help="check that every student folder is graded")
+    parser.add_argument("parts", type=_path, nargs="+", help="the shards' CSV files")
+    parser.add_argument("--csv", type=_path, required=True, help="where to write the joined CSV")
+    parser.add_argument("--feedback", type=_path, default=None, help="write one feedback file per student here")
+    parser.add_argument("--submissions", type=_path, default=None, help="check that every student folder is graded")
     args = parser.parse_args(argv)
+    texts = []
     for part in args.parts:
         if not part.is_file():
-            parser.error(f"{part} is not a file")
+            parser.error(f"{part} is not a file; expected a grades CSV written by `{PROG} grade`")
+        try:
+            texts.append((str(part), part.read_bytes().decode("utf-8-sig")))
+        except UnicodeDecodeError:
+            parser.error(f"{part} is not a grades CSV: it is not text (UTF-8)")
     out = _output(parser, args.csv, None)
+    if args.feedback is not None:
+        _feedback_folder(parser, args.feedback, None)
+    if args.submissions is not None:
+        _folder(parser, "--submissions", args.submissions, "one sub-folder per student", "the folder of submissions")
+        if not any(p.is_dir() and not p.name.startswith(".") for p in args.submissions.iterdir()):
+            parser.error(f"--submissions {args.submissions} holds no student folder; expected one per student")
     try:
-        rows = report.merge([(str(p), p.read_text(encoding="utf-8-sig")) for p in args.parts])
-    except (ValueError, UnicodeDecodeError) as error:
+        rows = report.merge(texts)
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _write(out, report.to_csv(rows))
@@ -199,6 +263,7 @@ def _doctor(argv) -> int:
     parser.add_argument(
         "--hub",
         metavar="VERSION",
+        type=_version,
         default=None,
         help="also check a JupyterHub single-user image: jupyterhub at the hub's VERSION, and nbgitpuller",
     )
@@ -212,12 +277,33 @@ def _doctor(argv) -> int:
     return 1 if failed else 0
 
 
+def _version(value: str) -> str:
+    """A version number such as 5.2.1 (what `pip install jupyterhub==VERSION` takes)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*([.+-]?[A-Za-z0-9]+)*", value.strip()):
+        raise argparse.ArgumentTypeError(f"expected a version number such as 5.2.1, got {value!r}")
+    return value.strip()
+
+
 def _release(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} release", description=release.__doc__.split("\n\n")[0])
-    parser.add_argument("--branch", default=release.BRANCH, help=f"the release branch (default {release.BRANCH})")
-    parser.add_argument("--ref", default="HEAD", help="the commit to release (default HEAD: the last commit)")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's checkout (default: here)")
+    parser.add_argument(
+        "--branch", type=nonempty, default=release.BRANCH, help=f"the release branch (default {release.BRANCH})"
+    )
+    parser.add_argument(
+        "--ref", type=nonempty, default="HEAD", help="the commit to release (default HEAD: the last commit)"
+    )
+    parser.add_argument("--root", type=_path, default=Path.cwd(), help="the course's checkout (default: here)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "the course's git checkout", "the course's checkout")
+    top = _git(args.root, "rev-parse", "--show-toplevel")
+    if top is None:
+        parser.error(f"--root {args.root} is not a git checkout; expected the course's checkout (git clone)")
+    if Path(top).resolve() != args.root.resolve():
+        parser.error(f"--root {args.root} is a folder inside the checkout {top}; expected the checkout itself: {top}")
+    if _git(args.root, "check-ref-format", "--branch", args.branch) is None:
+        parser.error(f"--branch {args.branch!r} is not a name git accepts for a branch; expected e.g. student")
+    if _git(args.root, "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}") is None:
+        parser.error(f"--ref {args.ref!r} is not a commit of {args.root}; expected e.g. HEAD, main or a commit hash")
     try:
         done = release.release(args.root, args.branch, args.ref)
     except ValueError as error:
@@ -231,18 +317,40 @@ def _release(argv) -> int:
     return 0
 
 
+def _git(root: Path, *args: str) -> str | None:
+    """git's output in `root`, or None when git says no."""
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _home_folder(value: str) -> str:
+    """A folder inside each student's home: a relative path, without '..'."""
+    value = nonempty(value).strip()
+    if Path(value).is_absolute() or ".." in Path(value).parts:
+        raise argparse.ArgumentTypeError(f"expected a folder inside each home, like mha-course, got {value!r}")
+    return value
+
+
 def _link(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} link", description=release.nbgitpuller_link.__doc__.split("\n")[0])
-    parser.add_argument("--hub", required=True, help="the hub's address, e.g. https://hub.example.edu")
-    parser.add_argument("--repo", required=True, help="the repository students pull from (the student release)")
-    parser.add_argument("--branch", default="main", help="its branch (default main)")
-    parser.add_argument("--folder", default=release.FOLDER, help=f"the folder in each home (default {release.FOLDER})")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's folder (default: here)")
+    parser.add_argument("--hub", type=url, required=True, help="the hub's address, e.g. https://hub.example.edu")
+    parser.add_argument(
+        "--repo", type=repository, required=True, help="the repository students pull from (the student release)"
+    )
+    parser.add_argument("--branch", type=nonempty, default="main", help="its branch (default main)")
+    parser.add_argument(
+        "--folder",
+        type=_home_folder,
+        default=release.FOLDER,
+        help=f"the folder in each home (default {release.FOLDER})",
+    )
+    parser.add_argument("--root", type=_path, default=Path.cwd(), help="the course's folder (default: here)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "exercises/NN_*.ipynb", "the course's folder")
     try:
         notebooks = release.exercise_notebooks(args.root)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"--root: {error}")
     for notebook in notebooks:
         link = release.nbgitpuller_link(args.hub, args.repo, notebook, args.branch, args.folder)
         print(f"{Path(notebook).stem}: {link}")
@@ -251,23 +359,30 @@ def _link(argv) -> int:
 
 def _collect(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} collect", description=collect.__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="the submissions folder (one sub-folder per student is made in it)")
-    parser.add_argument("--hub", required=True, help="the hub's address, e.g. https://hub.example.edu")
+    parser.add_argument("out", type=_path, help="the submissions folder (one sub-folder per student is made in it)")
+    parser.add_argument("--hub", type=url, required=True, help="the hub's address, e.g. https://hub.example.edu")
     parser.add_argument(
-        "--folder", default=release.FOLDER, help=f"the course's folder in each home (default {release.FOLDER})"
+        "--folder",
+        type=_home_folder,
+        default=release.FOLDER,
+        help=f"the course's folder in each home (default {release.FOLDER})",
     )
     parser.add_argument("--start", action="store_true", help="start stopped servers to collect, then stop them again")
     parser.add_argument(
-        "--student", action="append", default=None, help="only this user (repeat for several; default: every user)"
+        "--student",
+        type=nonempty,
+        action="append",
+        default=None,
+        help="only this user (repeat for several; default: every user)",
     )
     parser.add_argument(
         "--lesson", action="append", default=None, help="only this lesson's notebook, e.g. 01 (repeat for several)"
     )
     args = parser.parse_args(argv)
-    if args.lesson and not all(len(x) == 2 and x.isdigit() for x in args.lesson):
-        parser.error(f"--lesson takes a lesson number of two digits, like 01; got {' '.join(args.lesson)}")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"{args.out} is a file; give a folder")
+    bad = [x for x in args.lesson or [] if not (len(x) == 2 and x.isdigit())]
+    if bad:
+        parser.error(f"--lesson takes a lesson number of two digits, like 01; got {bad[0]!r}")
+    check_output_folder(parser, args.out, "out")
     try:
         hub = collect.Hub(args.hub, os.environ.get("MHA_COLLECT_TOKEN", ""))
         rows = collect.collect(hub, args.out, args.folder, args.start, args.student, args.lesson)
