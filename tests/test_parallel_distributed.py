@@ -11,7 +11,7 @@ import sys
 import parallel_workers as workers
 import pytest
 
-from mha.parallel.experiments import TOLERANCE, summarise_check
+from mha.parallel.experiments import TOLERANCE, machine_load, summarise_check
 from mha.parallel.jobs import Problem, on_rank, single_process
 from mha.parallel.launch import WorkerFailed, run
 
@@ -121,7 +121,10 @@ def test_measure_writes_bytes_and_times_with_provenance(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(path.read_text())
-    assert data["provenance"]["command"].startswith("python -m mha.parallel measure --quick")
+    meta = data["provenance"]
+    assert meta["command"].startswith("python -m mha.parallel measure --quick")
+    assert meta["cpus"] >= 1 and len(meta["load_average_at_start"]) == len(meta["load_average_at_end"]) == 3
+    assert machine_load(data)["verdict"] in out.stdout  # printed beside the times, as the lesson prints it
     one, two = data["worlds"]
     assert one["world"] == 1 and one["layer"]["bytes"] == 0
     for row in two["allreduce"]:
