@@ -2,6 +2,7 @@
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
 from .cost import LINKS, layer_time
 from .shard import head_split
@@ -137,5 +138,127 @@ def speedup_model(d_models=(1024, 8192), worlds=(2, 4, 8), batch: int = 1, **mod
     axes[0][0].set_ylabel("speedup over one GPU")
     axes[0][-1].legend(fontsize=7, ncols=2)
     fig.suptitle("forward pass of one attention layer split by heads, on paper (thin lines: the ideal, w)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _ranks_in(value: float, world: int) -> set:
+    """The ranks whose numbers a piece holds, read off its value when rank r started with 2**r everywhere."""
+    bits = int(round(value))
+    return {r for r in range(world) if bits >> r & 1}
+
+
+def show_ring(world: int = 4, ring=None):
+    """A ring all-reduce, step by step, drawn from the messages it sent: who sends which piece to whom.
+
+    Rank r starts with the vector 2**r in each of its `world` pieces (one number each), so the value of any piece
+    says whose numbers it holds (1 + 4 = 5: ranks 0 and 2). The ring runs through a `mha.parallel.ring.Wire`; each
+    panel shows, after one step, every rank's pieces (columns: ranks; rows: piece index) and that step's messages
+    as arrows, with the ranks each message carried. What a rank holds is its pieces as the wire's messages leave
+    them: added to during the reduce-scatter, replaced during the all-gather.
+
+    Args:
+        world: the number of ranks (2 to 8).
+        ring: the function to draw, ring(tensors, send) -> results (default: `mha.parallel.ring.ring_all_reduce`).
+
+    Returns:
+        the figure.
+    """
+    from matplotlib.patches import FancyArrowPatch
+
+    from .ring import Wire, ring_all_reduce
+
+    if not 2 <= world <= 8:
+        raise ValueError(f"show_ring draws 2 to 8 ranks, got world={world}")
+    ring = ring or ring_all_reduce
+    wire = Wire(world)
+    tensors = [torch.full((world,), float(2**r), dtype=torch.float64) for r in range(world)]
+    results = ring(tensors, wire)
+    steps = wire.steps()
+    if len(steps) != 2 * (world - 1) or any(len(step) != world for step in steps):
+        raise ValueError(
+            f"the ring sent {len(wire.messages)} messages; a ring all-reduce over {world} ranks sends {world} per "
+            f"step for {2 * (world - 1)} steps"
+        )
+    held = [[{r} for _ in range(world)] for r in range(world)]  # held[rank][piece]: whose numbers it holds
+    panels = [("start: each rank holds its own vector", [], [row[:] for row in held])]
+    for k, step in enumerate(steps):
+        adding = k < world - 1
+        for _, receiver, index, piece in step:
+            ranks = _ranks_in(piece.item(), world)
+            held[receiver][index] = held[receiver][index] | ranks if adding else ranks
+        phase, s = ("reduce-scatter", k + 1) if adding else ("all-gather", k - world + 2)
+        panels.append((f"{phase}, step {s}", step, [row[:] for row in held]))
+    final = [_ranks_in(v, world) for t in results for v in t.tolist()]
+    if any(f != set(range(world)) for f in final):
+        raise ValueError("the ring's results are not the sum of every rank's vector")
+    cols = world
+    fig, axes = plt.subplots(2, cols, figsize=(2.8 * cols, 6.2), squeeze=False)
+    cmap = plt.get_cmap("Greens")
+    layout = [axes[0][c] for c in range(cols)] + [axes[1][c] for c in range(1, cols)]
+    for ax, (title, messages, state) in zip(layout, panels):
+        senders = {(sender, index) for sender, _, index, _ in messages}
+        for r in range(world):
+            for i in range(world):
+                n = len(state[r][i])
+                colour = cmap(0.15 + 0.75 * (n - 1) / max(world - 1, 1))
+                edge = "tab:red" if (r, i) in senders else colour
+                ax.add_patch(plt.Rectangle((r - 0.3, i - 0.3), 0.6, 0.6, facecolor=colour, edgecolor=edge, lw=1.5))
+                label = "all" if n == world else "+".join(map(str, sorted(state[r][i])))
+                ax.text(r, i, label, ha="center", va="center", fontsize=7, color="white" if n == world else "black")
+        for sender, receiver, index, _ in messages:
+            wraps = receiver < sender
+            start, end = (sender, index - 0.3), (receiver, index - 0.3)
+            if not wraps:
+                start, end = (sender + 0.3, index), (receiver - 0.3, index)
+            arrow = FancyArrowPatch(
+                start,
+                end,
+                connectionstyle=f"arc3,rad={0.12 if wraps else 0}",
+                arrowstyle="-|>",
+                mutation_scale=9,
+                color="tab:red",
+                lw=1.1,
+                shrinkA=0,
+                shrinkB=0,
+            )
+            ax.add_patch(arrow)
+        ax.set_xlim(-0.6, world - 0.4)
+        ax.set_ylim(world - 0.5, -0.75)
+        ax.set_xticks(range(world), [f"rank {r}" for r in range(world)], fontsize=7)
+        ax.set_yticks(range(world), [f"piece {i}" for i in range(world)], fontsize=7)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(title, fontsize=9)
+    key = axes[1][0]
+    key.axis("off")
+    sent = ", ".join(f"{n:g}" for n in wire.sent)
+    key.text(
+        0.0,
+        0.5,
+        "\n".join(
+            [
+                "a box: one piece of a rank's vector,",
+                "labelled with the ranks whose numbers",
+                "it holds (darker: more of them)",
+                "",
+                "red arrows: the step's messages, one",
+                "piece (red edge) from each rank to",
+                f"the next (rank {world - 1} sends to rank 0)",
+                "",
+                f"numbers sent per rank: {sent}",
+                f"= 2(w−1)/w · n with n = {world}",
+            ]
+        ),  # fmt: skip
+        fontsize=8,
+        va="center",
+        transform=key.transAxes,
+    )
+    fig.suptitle(
+        f"a ring all-reduce over {world} ranks: {world - 1} steps that add up (reduce-scatter), then {world - 1} that "
+        f"hand out the sums (all-gather)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
