@@ -62,7 +62,10 @@ def test_the_fit_recovers_latency_and_bandwidth():
 def test_pictures():
     fig = show_shards(16, 4, 2)
     assert len(fig.axes) == 4
-    show_shards(16, 8, 4, kv_heads=2)
+    copies = show_shards(16, 8, 4, kv_heads=2)  # 2 K/V heads on 4 ranks: each drawn whole in 2 ranks' copies
+    labels = [t.get_text() for t in copies.axes[1].texts]
+    assert labels.count("K/V head 0") == labels.count("K/V head 1") == 2
+    assert [t for t in labels if t.startswith("rank")] == ["rank 0", "rank 1", "rank 2", "rank 3"]
     speedup_model(d_models=(1024,), worlds=(2,))
     records = {2: [{"numbers": 256, "bytes": 1600.0, "seconds": 1e-4}, {"numbers": 4096, "bytes": 17000.0,
                                                                          "seconds": 3e-4}]}  # fmt: skip

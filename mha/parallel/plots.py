@@ -11,8 +11,10 @@ from .shard import head_split
 def show_shards(d_model: int, heads: int, world: int, kv_heads: int | None = None):
     """W_Q, W_K, W_V and W_O coloured by the rank that holds each entry; thin lines between heads.
 
-    A head's part of W_Q, W_K and W_V is a block of d_head rows; its part of W_O a block of d_head columns. A K/V
-    head held by several ranks (grouped-query attention with fewer K/V heads than ranks) is striped in their colours.
+    A head's part of W_Q, W_K and W_V is a block of d_head rows; its part of W_O a block of d_head columns. When
+    some K/V head is held by several ranks (grouped-query attention with fewer K/V heads than ranks), W_K and W_V
+    are drawn once per rank, one copy under the other: each rank's copy shows, in its colour, the whole K/V heads it
+    holds, so a replicated head appears whole in the copy of every rank holding it.
 
     Args:
         d_model: features per position.
@@ -27,26 +29,10 @@ def show_shards(d_model: int, heads: int, world: int, kv_heads: int | None = Non
     d_head = split.d_head
     colours = plt.get_cmap("tab10")
     kv_rows = split.kv_heads * d_head
-    fig, axes = plt.subplots(
-        1, 4, figsize=(12, 3.4), gridspec_kw={"width_ratios": [1, 1, 1, 1]}, constrained_layout=True
-    )
+    replicated = any(len(split.holders(k)) > 1 for k in range(split.kv_heads))
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4 if not replicated else 3.9), constrained_layout=True)
 
-    def draw(ax, title, n_rows, n_cols, owners_of_row=None, owners_of_col=None, per_head_rows=True):
-        for i in range(n_rows if owners_of_row else n_cols):
-            owners = owners_of_row(i) if owners_of_row else owners_of_col(i)
-            for j, owner in enumerate(owners):  # stripes when several ranks hold the same rows
-                share = 1 / len(owners)
-                if owners_of_row:
-                    rect = plt.Rectangle((j * share * n_cols, i), share * n_cols, 1, color=colours(owner), lw=0)
-                else:
-                    rect = plt.Rectangle((i, j * share * n_rows), 1, share * n_rows, color=colours(owner), lw=0)
-                ax.add_patch(rect)
-        count = n_rows if owners_of_row else n_cols
-        for b in range(0, count + 1, d_head):  # head boundaries
-            if owners_of_row:
-                ax.axhline(b, color="white", lw=0.8)
-            else:
-                ax.axvline(b, color="white", lw=0.8)
+    def finish(ax, title, n_rows, n_cols):
         ax.set_xlim(0, n_cols)
         ax.set_ylim(n_rows, 0)
         ax.set_aspect("equal")
@@ -54,16 +40,54 @@ def show_shards(d_model: int, heads: int, world: int, kv_heads: int | None = Non
         ax.set_xticks([])
         ax.set_yticks([])
 
+    def draw_rows(ax, title, n_rows, n_cols, owner):
+        for i in range(n_rows):
+            ax.add_patch(plt.Rectangle((0, i), n_cols, 1, color=colours(owner(i)), lw=0))
+        for b in range(0, n_rows + 1, d_head):  # head boundaries
+            ax.axhline(b, color="white", lw=0.8)
+        finish(ax, title, n_rows, n_cols)
+
+    def draw_columns(ax, title, n_rows, n_cols, owner):
+        for i in range(n_cols):
+            ax.add_patch(plt.Rectangle((i, 0), 1, n_rows, color=colours(owner(i)), lw=0))
+        for b in range(0, n_cols + 1, d_head):
+            ax.axvline(b, color="white", lw=0.8)
+        finish(ax, title, n_rows, n_cols)
+
+    def draw_copies(ax, title):
+        """One copy of W_K (or W_V) per rank, stacked: the rank's whole K/V heads in its colour, the rest grey."""
+        gap = max(1, kv_rows // 4)
+        for r in range(world):
+            top = r * (kv_rows + gap)
+            mine = split.kv_heads_of(r)
+            for k in range(split.kv_heads):
+                held = k in mine
+                colour = colours(r) if held else "0.92"
+                ax.add_patch(plt.Rectangle((0, top + k * d_head), d_model, d_head, color=colour, lw=0))
+                if held:
+                    ax.text(d_model / 2, top + (k + 0.5) * d_head, f"K/V head {k}", ha="center", va="center",
+                            fontsize=7, color="white")  # fmt: skip
+            for k in range(split.kv_heads + 1):
+                ax.axhline(top + k * d_head, xmin=0, xmax=1, color="white", lw=0.8)
+            ax.text(-1, top + kv_rows / 2, f"rank {r}", ha="right", va="center", fontsize=7)
+        finish(ax, title, world * (kv_rows + gap) - gap, d_model)
+
     def query_owner(i):
-        return [(i // d_head) // split.heads_per_rank]
+        return (i // d_head) // split.heads_per_rank
 
     def kv_owner(i):
-        return split.holders(i // d_head)
+        return split.holders(i // d_head)[0]
 
-    draw(axes[0], f"W_Q: {heads} heads × {d_head} rows", d_model, d_model, owners_of_row=query_owner)
-    draw(axes[1], f"W_K: {split.kv_heads} K/V heads × {d_head} rows", kv_rows, d_model, owners_of_row=kv_owner)
-    draw(axes[2], f"W_V: {split.kv_heads} K/V heads × {d_head} rows", kv_rows, d_model, owners_of_row=kv_owner)
-    draw(axes[3], f"W_O: {heads} heads × {d_head} columns", d_model, d_model, owners_of_col=query_owner)
+    draw_rows(axes[0], f"W_Q: {heads} heads × {d_head} rows", d_model, d_model, query_owner)
+    for ax, name in zip(axes[1:3], ("W_K", "W_V")):
+        if replicated:
+            copies = len(split.holders(0))
+            draw_copies(
+                ax, f"{name}, each rank's copy: {split.kv_heads} K/V heads\n× {d_head} rows, each on {copies} ranks"
+            )
+        else:
+            draw_rows(ax, f"{name}: {split.kv_heads} K/V heads × {d_head} rows", kv_rows, d_model, kv_owner)
+    draw_columns(axes[3], f"W_O: {heads} heads × {d_head} columns", d_model, d_model, query_owner)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours(r)) for r in range(world)]
     fig.legend(handles, [f"rank {r}" for r in range(world)], loc="outside lower center", ncols=world, fontsize=9)
     grouped = "" if split.kv_heads == heads else f", {split.kv_heads} K/V heads"
