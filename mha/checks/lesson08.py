@@ -2,6 +2,9 @@
 
 Cases vary d_model, heads, the number of ranks and which rank (never only rank 0), the dtype (float32 and float64),
 and keep every bias nonzero (a bias added twice, or dropped, must show); one case of each is drawn afresh per run.
+In the fixed cases no two of the sizes a function sees coincide (d_head, heads held, batch, seq, ...), so that a
+function mixing two of them up fails. The ring all-reduce is judged by its messages, not only its results: the
+learner's function gets a `send` (`mha.parallel.ring.Wire`) that records who sent which piece to whom, and when.
 """
 
 import math
@@ -343,7 +346,7 @@ SHARED_INPUT = (
 )
 
 # (d_head, heads, world, batch, seq): the sizes the function sees all differ (see LOCAL_FIXED)
-BACKWARD_FIXED = [(3, 8, 4, 1, 5), (2, 12, 3, 5, 6), (4, 6, 2, 3, 5)]
+BACKWARD_FIXED = [(3, 8, 4, 1, 5), (2, 12, 3, 5, 6), (4, 6, 2, 5, 7)]
 
 
 def _backward_cases(seed: int) -> list[Case]:
@@ -416,7 +419,7 @@ backward_by_ranks = register(
 )
 
 
-# --- exercise 4: allreduce_bytes ----------------------------------------------------------------------------------
+# --- exercise 5: allreduce_bytes ----------------------------------------------------------------------------------
 
 
 def _bytes_cases(seed: int) -> list[Case]:
@@ -469,7 +472,7 @@ allreduce_bytes = register(
 )
 
 
-# --- exercise 5: ring_all_reduce ----------------------------------------------------------------------------------
+# --- exercise 6: ring_all_reduce ----------------------------------------------------------------------------------
 
 REDUCE_SCATTER_ONLY = (
     "you stopped after the reduce-scatter (w−1 steps): each rank holds the full sum of one piece only; hand the "
@@ -506,13 +509,10 @@ ADDED_IN_GATHER = (
 )
 
 
-class _RingWire(Wire):
-    """The `send` a check hands to the learner's `ring_all_reduce`: `mha.parallel.ring.Wire`, recording each message."""
-
-
 @builder("ring_wire")
 def build_ring_wire(world: int) -> Wire:
-    return _RingWire(world)
+    """The `send` the check hands to the learner's `ring_all_reduce`: it delivers and records every message."""
+    return Wire(world)
 
 
 def _ring_cases(seed: int) -> list[Case]:
@@ -663,7 +663,7 @@ ring_all_reduce = register(
 )
 
 
-# --- exercise 6: kv_heads_of_rank ---------------------------------------------------------------------------------
+# --- exercise 7: kv_heads_of_rank ---------------------------------------------------------------------------------
 
 
 def _kv_cases(seed: int) -> list[Case]:
