@@ -217,6 +217,12 @@ def test_token_ids_outside_the_vocabulary_are_named():
     for bad in (torch.tensor([[1, 2, 8]]), torch.tensor([[-1, 2, 3]])):
         with pytest.raises(ValueError, match=r"tokens must be token ids from 0 to vocab - 1 = 7.*got ids from"):
             model(bad)  # "index out of range in self" before
+    with pytest.raises(TypeError, match="tokens must be a torch.Tensor, got a numpy array"):
+        model(np.zeros((1, 3), dtype=np.int64))  # "tokens must be int64 token ids, got dtype int64" before
+    from mha.toy.language import VOCAB, decode
+
+    with pytest.raises(ValueError, match=f"tokens must be ids of the language's words, 0 to {len(VOCAB) - 1}, got -1"):
+        decode(torch.tensor([1, -1]))  # the last word, silently, before
 
 
 def test_the_pretrained_model_names_ids_and_masks_that_do_not_fit():

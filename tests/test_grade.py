@@ -108,11 +108,11 @@ def test_a_crash_and_a_loop_cost_only_themselves(tmp_path):
         (["--timeout", "0"], "timeout must be a positive number"),
         (["--timeout", "nan"], "timeout must be a positive number"),
         (["--memory-mb", "100"], "memory-mb must be at least 512"),
-        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--jobs", "0"], "argument --jobs: expected a whole number of at least 1, got '0'"),
         (["--shard", "2/2"], "--shard takes K/N"),
         (["--shard", "one"], "--shard takes K/N"),
         (["--csv", "/no/such/folder/grades.csv"], "does not exist"),
-        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--seed", "-1"], "argument --seed: expected a seed, a whole number of 0 or more, got '-1'"),
     ],
 )
 def test_bad_options_are_refused_before_grading(tmp_path, capsys, args, words):

@@ -167,11 +167,11 @@ def _output(parser, path: Path, folder: Path | None) -> Path:
     """The CSV's path, refused before any work if it may not be written or would land in a student's folder."""
     if not path.is_dir() and not path.parent.is_dir():
         parser.error(f"--csv {path}: the folder {path.parent} does not exist")
-    check_output(parser, str(path), "--csv", *GRADES)
     if folder is not None:
         inside = path.resolve().parent
         if inside != folder.resolve() and folder.resolve() in inside.parents:
             parser.error(f"--csv {path} is inside a student's folder; write it elsewhere")
+    check_output(parser, str(path), "--csv", *GRADES)
     return path
 
 
