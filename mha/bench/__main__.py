@@ -53,7 +53,9 @@ def _parser():
         "first. Prints one table per shape, then the lesson's figures.",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--suite", choices=["lesson", "cpu", "gpu"], help="default: cpu on a CPU, gpu on CUDA")
+    parser.add_argument(
+        "--suite", choices=["lesson", "cpu", "gpu", "flash"], help="default: cpu on a CPU, gpu on CUDA (flash: lesson 10)"
+    )
     parser.add_argument("--only", help="comma-separated experiments of the suite: table, seq, heads, memory")
     parser.add_argument("--quick", action="store_true", help="the suite's experiments at tiny sizes (seconds)")
     parser.add_argument(
