@@ -54,9 +54,11 @@ def _parser():
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument(
-        "--suite", choices=["lesson", "cpu", "gpu", "flash"], help="default: cpu on a CPU, gpu on CUDA (flash: lesson 10)"
+        "--suite",
+        choices=["lesson", "cpu", "gpu", "flash"],
+        help="default: cpu on a CPU, gpu on CUDA (flash: lesson 10's kernel)",
     )
-    parser.add_argument("--only", help="comma-separated experiments of the suite: table, seq, heads, memory")
+    parser.add_argument("--only", help="comma-separated experiments of the suite: table, seq, heads, memory, d64")
     parser.add_argument("--quick", action="store_true", help="the suite's experiments at tiny sizes (seconds)")
     parser.add_argument(
         "--dry-run",
