@@ -84,7 +84,7 @@ browser: setup
 exercises: setup
 	$(BIN)/python -m mha.course exercises
 
-# The GPU timings the lessons show (06, 07, 10), on a machine with an NVIDIA GPU (about 8 minutes; never part of
+# The GPU timings the lessons show (06, 07, 10), on a machine with an NVIDIA GPU (within 10 minutes; never part of
 # `make test`); gpu-record-plan prints what they run and an estimate of their time, on any machine.
 gpu-record:
 	bash scripts/record_gpu.sh

@@ -2,7 +2,7 @@
 
 python -m mha.bench --quick                                  every experiment at tiny sizes, in seconds
 python -m mha.bench --suite cpu --json results.json          the CPU results the lesson shows
-python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 8 minutes)
+python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 5 minutes)
 python -m mha.bench --device cuda --dry-run                  what the GPU suite runs, and how long it should take
 python -m mha.bench mistakes [--device cuda]                 the classic timing mistakes, wrong then right
 

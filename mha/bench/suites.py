@@ -6,7 +6,7 @@
     flash    lesson 10's GPU results: its Triton kernel against SDPA's flash and math backends and the course's
              hand-written core, bfloat16, seq 1k to 16k, d_head 128 and 64, forward and backward
 
-`make gpu-record` records the gpu and flash suites (and lesson 07's) in about 8 minutes on an H100 or H200
+`make gpu-record` records the gpu and flash suites (and lesson 07's), each under a time limit, within 10 minutes
 (`python -m mha.bench --device cuda --suite gpu --dry-run` and `--suite flash --dry-run` print the estimates).
 
 A suite's experiments run in order of importance, the main table first: a run stopped midway keeps the most

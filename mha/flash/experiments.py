@@ -262,8 +262,9 @@ def interpreter_seconds(case: Case = Case(1, 2, 2, 128, 128, 64, False), repeats
 
 
 def balance_note(device) -> str:
-    """The device's balance point in words."""
+    """The device's published figures and its balance point, in words."""
     return (
-        f"{device.name}: {device.peak / 1e12:.0f} TFLOP/s over {device.bandwidth / 1e12:.2f} TB/s = "
-        f"{device.balance:.0f} FLOPs per byte"
+        f"{device.name}: {device.peak / 1e12:.0f} TFLOP/s (dense bfloat16) over {device.bandwidth / 1e12:.2f} TB/s "
+        f"= {device.balance:.0f} FLOPs per byte; {device.sram // 1024} KB on-chip per SM, "
+        f"{device.l2 // 2**20} MB of L2 cache\n    ({device.source})"
     )

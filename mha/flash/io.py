@@ -123,6 +123,7 @@ class Device:
         peak: FLOP/s, dense bfloat16 (from `mha.bench.flops.KNOWN_PEAKS`, the course's one table of peaks).
         bandwidth: bytes per second of main memory.
         sram: bytes of shared memory (the on-chip memory a kernel's blocks live in) per streaming multiprocessor.
+        l2: bytes of the L2 cache, shared by all the chip's streaming multiprocessors, between them and main memory.
         source: where the figures come from.
     """
 
@@ -130,6 +131,7 @@ class Device:
     peak: float
     bandwidth: float
     sram: int
+    l2: int
     source: str
 
     @property
@@ -150,16 +152,18 @@ DEVICES = (
         _peak("H100 SXM"),
         3.35e12,
         228 * _KIB,
+        50 * _KIB**2,
         "NVIDIA H100 datasheet (3.35 TB/s HBM3); NVIDIA H100 Tensor Core GPU Architecture whitepaper (228 KB shared "
-        "memory per SM)",
+        "memory per SM, 50 MB L2 cache)",
     ),
     Device(
         "A100",
         _peak("A100"),
         2.039e12,
         164 * _KIB,
+        40 * _KIB**2,
         "NVIDIA A100 datasheet (80GB SXM: 2,039 GB/s HBM2e); NVIDIA A100 Tensor Core GPU Architecture whitepaper "
-        "(up to 164 KB shared memory per SM)",
+        "(up to 164 KB shared memory per SM, 40 MB L2 cache)",
     ),
 )
 
