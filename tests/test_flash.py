@@ -136,14 +136,14 @@ def test_the_bytes_counted_on_the_loop_are_the_model_s(shape, dtype):
     assert counted == modelled
 
 
-def test_the_model_gives_theorem_2_s_growth():
+def test_the_model_reads_k_and_v_once_per_block_of_queries():
     d, sram = 64, 100 * 1024 // 2  # 100 KB of bfloat16: the on-chip memory of the paper's example
     block_q, block_k = paper_blocks(d, sram)
     assert (block_q, block_k) == (64, 200)
     for n in (2048, 8192):
         p = Problem(1, 1, n, n, d)
         blocked, standard = traffic_model(p, block_q, block_k), standard_traffic(p)
-        # Θ(N²d²/M) against Θ(Nd + N²): the K, V reads are 2·N·d·(N / block_q) numbers; S and P 4·N² numbers
+        # the K, V reads are 2·N·d numbers once per block of queries; standard attention's S and P 4·N² numbers
         assert blocked.read == pytest.approx(2 * (n * d + 2 * n * d * math.ceil(n / block_q)), rel=1e-9)
         assert standard.read + standard.written == 2 * (4 * n * n + 4 * n * d)
     with pytest.raises(ValueError, match="cannot hold blocks"):

@@ -359,11 +359,13 @@ def _blocks_judge(case: Case, got, changed) -> None:
 def _compare_lists(got: list, expected: list, mistakes, what: str, site: str) -> None:
     from .compare import _passed
 
-    if sorted(got) == expected:
+    if got == expected:
         _passed(site, {h for w, h in mistakes if w == expected})
         return
+    if sorted(got) == expected:
+        raise CheckFailed(f"the right blocks, {got}, but not in increasing order: return them sorted", what, [], site)
     matches = [h for w, h in mistakes if sorted(got) == w]
-    raise CheckFailed(f"got the blocks starting at {sorted(got)}, expected {expected}", what, matches, site)
+    raise CheckFailed(f"got the blocks starting at {got}, expected {expected}", what, matches, site)
 
 
 key_blocks = register(
@@ -479,8 +481,8 @@ def _blocked(q, k, v, mistake: str = ""):
     """What a one-head kernel with blocks of BLOCK keys computes, right or with a classic mistake, in float64."""
     seq, d = q.shape
     scale = 1.0 if mistake == "unscaled" else 1 / math.sqrt(d)
-    if mistake == "unmasked":  # the last block's missing keys load as zeros: scores 0, values 0, counted
-        pad = -seq % BLOCK
+    if mistake in ("unmasked", "off by one"):  # missing keys load as zeros (scores 0, values 0) and are counted
+        pad = -seq % BLOCK if mistake == "unmasked" else min(1, -seq % BLOCK)  # all of them, or key `seq` alone
         k = torch.cat([k, k.new_zeros(pad, d)])
         v = torch.cat([v, v.new_zeros(pad, d)])
     m = torch.full((seq,), NEG_INF, dtype=q.dtype)
@@ -494,7 +496,7 @@ def _blocked(q, k, v, mistake: str = ""):
         acc = (acc if mistake == "acc" else acc * alpha[:, None]) + p @ v[start : start + BLOCK]
         if mistake == "normalised":  # divided inside the loop; the skeleton divides once more after it
             acc = acc / l[:, None]
-        m = m_new
+        m = m if mistake == "m kept" else m_new
     return acc / l[:, None]
 
 
@@ -524,6 +526,8 @@ def _kernel_judge(case: Case, got, changed) -> None:
         "unmasked": "the last block's missing keys load as zeros and still get weight: set their scores to -inf with "
         "tl.where(keys[None, :] < seq, s, float('-inf'))",
         "unscaled": "the scores were not scaled: s = tl.dot(q, tl.trans(k)) * scale",
+        "off by one": "off by one: the keys of the sequence are 0..seq-1, so mask keys[None, :] < seq (not <= seq)",
+        "m kept": "m must become m_new at the end of each step: the next block's rescaling is against it",
     }
     verify(
         got,

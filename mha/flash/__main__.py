@@ -76,6 +76,7 @@ def _traffic(args) -> None:
     if args.json:
         writable(args.json)
     rows = experiments.traffic(seqs=tuple(args.seqs), d_head=args.d_head)
+    print(experiments.balance_note(experiments.DEVICES[0]))
     print(experiments.format_traffic(rows))
     if args.json:
         write_results(args.json, stamp(args.command), {"rows": rows}, one_line_lists=("rows",))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..attention import attention
 from ..bench.memory import peak_memory
 from ..heads import repeat_kv
-from .io import DEVICES, Problem, paper_blocks, roofline, standard_traffic, traffic_model
+from .io import DEVICES, Problem, roofline, standard_traffic, traffic_model
 from .tiled import Traffic, tiled_attention
 
 
@@ -193,28 +193,37 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-def traffic(seqs=(1024, 4096, 16384), d_head: int = 128, heads: int = 16, bytes_per_number: int = 2) -> list[dict]:
-    """Bytes moved by standard and blocked attention (FlashAttention's blocks for each GPU's on-chip memory).
+KINDS = ("standard", "blocked, block_q 64", "blocked, block_q 128", "blocked, K and V read once")
+
+
+def traffic(seqs=(1024, 4096, 16384), d_head: int = 128, heads: int = 16, bytes_per_number: int = 2, device=None):
+    """Bytes moved by standard and blocked attention, per length, and where each sits on a GPU's roofline.
+
+    The blocked kernel reads K and V once per block of queries; "K and V read once" is its best case, where every
+    loaded block of keys serves every block of queries (blocks of the whole length).
+
+    Args:
+        seqs: lengths (q_pos = k_pos), one sequence, not causal.
+        d_head, heads, bytes_per_number: the sizes (default: 16 heads of 128, bfloat16).
+        device: the GPU whose roofline places each kind (default: the H100 of `mha.flash.io.DEVICES`).
 
     Returns:
-        one dict per (seq, device): seq, device, blocks, the FLOPs, the bytes of each kind (standard, blocked, and
-        blocked with every number read once, as when K and V stay in the GPU's cache between blocks) and the
-        roofline of each.
+        one dict per seq: seq, flops, and for each of `KINDS` a dict of bytes and `roofline`'s fields.
     """
+    device = device or DEVICES[0]
     rows = []
     for seq in seqs:
         p = Problem(1, heads, seq, seq, d_head, bytes_per_number=bytes_per_number)
-        for device in DEVICES:
-            block_q, block_k = paper_blocks(d_head, device.sram // bytes_per_number)
-            kinds = {
-                "standard": standard_traffic(p),
-                "blocked": traffic_model(p, block_q, block_k),
-                "blocked, K and V read once": traffic_model(p, seq, seq),  # one block each: every number read once
-            }
-            row = {"seq": seq, "device": device.name, "blocks": (block_q, block_k), "flops": p.flops()}
-            for kind, moved in kinds.items():
-                row[kind] = {"bytes": moved.read + moved.written, **roofline(p.flops(), moved, device)}
-            rows.append(row)
+        moved = {
+            KINDS[0]: standard_traffic(p),
+            KINDS[1]: traffic_model(p, 64, 128),
+            KINDS[2]: traffic_model(p, 128, 128),
+            KINDS[3]: traffic_model(p, seq, seq),  # one block each way: every number read once
+        }
+        row = {"seq": seq, "flops": p.flops()}
+        for kind, t in moved.items():
+            row[kind] = {"bytes": t.read + t.written, **roofline(p.flops(), t, device)}
+        rows.append(row)
     return rows
 
 
@@ -231,11 +240,11 @@ def counted_against_model(case: Problem, block_q: int, block_k: int) -> tuple[Tr
 
 
 def format_traffic(rows: list[dict]) -> str:
-    kinds = ("standard", "blocked", "blocked, K and V read once")
-    lines = [f"{'seq':>6} {'device':<9} {'blocks':>10}  " + "  ".join(f"{k:>28}" for k in kinds)]
+    """One line per length: for each kind, the bytes moved, the FLOPs per byte, and which roof bounds it."""
+    lines = [f"{'seq':>6}  " + "  ".join(f"{k:>28}" for k in KINDS)]
     for r in rows:
-        cells = "  ".join(f"{_gb(r[k]['bytes']):>9} {r[k]['intensity']:7.0f} F/B {r[k]['bound']:>7}" for k in kinds)
-        lines.append(f"{r['seq']:>6} {r['device']:<9} {str(r['blocks']):>10}  {cells}")
+        cells = "  ".join(f"{_gb(r[k]['bytes']):>9} {r[k]['intensity']:6.0f} F/B {r[k]['bound']:>8}" for k in KINDS)
+        lines.append(f"{r['seq']:>6}  {cells}")
     return "\n".join(lines)
 
 

@@ -1,31 +1,33 @@
 """Bytes, not FLOPs: what attention moves between a GPU's main memory (HBM) and its chip, counted and modelled.
 
 A GPU computes far faster than it reads its main memory: an H100 can do about 295 bfloat16 FLOPs in the time it reads
-one byte (989 TFLOP/s against 3.35 TB/s), so a kernel that does fewer FLOPs than that per byte it moves waits on
-memory.
-Standard attention (FlashAttention's "Algorithm 0") writes the (q_pos, k_pos) scores S to main memory, reads them
-back for the softmax, writes the weights P, reads them back for P V:
+one byte (989.5 TFLOP/s against 3.35 TB/s), so a kernel that does fewer FLOPs than that per byte it moves waits on
+memory. Standard attention (FlashAttention's "Algorithm 0") writes the (q_pos, k_pos) scores S to main memory, reads
+them back for the softmax, writes the weights P, reads them back for P V:
 
     standard:  reads  q_pos·d + k_pos·d + q_pos·k_pos (S) + q_pos·k_pos (P) + k_pos·d (V)
                writes q_pos·k_pos (S) + q_pos·k_pos (P) + q_pos·d (O)                      numbers, per head
 
-The blocked kernel (`mha.flash.tiled`, and the Triton kernel) keeps S and P on the chip: it reads each block of
-queries once, all the keys and values once per block of queries, and writes the output and one log-sum-exp per row:
+The blocked loop (`mha.flash.tiled`, and the Triton kernel) keeps S and P on the chip. With the queries in the outer
+loop, as FlashAttention-2 and this course's kernel have them, it reads each block of queries once, all the keys and
+values it needs once per block of queries, and writes the output and one log-sum-exp per row:
 
     blocked:   reads  q_pos·d + (q_pos / block_q) · 2 · k_pos·d        writes q_pos·d + q_pos (the log-sum-exp)
 
-With an on-chip memory of M numbers, FlashAttention picks block_k = ⌈M / 4d⌉ and block_q = min(block_k, d) (Dao et
-al. 2022, Algorithm 1), so the reads of K and V come to about 2·q_pos·k_pos·d / block_q = Θ(N²d²/M) for N = q_pos =
-k_pos (their Theorem 2), against Θ(Nd + N²) for the standard one. `traffic_model` is the exact count for given
-blocks; `mha.flash.tiled.Traffic` counts what the PyTorch loop actually reads and writes, and the tests check that
-the two agree to the byte.
+For N = q_pos = k_pos that is about 2N²d / block_q numbers for 4N²d FLOPs: block_q / 2 FLOPs per number, block_q
+FLOPs per byte in bfloat16, whatever N. (Standard attention: about d / 2 FLOPs per byte in bfloat16.) FlashAttention's
+first paper puts the keys in the outer loop instead, with blocks that grow with the on-chip memory M, and bounds its
+traffic by Θ(N²d²/M) (Dao et al. 2022, Theorem 2); `paper_blocks` gives its block sizes.
+
+`traffic_model` is the exact count for given blocks, worked out from the sizes alone; `mha.flash.tiled.Traffic` counts
+what the PyTorch loop actually reads and writes, and the tests check that the two agree to the byte.
 """
 
 import math
 from dataclasses import dataclass
 
 from ..bench.flops import KNOWN_PEAKS
-from .tiled import Traffic, causal_blocks
+from .tiled import Traffic
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,12 @@ def traffic_model(p: Problem, block_q: int, block_k: int, lse_bytes: int = 4) ->
     kv = p.batch * p.groups
     keys_read, blocks = 0, 0  # over the blocks of queries: how many keys each reads, and the block pairs computed
     for qs in range(0, p.q_pos, block_q):
-        qe = min(qs + block_q, p.q_pos)
-        starts = causal_blocks(qs, qe, p.k_pos, block_k)[0] if p.causal else range(0, p.k_pos, block_k)
-        keys_read += sum(min(s + block_k, p.k_pos) - s for s in starts)
-        blocks += len(starts)
+        last_query = min(qs + block_q, p.q_pos) - 1
+        # causal: every block of keys up to the one holding the last query's own key, whole (the mask is applied on
+        # the chip, the keys are read all the same); not causal: all of them
+        needed = min(p.k_pos, (last_query // block_k + 1) * block_k) if p.causal else p.k_pos
+        keys_read += needed
+        blocks += math.ceil(needed / block_k)
     read = rows * p.q_pos * d * b + 2 * kv * keys_read * d * b
     written = rows * p.q_pos * (d * b + lse_bytes)
     return Traffic(read=read, written=written, blocks=blocks)

@@ -30,7 +30,7 @@ def running_max_and_sum(scores, steps, ax=None):
     right.step(i, l, where="post", color="tab:blue", marker=".", label="running sum l")
     jumps = [j for j in range(1, len(m)) if m[j] > m[j - 1]]
     right.plot(i[jumps], np.asarray(l)[jumps], "v", color="tab:red", label="a new maximum: l rescaled")
-    right.set(xlabel="elements read", ylabel="l = Σ exp(x - m)", title="the sum drops when the maximum rises")
+    right.set(xlabel="elements read", ylabel="l = Σ exp(x - m)", title="a new maximum rescales the sum so far")
     right.legend(fontsize=8)
     return ax
 
@@ -47,7 +47,13 @@ def block_map(q_pos: int, k_pos: int, block_q: int, block_k: int, ax=None):
             grid[r, s // block_k] = 2 if s in masked else 1
     colours = ["whitesmoke", "tab:blue", "tab:orange"]
     ax.imshow(grid, cmap=ListedColormap(colours), vmin=0, vmax=2)
-    ax.set(xlabel=f"key block ({block_k} keys)", ylabel=f"query block ({block_q} queries)")
+
+    def count(n, block, what):  # "64 keys", or "64 keys, the last 44" when the length is not a multiple
+        last = n - (-(-n // block) - 1) * block
+        return f"{block} {what}" + (f", the last {last}" if last != block else "")
+
+    ax.set(xlabel=f"key block ({count(k_pos, block_k, 'keys')})",
+           ylabel=f"query block ({count(q_pos, block_q, 'queries')})")  # fmt: skip
     ax.set_xticks(range(cols))
     ax.set_yticks(range(rows))
     labels = ["skipped: every key after every query", "computed whole", "computed with the mask (diagonal)"]
@@ -87,10 +93,13 @@ def roofline(device: Device, points: dict, ax=None):
     ax.axvline(device.balance, color="gray", ls=":", lw=1)
     ax.annotate(f"balance point {device.balance:.0f} FLOP/byte", (device.balance, device.peak / 1e12 / 30),
                 xytext=(4, 0), textcoords="offset points", fontsize=8, color="gray")  # fmt: skip
-    markers = iter(["o", "s", "^", "D"])
+    # the first point hollow and larger: two kernels at the same intensity stay visible, one inside the other
+    styles = iter([("o", 15, "none"), ("s", 8, None), ("^", 9, None), ("D", 8, None)])
     for name, value in points.items():
+        marker, size, face = next(styles)
         attainable = min(device.peak, value * device.bandwidth) / 1e12
-        ax.loglog([value], [attainable], next(markers), markersize=8, label=f"{name}: {value:.0f} FLOP/byte")
+        ax.loglog([value], [attainable], marker, markersize=size, markerfacecolor=face, markeredgewidth=2,
+                  label=f"{name}: {value:.0f} FLOP/byte")  # fmt: skip
     ax.set(xlabel="FLOPs per byte moved to and from main memory", ylabel="attainable TFLOP/s",
            title=f"{device.name}: what the roofline allows")  # fmt: skip
     ax.legend(fontsize=8, loc="lower right")

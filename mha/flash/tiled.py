@@ -13,7 +13,8 @@ used, and a running partial result (m, l, acc) per query row takes in one block 
             m     = m_new
         O_i = acc / l,  lse_i = m + log l
 
-Memory grows with q_pos · block_k, not q_pos · k_pos. With `causal`, a block of keys that lies wholly after the
+Memory grows with the length (queries, output, the running m, l, acc) and one (block_q, block_k) block of scores
+per head, not with q_pos · k_pos. With `causal`, a block of keys that lies wholly after the
 block's last query is skipped, one wholly before its first query needs no mask, and only the blocks on the diagonal
 are masked. Grouped-query attention (lesson 07) reads key/value head h // group for query head h by indexing, without
 copying the keys. `Traffic` counts the bytes the loop reads and writes, the numbers a kernel would move between the

@@ -226,7 +226,9 @@ def _kernel(Q, K, V, O, seq, scale, D: tl.constexpr, BLOCK: tl.constexpr, MISTAK
             s = tl.dot(q, tl.trans(k))
         else:
             s = tl.dot(q, tl.trans(k)) * scale
-        if MISTAKE != "unmasked":
+        if MISTAKE == "off by one":
+            s = tl.where(keys[None, :] <= seq, s, float("-inf"))
+        elif MISTAKE != "unmasked":
             s = tl.where(keys[None, :] < seq, s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, 1))
         p = tl.exp(s - m_new[:, None])
@@ -241,7 +243,8 @@ def _kernel(Q, K, V, O, seq, scale, D: tl.constexpr, BLOCK: tl.constexpr, MISTAK
             acc = acc * alpha[:, None] + tl.dot(p, v)
         if MISTAKE == "normalised":
             acc = acc / l[:, None]
-        m = m_new
+        if MISTAKE != "m kept":
+            m = m_new
     tl.store(O + rows[:, None] * D + feats[None, :], acc / l[:, None], mask=rows[:, None] < seq)
 
 
@@ -261,6 +264,13 @@ kernel_l_not_rescaled = _with_mistake("l")
 kernel_normalised_in_the_loop = _with_mistake("normalised")
 kernel_padded_keys_unmasked = _with_mistake("unmasked")
 kernel_not_scaled = _with_mistake("unscaled")
+kernel_mask_off_by_one = _with_mistake("off by one")
+kernel_maximum_never_kept = _with_mistake("m kept")
+
+
+def blocks_in_decreasing_order(q_start, q_end, k_pos, block_k):
+    visit = [s for s in range(0, k_pos, block_k) if s <= q_end - 1]
+    return visit[::-1], [s for s in visit if min(s + block_k, k_pos) - 1 > q_start][::-1]
 
 
 def kernel_returns_numpy_of_the_wrong_shape(q, k, v):
@@ -303,4 +313,7 @@ WRONG = [
     ("triton_attention", kernel_padded_keys_unmasked, "the last block's missing keys", "classic"),
     ("triton_attention", kernel_not_scaled, "the scores were not scaled", "classic"),
     ("triton_attention", kernel_returns_numpy_of_the_wrong_shape, "has shape", "form"),
+    ("triton_attention", kernel_mask_off_by_one, "not <= seq", "classic"),
+    ("triton_attention", kernel_maximum_never_kept, "m must become m_new", "classic"),
+    ("key_blocks", blocks_in_decreasing_order, "not in increasing order", "form"),
 ]
