@@ -22,7 +22,7 @@ import pytest
 from grading import FUNCTIONS, HEADER, LESSON01, answer, blank, honest, notebook, sandbox_or_skip, stub
 
 import mha
-from mha.course import report
+from mha.course import report, sandbox
 from mha.course.__main__ import main as course
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,7 +194,11 @@ def test_a_package_beside_the_notebook_is_never_imported(forgers):
 
 def test_an_ipython_startup_file_reaches_no_later_notebook(forgers, tmp_path):
     folder, canary, out, by = forgers
-    assert not (Path("~root").expanduser() / ".ipython" / "profile_default" / "startup" / "00-pass.py").exists()
+    for home in {Path.home(), Path("~root").expanduser()}:  # the grader's account, and root's
+        try:
+            assert not (home / ".ipython" / "profile_default" / "startup" / "00-pass.py").exists()
+        except PermissionError:  # a home the grader cannot read, no notebook could write
+            pass
     again = tmp_path / "again"
     (again / "zed").mkdir(parents=True)
     (again / "zed" / LESSON01).write_bytes((folder / "zed" / LESSON01).read_bytes())
@@ -302,7 +306,8 @@ def test_nothing_started_by_a_notebook_outlives_the_run_or_rewrites_the_csv(harm
 def test_the_course_the_environment_and_the_network_are_out_of_reach(harm):
     assert harm["course"][0] == harm["course"][1], "the course package was changed"
     assert harm["site"][0] == harm["site"][1], "a file was added to the environment"
-    assert harm["connections"] == 0, "a notebook reached the network"
+    if sandbox.detect() == "bwrap":  # without bubblewrap the network is in reach, and the grader says so
+        assert harm["connections"] == 0, "a notebook reached the network"
     assert _marks(harm["by"], "networker") == 6 and _marks(harm["by"], "tamperer") == 6
 
 
@@ -462,7 +467,8 @@ def test_the_grading_of_a_hostile_class_ends_with_its_csv_summary_and_feedback(h
     for student in ("ada", "zz", "deep", "twice", "namespace", "snooper", "thread", "docstring", "glob1", "glob2"):
         assert _marks(by, student) == 6, (student, [by[student, e]["note"] for e in EXERCISES])
     assert hostile["left"] == [], "the grader's scratch folders are all removed"
-    print(f"\nhostile class: {len({r['student'] for r in hostile['rows']})} students in {hostile['wall']:.0f} s")
+    ran = next(line for line in hostile["stdout"].splitlines() if " notebooks in " in line)
+    print(f"\nhostile class, {len({r['student'] for r in hostile['rows']})} students: {ran}")
 
 
 def test_text_that_is_not_unicode_is_a_note_never_a_stop(hostile):
@@ -524,7 +530,8 @@ def test_two_notebooks_for_one_lesson_are_one_result_by_a_stated_rule(hostile):
 def test_the_sandbox_gives_no_user_namespace_and_shows_nothing_of_the_machine(hostile):
     by = hostile["by"]
     assert "made a user namespace" not in by["namespace", "scores"]["run"]
-    assert "saw the machine" not in by["snooper", "scores"]["run"], by["snooper", "scores"]["run"]
+    if sandbox.detect() == "bwrap":  # without bubblewrap it sees the machine's processes, and the grader says so
+        assert "saw the machine" not in by["snooper", "scores"]["run"], by["snooper", "scores"]["run"]
 
 
 def test_the_flags_an_instructor_reads_are_read_by_the_grader_not_reported_by_the_notebook(hostile):

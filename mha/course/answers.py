@@ -34,7 +34,7 @@ from . import exercises as generation
 
 MARKER = generation.BEGIN
 MAX_CELL = 64 << 10  # characters of one code cell that are parsed (the course's largest answer cell: about 1,000)
-MAX_CODE = 1 << 20  # characters of a notebook's code parsed in all
+MAX_CODE = 512 << 10  # characters of a notebook's code parsed in all (the course's exercise notebooks: 2,000)
 MAX_DEPTH = 10  # functions of the notebook followed from an answer (it calls a helper, which calls ...)
 _TOOLS = ("mha.checks", "mha.course")  # the course's tools, not its implementation
 _NAMESPACES = ("globals", "vars", "locals")

@@ -255,7 +255,7 @@ class Process:
 
     def start(self) -> None:
         env = self._environment()
-        fds, opened = list(self.pass_fds), []
+        fds, opened, info = list(self.pass_fds), [], None
         try:
             if self.mode == "bwrap":
                 cmd, info = self._bwrap_command(env, fds, opened)
@@ -276,6 +276,10 @@ class Process:
                 pass_fds=fds,
                 start_new_session=True,
             )
+        except BaseException:
+            for fd in info or ():
+                os.close(fd)
+            raise
         finally:
             for fd in opened:
                 os.close(fd)
