@@ -19,14 +19,19 @@ UNIT_ARGS ?= -n auto --dist loadfile
 TIMED = $(if $(STAGE_TIMES),bash .ci/timed $@ $(STAGE_TIMES),)
 
 # The course's JupyterLab settings (jupyter/), copied into the virtual environment so that every server started
-# from it reads them: the course's kernel for new notebooks, no news pop-up, no websocket ping warning.
-LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/share/jupyter/lab/settings/overrides.json
+# from it reads them: the course's kernel for new notebooks, no news pop-up, no websocket ping warning; and the
+# kernel's settings (IPython reads them from .venv/etc/ipython): no warning about TCP at every kernel start.
+LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/etc/ipython/ipython_kernel_config.py \
+	$(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test test-hub lint unit notebooks notebooks-cpus browser exercises gpu-record clean
+.PHONY: setup lab test test-hub lint unit notebooks notebooks-cpus browser exercises gpu-record gpu-record-plan clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
 $(VENV)/etc/jupyter/jupyter_server_config.py: jupyter/jupyter_server_config.py $(STAMP)
+	mkdir -p $(@D) && cp $< $@
+
+$(VENV)/etc/ipython/ipython_kernel_config.py: jupyter/ipython_kernel_config.py $(STAMP)
 	mkdir -p $(@D) && cp $< $@
 
 $(VENV)/share/jupyter/lab/settings/overrides.json: jupyter/overrides.json $(STAMP)
@@ -79,9 +84,13 @@ browser: setup
 exercises: setup
 	$(BIN)/python -m mha.course exercises
 
-# The GPU timings the lessons show, on a machine with an NVIDIA GPU (about 8 minutes; never part of `make test`).
+# The GPU timings the lessons show (06, 07, 10), on a machine with an NVIDIA GPU (within 10 minutes; never part of
+# `make test`); gpu-record-plan prints what they run and an estimate of their time, on any machine.
 gpu-record:
 	bash scripts/record_gpu.sh
+
+gpu-record-plan: setup
+	bash scripts/record_gpu.sh --dry-run
 
 clean:
 	rm -rf $(VENV) .hub .pytest_cache .ruff_cache .hypothesis

@@ -378,3 +378,17 @@ def test_exercise_01_shows_the_check_message_for_a_wrong_answer(lab, browser):
         browser, 60, lambda d: "✗" in (text := output.get_attribute("textContent")) and text, "the check's message"
     )
     assert "divide by its square root" in message, message
+
+
+def test_run_all_in_an_exercise_notebook_shows_every_exercise_s_state(lab, browser):
+    # each exercise cell carries the tag raises-exception (mha.course.exercises): a failing check shows its ✗ and
+    # Run All goes on, so a learner who opens the notebook and runs it all sees where every exercise stands
+    _open_notebook(browser, lab, "exercises/03_many_heads.ipynb", "exercise03")
+    _run_all(browser)
+    _wait_all_run(browser, 180, "exercise 03")
+    messages = _js(
+        browser,
+        "return [...panel.querySelectorAll('.jp-CodeCell')].slice(1).map(c => c.querySelector('.jp-Cell-outputArea')"
+        ".textContent)",
+    )
+    assert len(messages) == 6 and all("✗" in m and "not written yet" in m for m in messages), messages

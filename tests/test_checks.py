@@ -11,6 +11,7 @@
 
 import importlib
 import json
+import linecache
 import math
 import os
 import subprocess
@@ -355,6 +356,45 @@ def test_a_crash_in_the_learners_code_is_reported_with_the_inputs():
         check_of("01", "scores")(scores)
 
 
+def test_the_signature_hint_is_given_only_when_the_function_cannot_be_called_as_the_check_calls_it():
+    def scores(q):  # one argument where the check passes two
+        return q
+
+    with pytest.raises(CheckFailed, match=r"likely cause: the check calls `scores\(q, k\)`"):
+        check_of("01", "scores")(scores)
+
+    def scores_summing_a_list(q, k):  # a right signature; the TypeError comes from inside
+        return torch.sum([q, k])
+
+    def scores_concatenating_wrongly(q, k):
+        return torch.cat(q, k, dim=2)
+
+    for wrong in (scores_summing_a_list, scores_concatenating_wrongly):
+        with pytest.raises(CheckFailed) as info:
+            check_of("01", "scores")(wrong)
+        assert "raised TypeError" in str(info.value) and "the check calls" not in str(info.value), str(info.value)
+
+
+def test_numbers_that_differ_are_printed_with_the_digits_that_differ():
+    from mha.checks.compare import difference, pair, verify_number
+
+    assert pair(-0.33163, -0.33159, 4) == ("-0.33163", "-0.33159")
+    assert pair(1.5, 2.5, 4) == ("1.5", "2.5")
+    got, expected = torch.tensor([0.1, -0.331631]), torch.tensor([0.1, -0.331589])
+    assert "got -0.33163, expected -0.33159" in difference(got, expected)
+    with pytest.raises(CheckFailed, match="got 0.12345678, expected 0.12345679"):
+        verify_number(0.12345678, 0.12345679, what="a case", rel_tol=1e-9)
+
+
+def test_a_boolean_where_a_number_is_expected_is_called_a_boolean():
+    from mha.checks.compare import verify
+
+    with pytest.raises(CheckFailed, match=r"returned a boolean \(True\); expected a number \(float64\)"):
+        verify(True, torch.tensor(0.25, dtype=torch.float64), what="a case")
+    with pytest.raises(CheckFailed, match="returned booleans; expected numbers"):
+        verify(torch.tensor([True, False]), torch.tensor([0.5, 0.0]), what="a case")
+
+
 def test_an_unrecognised_mistake_still_says_where_it_differs():
     def scores(q, k):
         return q @ k.transpose(-2, -1) / 3.0
@@ -532,13 +572,18 @@ def test_outcomes_are_plain_data_judged_the_same_in_another_process(lesson, name
 
 
 def _run_cells(nb, path: Path):
-    """Execute a notebook's code cells in one namespace; yield (cell source, exception or None)."""
+    """Execute a notebook's code cells in one namespace; yield (cell source, exception or None).
+
+    Each cell's source is registered with `linecache`, as IPython does: a Triton kernel (lesson 10) reads its own
+    source to compile it."""
     namespace = {}
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
+        name = f"<{path.name}, cell {i}>"
+        linecache.cache[name] = (len(cell.source), None, cell.source.splitlines(True), name)
         try:
-            exec(compile(cell.source, str(path), "exec"), namespace)
+            exec(compile(cell.source, name, "exec"), namespace)
             yield cell.source, None
         except Exception as error:  # noqa: BLE001 - the test inspects which exception it was
             yield cell.source, error

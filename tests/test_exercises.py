@@ -240,7 +240,25 @@ def test_a_generated_exercise_carries_no_run_records():
     exercise = exercises.make_exercise(solution, "solutions/99_test.ipynb")
     assert set(exercise.metadata) == {"kernelspec", "mha_exercise"}
     [stub] = exercise.cells
-    assert stub.metadata == {} and stub.outputs == [] and stub.execution_count is None
+    assert stub.metadata == {"tags": [exercises.GO_ON]} and stub.outputs == [] and stub.execution_count is None
+
+
+def test_run_all_goes_on_past_every_exercise_and_only_there():
+    solution = nbformat.v4.new_notebook()
+    sources = [
+        "import torch",  # nothing to write, no check: Run All must stop here if it fails
+        "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n\n\ncheck.f(f)",
+        "check.g(g)",  # a check in a cell of its own
+        "print(f(2))",  # uses the learner's function: an error here is a real one
+    ]
+    solution.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    exercise = exercises.make_exercise(solution, "solutions/99_test.ipynb")
+    tagged = [exercises.GO_ON in c.metadata.get("tags", []) for c in exercise.cells]
+    assert tagged == [False, True, True, False]
+    for path in sorted((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb")):  # every committed exercise cell
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code" and "raise NotImplementedError()" in cell.source:
+                assert exercises.GO_ON in cell.metadata.get("tags", []), f"{path.name}: {cell.source[:60]!r}"
 
 
 def test_an_untouched_exercise_from_the_earlier_generator_is_updated_and_a_run_one_kept(course):

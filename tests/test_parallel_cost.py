@@ -19,6 +19,7 @@ from mha.parallel.cost import (  # noqa: E402
     layer_time,
     ring_steps,
 )
+from mha.parallel.experiments import machine_load  # noqa: E402
 from mha.parallel.jobs import Problem, make  # noqa: E402
 from mha.parallel.plots import bytes_vs_formula, show_shards, speedup_model, time_vs_bytes  # noqa: E402
 
@@ -61,10 +62,32 @@ def test_the_fit_recovers_latency_and_bandwidth():
 def test_pictures():
     fig = show_shards(16, 4, 2)
     assert len(fig.axes) == 4
-    show_shards(16, 8, 4, kv_heads=2)
+    copies = show_shards(16, 8, 4, kv_heads=2)  # 2 K/V heads on 4 ranks: each drawn whole in 2 ranks' copies
+    labels = [t.get_text() for t in copies.axes[1].texts]
+    assert labels.count("K/V head 0") == labels.count("K/V head 1") == 2
+    assert [t for t in labels if t.startswith("rank")] == ["rank 0", "rank 1", "rank 2", "rank 3"]
     speedup_model(d_models=(1024,), worlds=(2,))
     records = {2: [{"numbers": 256, "bytes": 1600.0, "seconds": 1e-4}, {"numbers": 4096, "bytes": 17000.0,
                                                                          "seconds": 3e-4}]}  # fmt: skip
     bytes_vs_formula(records)
     time_vs_bytes(records, {2: fit_latency_bandwidth([1600, 17000], [1e-4, 3e-4])})
     plt.close("all")
+
+
+def _recording(start, end, cpus=2, worlds=(1, 2, 4)):
+    meta = {"cpus": cpus, "load_average_at_start": [start, 1.0, 1.0], "load_average_at_end": [end, 1.0, 1.0]}
+    return {"provenance": meta, "worlds": [{"world": w} for w in worlds]}
+
+
+def test_a_recording_says_whether_the_machine_was_busy():
+    quiet = machine_load(_recording(0.3, 3.8))  # the end counts the recording's own 4 ranks: still quiet
+    assert quiet["busy"] is False and "quiet when the recording started" in quiet["verdict"]
+    assert "counting this recording's own 4 ranks" in quiet["verdict"]
+    for start, end in ((2.5, 1.0), (0.2, 6.5)):  # more ready processes than cores, at the start or beyond our own
+        busy = machine_load(_recording(start, end))
+        assert busy["busy"] is True and "BUSY" in busy["verdict"], (start, end)
+    machine = {"cpu_cores": 2, "load_average_before": 18.25, "load_average_after": 23.89}  # as recorded before
+    old = machine_load({"provenance": {}, "machine": machine, "worlds": [{"world": 4}]})
+    assert old["busy"] is True and old["start"] == 18.25 and "23.89 at the end" in old["verdict"]
+    unknown = machine_load({"provenance": {}, "worlds": []})
+    assert unknown["busy"] is None and "unknown" in unknown["verdict"]

@@ -11,16 +11,18 @@ import sys
 import parallel_workers as workers
 import pytest
 
-from mha.parallel.experiments import TOLERANCE, summarise_check
+from mha.parallel.experiments import TOLERANCE, machine_load, summarise_check
 from mha.parallel.jobs import Problem, on_rank, single_process
 from mha.parallel.launch import WorkerFailed, run
 
 pytestmark = pytest.mark.slow
 
+# every rank builds a `mha.MultiHeadAttention` (grouped-query where kv_heads < heads) and splits it with `from_module`
 CASES = {
     "plain": (Problem(batch=2, seq=5, d_model=32, heads=8, causal=True), (1, 2, 4)),
-    "grouped, K/V heads divided": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=4), (2,)),
-    "grouped, K/V heads replicated": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=2), (4,)),
+    "grouped, K/V heads divided": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=4, causal=True), (1, 2, 4)),
+    "grouped, K/V heads replicated": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=2), (2, 4)),
+    "multi-query, K/V head replicated": (Problem(batch=2, seq=5, d_model=32, heads=8, kv_heads=1), (2, 4)),
 }
 
 
@@ -49,11 +51,13 @@ def test_outputs_and_gradients_equal_one_process(checked, case):
 
 
 def test_parallelize_module_runs_where_column_sharding_can(checked):
-    for summary in checked["plain"] + checked["grouped, K/V heads divided"]:
-        assert "tp_output" in summary["differences"]
-    [replicated] = checked["grouped, K/V heads replicated"]
-    assert "tp_output" not in replicated["differences"]  # fewer K/V heads than ranks: ours only
-    assert replicated["kv_heads"] == [[0], [0], [1], [1]]
+    for name, (problem, _) in CASES.items():
+        for summary in checked[name]:
+            world = int(str(summary["world"])[0])
+            assert ("tp_output" in summary["differences"]) == (problem.kv % world == 0), (name, world)
+    by_world = {s["world"]: s for s in checked["grouped, K/V heads replicated"]}
+    assert by_world[4]["kv_heads"] == [[0], [0], [1], [1]] and by_world[2]["kv_heads"] == [[0], [1]]
+    assert {s["world"]: s for s in checked["multi-query, K/V head replicated"]}[4]["kv_heads"] == [[0]] * 4
 
 
 def test_each_rank_computes_a_world_th_of_the_flops(checked):
@@ -86,21 +90,26 @@ def test_a_failing_rank_reports_its_error():
 
 def test_the_command_spawns_its_processes():
     out = subprocess.run(
-        [sys.executable, "-m", "mha.parallel", "check", "--world", "2", "--device", "auto"],
+        [sys.executable, "-m", "mha.parallel", "check", "--world", "2", "4", "--kv-heads", "1", "--device", "auto"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "gloo on CPU instead" in out.stdout  # no GPU here: the command says so
+    assert (
+        "8 heads, 1 K/V heads" in out.stdout and "K/V heads: rank 0: 0, rank 1: 0, rank 2: 0, rank 3: 0" in out.stdout
+    )
     assert "every rank equal to one process: True" in out.stdout
 
 
 def test_the_command_runs_under_torchrun():
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     out = subprocess.run(
-        [*torchrun, "-m", "mha.parallel", "check", "--device", "cpu"], capture_output=True, text=True, timeout=300
-    )
+        [*torchrun, "-m", "mha.parallel", "check", "--kv-heads", "2", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     assert "started by torchrun" in out.stdout
+    assert "K/V heads: rank 0: 0, rank 1: 1" in out.stdout  # a grouped-query layer, its 2 K/V heads divided
     assert "every rank equal to one process: True" in out.stdout
 
 
@@ -112,7 +121,10 @@ def test_measure_writes_bytes_and_times_with_provenance(tmp_path):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(path.read_text())
-    assert data["provenance"]["command"].startswith("python -m mha.parallel measure --quick")
+    meta = data["provenance"]
+    assert meta["command"].startswith("python -m mha.parallel measure --quick")
+    assert meta["cpus"] >= 1 and len(meta["load_average_at_start"]) == len(meta["load_average_at_end"]) == 3
+    assert machine_load(data)["verdict"] in out.stdout  # printed beside the times, as the lesson prints it
     one, two = data["worlds"]
     assert one["world"] == 1 and one["layer"]["bytes"] == 0
     for row in two["allreduce"]:

@@ -6,13 +6,17 @@ import torch
 import mha
 from mha.parallel import HeadParallelAttention, SplitQKVAttention, gather, head_split, module_from_weights, shard
 from mha.parallel.jobs import Problem, make, single_process
-from mha.parallel.shard import KEYS, expand_kv, weights_of
+from mha.parallel.shard import KEYS, kv_heads_in, weights_of
 from mha.parallel.torch_tp import fused_rows_per_rank
 
+# grouped-query layers of 12 heads (d_head 2) and every number of ranks the split accepts, K/V heads divided among
+# the ranks or, with fewer K/V heads than ranks, copied
+GROUPED = [(kv, world) for kv in (1, 2, 3, 4, 6) for world in (1, 2, 3, 4, 6, 12) if kv % world == 0 or world % kv == 0]
 
-def module(d_model=16, heads=4, seed=0):
+
+def module(d_model=16, heads=4, seed=0, kv_heads=None):
     torch.manual_seed(seed)
-    m = mha.MultiHeadAttention(d_model, heads)
+    m = mha.MultiHeadAttention(d_model, heads, kv_heads=kv_heads)
     with torch.no_grad():  # nonzero biases, so that a bias added twice or dropped shows
         m.in_proj.bias.normal_()
         m.out_proj.bias.normal_()
@@ -115,13 +119,57 @@ def test_gradients_of_the_slices_are_slices_of_the_gradients():
         torch.testing.assert_close(grads["W_O"], reference["grads"]["W_O"][:, rows])
 
 
-def test_grouped_query_partials_add_up_to_the_expanded_layer():
+def test_grouped_query_partials_add_up_to_the_core_layer():
     weights, x, _ = make(Problem(d_model=16, heads=8, kv_heads=2, seq=5))
-    expected, _ = module_from_weights(expand_kv(weights, 8, 2), 8)(x)
+    expected, _ = module_from_weights(weights, 8)(x)  # the core's own grouped-query attention (lesson 07)
     for world in (1, 2, 4, 8):
         ranks = [HeadParallelAttention.from_weights(weights, 8, world, r, kv_heads=2) for r in range(world)]
         total = sum(r.partial(x)[0] for r in ranks) + weights["b_O"]
         torch.testing.assert_close(total, expected)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 3, 4, 6, 12])
+def test_the_weights_of_a_grouped_query_module_are_its_own(kv_heads):
+    m = module(24, 12, kv_heads=kv_heads)
+    w = weights_of(m)
+    q, k, v = m.in_proj.weight.split(m.projection_sizes())
+    qb, kb, vb = m.in_proj.bias.split(m.projection_sizes())
+    assert w["W_Q"].shape == (24, 24) and w["W_K"].shape == w["W_V"].shape == (2 * kv_heads, 24)
+    for key, t in {"W_Q": q, "W_K": k, "W_V": v, "b_Q": qb, "b_K": kb, "b_V": vb}.items():
+        assert torch.equal(w[key], t), key
+    assert kv_heads_in(w, 12) == kv_heads
+
+
+@pytest.mark.parametrize("kv_heads, world", GROUPED, ids=[f"kv{kv}-world{w}" for kv, w in GROUPED])
+def test_a_grouped_query_module_splits_through_every_entry_point(kv_heads, world):
+    m = module(24, 12, seed=kv_heads, kv_heads=kv_heads)
+    x, memory = torch.randn(2, 5, 24), torch.randn(2, 7, 24)
+    expected, _ = m(x, causal=True)
+    ranks = [HeadParallelAttention.from_module(m, world, r) for r in range(world)]
+    assert [list(r.split.kv_heads_of(r.rank)) for r in ranks] == [
+        sorted({h // (12 // kv_heads) for h in r.split.heads_of(r.rank)}) for r in ranks
+    ]
+    total = sum(r.partial(x, causal=True)[0] for r in ranks) + m.out_proj.bias
+    torch.testing.assert_close(total, expected)
+    cross = sum(r.partial(x, memory)[0] for r in ranks) + m.out_proj.bias  # keys and values from another sequence
+    torch.testing.assert_close(cross, m(x, memory)[0])
+    shards = [shard(weights_of(m), 12, world, r, kv_heads=kv_heads) for r in range(world)]
+    back = module_from_weights(gather(shards, 12, kv_heads=kv_heads), 12)
+    assert back.kv_heads == kv_heads
+    for (name, a), b in zip(m.state_dict().items(), back.state_dict().values()):
+        assert torch.equal(a, b), name
+    if world == 1:
+        out, _ = ranks[0](x, causal=True)  # one rank: forward is the whole layer, b_O added once
+        torch.testing.assert_close(out, expected)
+        torch.testing.assert_close(SplitQKVAttention.from_module(m)(x, causal=True), expected)
+
+
+def test_grouped_weights_without_kv_heads_say_so():
+    weights = weights_of(module(24, 12, kv_heads=3))
+    with pytest.raises(ValueError, match=r"W_K has shape \(6, 24\), expected \(24, 24\).*kv_heads=3"):
+        HeadParallelAttention.from_weights(weights, 12, 2, 0)
+    with pytest.raises(ValueError, match="grouped-query weights of 3 K/V heads"):
+        SplitQKVAttention.from_weights(weights, 12)
 
 
 def test_forward_without_the_processes_says_what_to_do():
@@ -135,8 +183,10 @@ def test_bad_shapes_are_named():
     weights["W_O"] = weights["W_O"][:, :8]
     with pytest.raises(ValueError, match=r"W_O has shape \(16, 8\), expected \(16, 16\)"):
         shard(weights, 4, 2, 0)
-    with pytest.raises(ValueError, match="grouped-query weights"):
-        module_from_weights(make(Problem(d_model=16, heads=4, kv_heads=2))[0], 4)
+    weights = weights_of(module())
+    weights["W_K"] = weights["W_K"][:5]
+    with pytest.raises(ValueError, match="W_K has 5 rows: expected a whole number of K/V heads of d_head = 4 rows"):
+        module_from_weights(weights, 4)
 
 
 def test_separate_projections_compute_the_same_layer():

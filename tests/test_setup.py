@@ -46,6 +46,29 @@ def _get(url: str) -> int | None:
         return None  # not listening yet
 
 
+def test_a_kernel_starts_without_the_tcp_warning_and_keeps_every_other(tmp_path):
+    import sys
+
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(
+        metadata={"kernelspec": {"name": "mha-course", "display_name": "x", "language": "python"}}
+    )
+    nb.cells = [
+        nbformat.v4.new_code_cell("import logging; logging.getLogger('IPKernelApp').warning('another warning')")
+    ]
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    run = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute", "--stdout", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "without encryption" not in run.stderr, run.stderr  # jupyter/ipython_kernel_config.py drops it
+    assert "another warning" in run.stdout  # ... and nothing else
+
+
 @pytest.mark.slow
 def test_make_lab_serves_the_course_with_token_auth():
     port, token = _free_port(), "course-test-token"

@@ -173,6 +173,16 @@ def verify(
         expected_form = form_hint or f"a tensor {tuple(expected.shape)}"
         raise CheckFailed(f"returned {describe_value(got)}; expected {expected_form}", what, hint, site)
     matches = [h for w, h in wrong if same(t, w, tol)]
+    if t.dtype == torch.bool and expected.dtype != torch.bool:
+        kind = "a boolean" if t.ndim == 0 else "booleans"
+        shown = f" ({bool(t)})" if t.ndim == 0 else ""
+        raise CheckFailed(
+            f"returned {kind}{shown}; expected {'a number' if expected.ndim == 0 else 'numbers'} "
+            f"({_name(expected.dtype)}): return the value itself, not a comparison of it",
+            what,
+            matches,
+            site,
+        )
     if expected.dtype == torch.bool and t.dtype != torch.bool:
         right = t.shape == expected.shape and not t.is_floating_point() and same(t != 0, expected)
         raise CheckFailed(
@@ -217,13 +227,22 @@ def difference(got: torch.Tensor, expected: torch.Tensor, shape_hint: str = "") 
         where = tuple(int(i) for i in nan.nonzero()[0])
         return f"NaN at index {where}, expected {expected[where].item():.4g}"
     if got.ndim == 0:
-        return f"got {got.item():.6g}, expected {expected.item():.6g}"
+        a, b = pair(got.item(), expected.item(), 6)
+        return f"got {a}, expected {b}"
     diff = (got.double() - expected.double()).abs().nan_to_num(nan=math.inf)
     where = tuple(int(i) for i in (diff == diff.max()).nonzero()[0])
-    return (
-        f"values differ; largest difference {diff.max().item():.3g} at index {where}: "
-        f"got {got[where].item():.4g}, expected {expected[where].item():.4g}"
-    )
+    a, b = pair(got[where].item(), expected[where].item(), 4)
+    return f"values differ; largest difference {diff.max().item():.3g} at index {where}: got {a}, expected {b}"
+
+
+def pair(got: float, expected: float, digits: int) -> tuple[str, str]:
+    """Two numbers printed with `digits` significant digits, or as many more as it takes for them to look different
+    ("got -0.33163, expected -0.33159", not "got -0.3316, expected -0.3316")."""
+    for n in range(digits, 18):
+        a, b = f"{got:.{n}g}", f"{expected:.{n}g}"
+        if a != b:
+            return a, b
+    return repr(got), repr(expected)
 
 
 def verify_number(
@@ -276,7 +295,8 @@ def verify_number(
     if integer:
         plain = f"got {_fmt(n)}, expected {_fmt(expected)}"
     else:
-        plain = f"got {n:.6g}, expected {expected:.6g}"
+        a, b = pair(float(n), float(expected), 6)
+        plain = f"got {a}, expected {b}"
     raise CheckFailed(plain, what, matches, site)
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import pkgutil
 import random
+import re
 import signal
 import threading
 import time
@@ -399,7 +400,7 @@ def judge_outcome(exercise: Exercise, case: Case, outcome: dict) -> None:
         if error["type"] == "NotImplementedError":
             raise CheckFailed(f"{name} is not written yet: replace `raise NotImplementedError()` with your code")
         hint = exercise.explain(error, case) if exercise.explain else None
-        if hint is None and error["type"] == "TypeError" and "argument" in error["message"]:
+        if hint is None and error["type"] == "TypeError" and _called_wrongly(error):
             hint = f"the check calls `{exercise.signature}`"
         inner = error["where"]
         where = f" (in `{inner}`, which it calls)" if inner and inner != exercise.function else ""
@@ -414,6 +415,17 @@ def judge_outcome(exercise: Exercise, case: Case, outcome: dict) -> None:
             pass
         raise CheckFailed(problem, case.what, site="inputs")
     exercise.judge(case, outcome["got"], outcome["changed"])
+
+
+# What Python says when a function is called with arguments its definition does not take ("f() takes 2 positional
+# arguments but 3 were given", "f() missing 1 required ...", "f() got an unexpected keyword argument ...").
+_SIGNATURE = re.compile(r"^[\w.<>]+\(\) (takes|missing|got an unexpected|got multiple|got some)")
+
+
+def _called_wrongly(error: dict) -> bool:
+    """True if the learner's function could not be called as the check calls it, not if something inside it raised a
+    TypeError (`torch.sum(list)`, `torch.cat(a, b)`): then no line of the learner's code ran."""
+    return error["where"] is None and bool(_SIGNATURE.match(error["message"]))
 
 
 _ALWAYS_WRONG = ("hook", "shared", "attribute")

@@ -2,6 +2,9 @@
 
 Cases vary d_model, heads, the number of ranks and which rank (never only rank 0), the dtype (float32 and float64),
 and keep every bias nonzero (a bias added twice, or dropped, must show); one case of each is drawn afresh per run.
+In the fixed cases no two of the sizes a function sees coincide (d_head, heads held, batch, seq, ...), so that a
+function mixing two of them up fails. The ring all-reduce is judged by its messages, not only its results: the
+learner's function gets a `send` (`mha.parallel.ring.Wire`) that records who sent which piece to whom, and when.
 """
 
 import math
@@ -11,13 +14,16 @@ import torch
 from ..heads import merge_heads, split_heads
 from ..parallel.cost import allreduce_bytes as reference_bytes
 from ..parallel.layer import HeadParallelAttention
+from ..parallel.ring import Wire
 from ..parallel.shard import head_split
 from ..parallel.shard import shard as reference_shard
 from . import (
     PRINTED,
+    Build,
     Case,
     CheckFailed,
     Exercise,
+    builder,
     describe_value,
     items,
     read_tensor,
@@ -26,6 +32,7 @@ from . import (
     verify,
     verify_number,
 )
+from .compare import _passed
 
 LESSON = "08"
 DTYPES = (torch.float32, torch.float64)
@@ -170,21 +177,27 @@ shard_rank = register(
 # --- exercise 2: local_forward ------------------------------------------------------------------------------------
 
 
+# (d_head, heads, world, rank, batch, seq): in each, the sizes the function sees (d_head, heads_here, their product,
+# d_model, batch, seq) all differ, so that mixing two of them up cannot pass
+LOCAL_FIXED = [(3, 8, 4, 1, 1, 5), (2, 12, 4, 3, 5, 4), (4, 6, 2, 0, 2, 5)]
+
+
 def _local_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    fixed = [(2, 4, 2, 1), (2, 6, 3, 0), (2, 8, 4, 3)]
+    sizes = _split_sizes(g, [])[0]
+    drawn = (*sizes, int(torch.randint(1, 3, (), generator=g)), int(torch.randint(3, 6, (), generator=g)))
     cases = []
-    for i, (d_head, heads, world, rank) in enumerate(_split_sizes(g, fixed)):
+    for i, (d_head, heads, world, rank, batch, seq) in enumerate([*LOCAL_FIXED, drawn]):
         dtype = DTYPES[(i + 1) % 2]
         d_model = d_head * heads
-        r = g if i >= len(fixed) else torch.Generator().manual_seed(i)  # fixed cases stay the same for every seed
+        r = g if i >= len(LOCAL_FIXED) else torch.Generator().manual_seed(i)  # fixed cases: the same for every seed
         mine = reference_shard(_weights(_layer(r, d_model, dtype)), heads, world, rank)
-        x = _randn(r, int(torch.randint(1, 3, (), generator=r)), int(torch.randint(3, 6, (), generator=r)), d_model,
-                   dtype=dtype)  # fmt: skip
+        x = _randn(r, batch, seq, d_model, dtype=dtype)
         what = (
-            f"local_forward on x {tuple(x.shape)} {_name(dtype)}, rank {rank} of {world}, {heads // world} heads here"
+            f"local_forward on x {tuple(x.shape)} {_name(dtype)}, rank {rank} of {world}, {heads // world} heads "
+            f"here of d_head {d_head}"
         )
-        cases.append(Case((x, mine, heads // world), what=what, drawn=i >= len(fixed)))
+        cases.append(Case((x, mine, heads // world), what=what, drawn=i >= len(LOCAL_FIXED)))
     return cases
 
 
@@ -209,6 +222,9 @@ def _local_mistakes(x, mine: dict, heads_here: int) -> list:
     def no_transpose(t):
         return t.reshape(t.shape[0], heads_here, t.shape[1], d_head)
 
+    def swapped(t):
+        return split_heads(t, d_head)  # d_head heads of heads_here features each
+
     return [
         (
             run(good, math.sqrt(d_head), bias=True),
@@ -228,6 +244,11 @@ def _local_mistakes(x, mine: dict, heads_here: int) -> list:
         (run(good, math.sqrt(d_model)), "scores scaled by sqrt(d_model); each head's dot products have d_head terms"),
         (run(good, 1.0), "the scores were not scaled: divide by sqrt(d_head)"),
         (run(no_transpose, math.sqrt(d_head)), "heads split with view/reshape and no transpose: transpose(1, 2)"),
+        (
+            run(swapped, math.sqrt(heads_here)),
+            "you split the features into d_head heads of heads_here features; the rank holds heads_here heads of "
+            "d_head features each: split_heads(t, heads_here)",
+        ),
     ]
 
 
@@ -307,7 +328,98 @@ all_reduce_by_hand = register(
 )
 
 
-# --- exercise 4: allreduce_bytes ----------------------------------------------------------------------------------
+# --- exercise 4: backward_by_ranks -------------------------------------------------------------------------------
+
+G_SUMMED = (
+    "the gradient of each partial output is the output's gradient times world: you summed it over the ranks in g's "
+    "backward; every rank already holds the whole output and its gradient, so g (all-reduce forward) passes the "
+    "gradient back unchanged (identity backward)"
+)
+F_MISSING = (
+    "that is one rank's part of the input's gradient: the input fed every rank's heads, so its gradient is the sum "
+    "of every rank's part; f (identity forward) all-reduces it in the backward pass"
+)
+F_AVERAGED = "you averaged the ranks' parts of the input's gradient; f's backward all-reduce sums them"
+SHARED_INPUT = (
+    "the ranks' parts add up as they go: the ranks shared one input tensor, whose .grad accumulates over backward "
+    "calls; give each rank its own copy, x.detach().clone().requires_grad_(), as separate processes have"
+)
+
+# (d_head, heads, world, batch, seq): the sizes the function sees all differ (see LOCAL_FIXED)
+BACKWARD_FIXED = [(3, 8, 4, 1, 5), (2, 12, 3, 5, 6), (4, 6, 2, 5, 7)]
+
+
+def _backward_cases(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    heads = _pick(g, [4, 6, 8, 12])
+    world = _pick(g, [w for w in (2, 3, 4, 6) if heads % w == 0])
+    drawn = (_pick(g, [2, 3, 4]), heads, world, int(torch.randint(1, 3, (), generator=g)),
+             int(torch.randint(3, 6, (), generator=g)))  # fmt: skip
+    cases = []
+    for i, (d_head, heads, world, batch, seq) in enumerate([*BACKWARD_FIXED, drawn]):
+        dtype = DTYPES[i % 2]
+        r = g if i >= len(BACKWARD_FIXED) else torch.Generator().manual_seed(10 + i)
+        d_model = d_head * heads
+        weights = _weights(_layer(r, d_model, dtype))
+        shards = [reference_shard(weights, heads, world, rank) for rank in range(world)]
+        x = _randn(r, batch, seq, d_model, dtype=dtype)
+        grad_output = _randn(r, batch, seq, d_model, dtype=dtype)
+        what = f"backward_by_ranks on x {tuple(x.shape)} {_name(dtype)}, {world} ranks of {heads // world} heads"
+        cases.append(Case((x, shards, heads // world, grad_output), what=what, drawn=i >= len(BACKWARD_FIXED)))
+    return cases
+
+
+def _input_grad_parts(x, shards, heads_here, grad_output) -> list:
+    """Each rank's part of the input's gradient: its own copy of x, its heads, the output's gradient."""
+    d_model, world = x.shape[-1], len(shards)
+    parts = []
+    with torch.enable_grad():
+        for mine in shards:
+            layer = HeadParallelAttention(d_model, heads_here * world, world, 0).double()  # shapes only: any rank
+            layer.load_shard({k: v.double() for k, v in mine.items()})
+            x_r = x.double().clone().requires_grad_()
+            layer.partial(x_r)[0].backward(grad_output.double())
+            parts.append(x_r.grad)
+    return parts
+
+
+def _backward_judge(case: Case, got, changed) -> None:
+    x, shards, heads_here, grad_output = case.inputs()
+    world, dtype, g = len(shards), x.dtype, grad_output.double()
+    grad_partials, parts, grad_x = items(got, 3, what=case.what, names="(grad_partials, grad_x_parts, grad_x)")
+    for name, value in (("grad_partials", grad_partials), ("grad_x_parts", parts)):
+        if not isinstance(value, list | tuple) or len(value) != world:
+            raise CheckFailed(f"{name}: return a list of {world} tensors, one per rank; got {describe_value(value)}",
+                              case.what, [], name)  # fmt: skip
+    for r, got_r in enumerate(grad_partials):
+        verify(got_r, g, [(world * g, G_SUMMED)], what=f"{case.what}: rank {r}'s grad_partials", dtype=dtype,
+               site="grad_partials", shape_hint="(batch, seq, d_model), like the output")  # fmt: skip
+    right = _input_grad_parts(x, shards, heads_here, grad_output)
+    total = sum(right)
+    running = [sum(right[: r + 1]) for r in range(world)]
+    for r, got_r in enumerate(parts):
+        verify(got_r, right[r], [(running[r], SHARED_INPUT), (total, SHARED_INPUT)],
+               what=f"{case.what}: rank {r}'s grad_x_parts", dtype=dtype, site="grad_x_parts",
+               shape_hint="(batch, seq, d_model), like the input")  # fmt: skip
+    verify(grad_x, total, [(right[0], F_MISSING), (total / world, F_AVERAGED)], what=f"{case.what}: grad_x",
+           dtype=dtype, site="grad_x", shape_hint="(batch, seq, d_model), like the input")  # fmt: skip
+
+
+backward_by_ranks = register(
+    Exercise(
+        LESSON,
+        "backward_by_ranks",
+        function="backward_by_ranks",
+        signature="backward_by_ranks(x, shards, heads_here, grad_output)",
+        cases=_backward_cases,
+        judge=_backward_judge,
+        uses=("local_forward",),
+        advice="give each rank its own copy of x, `x.detach().clone().requires_grad_()`",
+    )
+)
+
+
+# --- exercise 5: allreduce_bytes ----------------------------------------------------------------------------------
 
 
 def _bytes_cases(seed: int) -> list[Case]:
@@ -360,12 +472,47 @@ allreduce_bytes = register(
 )
 
 
-# --- exercise 5: ring_all_reduce ----------------------------------------------------------------------------------
+# --- exercise 6: ring_all_reduce ----------------------------------------------------------------------------------
 
 REDUCE_SCATTER_ONLY = (
     "you stopped after the reduce-scatter (w−1 steps): each rank holds the full sum of one piece only; hand the "
     "summed pieces around the ring, w−1 more steps (the all-gather)"
 )
+NOTHING_SENT = (
+    "nothing went through `send`: the result may be the sum, but no ring ran; every piece a rank sends must go "
+    "through send(sender, receiver, index, piece), which hands back the copy the receiver gets"
+)
+EVERYONE = (
+    "every rank sent its whole vector to every other rank: (w−1)·n numbers each; in a ring each rank sends only "
+    "to the next, pieces of n/w numbers, 2(w−1) times: 2(w−1)/w · n in all"
+)
+THROUGH_RANK_0 = (
+    "everything went through rank 0, which sends (w−1)·n numbers while the others send n; a ring spreads the load "
+    "evenly, each rank sending pieces to the next rank only"
+)
+REVERSED = (
+    "the ring runs the other way round: rank r sends to rank (r − 1) % w; in this exercise it sends to rank "
+    "(r + 1) % w and receives from rank (r − 1) % w, and the piece indices it sends follow from that direction"
+)
+WHOLE = "each message carries a whole vector: cut the vectors into w pieces (t.chunk(w)) and send one piece per message"
+REPLACED = (
+    "in the reduce-scatter you replaced your piece with the one you received: add it to yours, so that the piece "
+    "you pass on carries the sum so far"
+)
+IGNORED = (
+    "every rank sent its own numbers unchanged: what a rank receives must change its piece (added during the "
+    "reduce-scatter, replacing it during the all-gather) before that piece is passed on"
+)
+ADDED_IN_GATHER = (
+    "in the all-gather you added the piece you received to your own; the piece you receive is already the complete "
+    "sum: replace yours with it"
+)
+
+
+@builder("ring_wire")
+def build_ring_wire(world: int) -> Wire:
+    """The `send` the check hands to the learner's `ring_all_reduce`: it delivers and records every message."""
+    return Wire(world)
 
 
 def _ring_cases(seed: int) -> list[Case]:
@@ -376,8 +523,122 @@ def _ring_cases(seed: int) -> list[Case]:
     cases = []
     for i, (w, n, dtype) in enumerate(sizes):
         tensors = [_randn(g, n, dtype=dtype) for _ in range(w)]
-        cases.append(Case((tensors,), what=f"ring_all_reduce of {w} vectors of {n} numbers", drawn=i >= 3))
+        what = f"ring_all_reduce of {w} vectors of {n} numbers"
+        cases.append(Case((tensors, Build("ring_wire", {"world": w})), what=what, drawn=i >= 3))
     return cases
+
+
+def _sent_index(w: int, step: int, rank: int) -> int:
+    """The piece rank `rank` sends at `step` (0 to 2(w − 1) − 1): (r − s) % w, then (r + 1 − s) % w."""
+    return (rank - step) % w if step < w - 1 else (rank + 1 - (step - (w - 1))) % w
+
+
+def _simulate_ring(tensors, scatter: str = "add", gather: str = "replace") -> tuple[torch.Tensor, list]:
+    """The exercise's ring (in float64), receivers combining pieces as told ("add", "replace" or "keep").
+
+    Returns:
+        the pieces sent, (2(w − 1), w senders, n/w), and every rank's vector at the end.
+    """
+    w = len(tensors)
+    pieces = [[p.double().clone() for p in t.chunk(w)] for t in tensors]
+    sent = []
+    for step in range(2 * (w - 1)):
+        how = scatter if step < w - 1 else gather
+        messages = [(r, _sent_index(w, step, r), pieces[r][_sent_index(w, step, r)].clone()) for r in range(w)]
+        for r, i, piece in messages:
+            receiver = (r + 1) % w
+            if how == "add":
+                pieces[receiver][i] = pieces[receiver][i] + piece
+            elif how == "replace":
+                pieces[receiver][i] = piece
+        sent.append(torch.stack([piece for _, _, piece in messages]))
+    messages = torch.stack(sent) if sent else torch.zeros(0, w, tensors[0].numel() // w, dtype=torch.float64)
+    return messages, [torch.cat(p) for p in pieces]
+
+
+def _ring_patterns(messages: list, w: int, n: int) -> dict:
+    """Which classic shapes of traffic the messages have: {hint: True or False}, from senders, receivers and sizes."""
+    pairs = [(s, r) for s, r, _, _ in messages]
+    whole = all(read_tensor(p).numel() == n for *_, p in messages)
+    everyone = sorted(pairs) == sorted((a, b) for a in range(w) for b in range(w) if a != b)
+    hub = all(0 in pair for pair in pairs) and {b for a, b in pairs if a == 0} == set(range(1, w))
+    return {
+        EVERYONE: whole and everyone,
+        THROUGH_RANK_0: whole and hub,
+        REVERSED: all(r == (s - 1) % w for s, r in pairs),
+        WHOLE: whole,
+    }
+
+
+def _ring_messages(case: Case, changed: dict, w: int, n: int) -> torch.Tensor:
+    """Check the traffic's shape (who sends to whom, how much, in which steps, which piece); the pieces sent, in
+    order (steps, senders, n/w)."""
+    messages = changed.get("send", {}).get("after", {}).get("messages") or []
+    if not messages:
+        raise CheckFailed(NOTHING_SENT, case.what, [NOTHING_SENT], "messages")
+    patterns = _ring_patterns(messages, w, n)
+
+    def fail(detail, *hints):  # a hint that names a shape of traffic is kept only if the messages have that shape
+        raise CheckFailed(detail, case.what, [h for h in hints if patterns.get(h, True)], "messages")
+
+    for s, r, _, _ in messages:
+        if r != (s + 1) % w:
+            fail(f"rank {s} sent to rank {r}; in this ring rank r sends only to rank (r + 1) % w", EVERYONE,
+                 THROUGH_RANK_0, REVERSED)  # fmt: skip
+    for s, _, _, p in messages:
+        size = read_tensor(p).numel()
+        if size != n // w:
+            fail(f"rank {s} sent a message of {size} numbers; each message is one piece of n/w = {n // w}", EVERYONE,
+                 THROUGH_RANK_0, WHOLE)  # fmt: skip
+    if len(messages) != 2 * (w - 1) * w:
+        if len(messages) == (w - 1) * w:
+            fail(f"{len(messages)} messages, the reduce-scatter's only", REDUCE_SCATTER_ONLY)
+        fail(f"{len(messages)} messages were sent; a ring over {w} ranks sends {w} per step (one from each rank) "
+             f"for 2(w − 1) = {2 * (w - 1)} steps")  # fmt: skip
+    got = []
+    for step in range(2 * (w - 1)):
+        block = sorted(messages[step * w : (step + 1) * w], key=lambda m: m[0])
+        if [m[0] for m in block] != list(range(w)):
+            fail(f"messages {step * w + 1} to {(step + 1) * w} came from ranks {[m[0] for m in block]}: each step, "
+                 f"every rank sends one piece; send a step's {w} messages before those of the next")  # fmt: skip
+        for s, _, i, _ in block:
+            if i != _sent_index(w, step, s):
+                phase, k = ("reduce-scatter", step) if step < w - 1 else ("all-gather", step - (w - 1))
+                rule = "(r − s) % w" if step < w - 1 else "(r + 1 − s) % w"
+                fail(f"at step s = {k} of the {phase} rank {s} sent piece {i}; it sends piece {rule} = "
+                     f"{_sent_index(w, step, s)}")  # fmt: skip
+        got.append(torch.stack([read_tensor(m[3]) for m in block]))
+    _passed("messages", {REVERSED} if w == 2 else set())  # with two ranks, either direction is the same ring
+    return torch.stack(got)
+
+
+def _ring_judge(case: Case, got, changed) -> None:
+    tensors, _ = case.inputs()
+    w, n = len(tensors), tensors[0].numel()
+    total = sum(t.double() for t in tensors)
+    if not isinstance(got, list | tuple) or len(got) != w:
+        hint = [PRINTED] if got is None else []
+        raise CheckFailed(f"returned {describe_value(got)}; return a list of {w} vectors, one per rank", case.what,
+                          hint, "results")  # fmt: skip
+    sent = _ring_messages(case, changed, w, n)
+    variants = {
+        REPLACED: _simulate_ring(tensors, "replace", "replace"),
+        IGNORED: _simulate_ring(tensors, "keep", "keep"),
+        ADDED_IN_GATHER: _simulate_ring(tensors, "add", "add"),
+    }
+    expected, _ = _simulate_ring(tensors)
+    verify(sent, expected, [(v[0], hint) for hint, v in variants.items()], what=f"{case.what}: the pieces sent",
+           site="pieces sent", dtype=tensors[0].dtype, shape_hint="one piece per rank and step")  # fmt: skip
+    for r, result in enumerate(got):
+        where = f"{case.what}: rank {r}'s result"
+        t = read_tensor(result)
+        mistakes = [(tensors[r].double(), "this rank's vector came back unchanged: nothing was added")]
+        mistakes += [(v[1][r], hint) for hint, v in variants.items() if hint != IGNORED]  # that one: unchanged
+        known = t is None or same(t, total) or any(same(t, m) for m, _ in mistakes)
+        if not known and _one_piece_summed(t.double(), total, w):
+            raise CheckFailed("holds the summed vector in one piece only", where, [REDUCE_SCATTER_ONLY], "results")
+        verify(result, total, mistakes, what=where, site="results", dtype=tensors[0].dtype,
+               shape_hint="(n,): every rank ends with the whole summed vector")  # fmt: skip
 
 
 def _one_piece_summed(result, total, w) -> bool:
@@ -388,58 +649,21 @@ def _one_piece_summed(result, total, w) -> bool:
     return any(matches) and not all(matches)
 
 
-def _ring_judge(case: Case, got, changed) -> None:
-    (tensors,) = case.inputs()
-    w, n = len(tensors), tensors[0].numel()
-    total = sum(t.double() for t in tensors)
-    results, sent = items(got, 2, what=case.what, names="(results, sent)")
-    if not isinstance(results, list | tuple) or len(results) != w:
-        raise CheckFailed(f"results: return a list of {w} vectors, one per rank; got {describe_value(results)}",
-                          case.what, [], "results")  # fmt: skip
-    for r, result in enumerate(results):
-        where = f"{case.what}: rank {r}'s result"
-        t = read_tensor(result)
-        if t is not None and not same(t, total) and _one_piece_summed(t.double(), total, w):
-            raise CheckFailed("holds the summed vector in one piece only", where, [REDUCE_SCATTER_ONLY], "results")
-        verify(result, total, [(tensors[r].double(), "this rank's vector came back unchanged: nothing was added")],
-               what=where, site="results", dtype=tensors[0].dtype,
-               shape_hint="(n,): every rank ends with the whole summed vector")  # fmt: skip
-    verify(
-        sent,
-        torch.full((w,), 2 * (w - 1) / w * n, dtype=torch.float64),
-        [
-            (
-                torch.tensor([(w - 1) * n] * w),
-                "every rank sent its whole vector to every other rank: (w−1)·n numbers each; a ring sends pieces "
-                "of n/w, 2(w−1) times, 2(w−1)/w · n in all",
-            ),
-            (
-                torch.tensor([(w - 1) * n] + [n] * (w - 1)),
-                "everything went through rank 0, which sends (w−1)·n numbers while the others send n; a ring "
-                "spreads the load evenly",
-            ),
-            (torch.tensor([(w - 1) * n // w] * w), REDUCE_SCATTER_ONLY),
-        ],
-        what=f"{case.what}: the numbers each rank sent",
-        site="sent",
-        shape_hint="one count per rank",
-    )
-
-
 ring_all_reduce = register(
     Exercise(
         LESSON,
         "ring_all_reduce",
         function="ring_all_reduce",
-        signature="ring_all_reduce(tensors)",
+        signature="ring_all_reduce(tensors, send)",
         cases=_ring_cases,
         judge=_ring_judge,
+        mutable=("send",),
         advice="`t.chunk(w)` returns views of the caller's tensor: clone the pieces before adding into them",
     )
 )
 
 
-# --- exercise 6: kv_heads_of_rank ---------------------------------------------------------------------------------
+# --- exercise 7: kv_heads_of_rank ---------------------------------------------------------------------------------
 
 
 def _kv_cases(seed: int) -> list[Case]:
@@ -475,6 +699,11 @@ def _kv_judge(case: Case, got, changed) -> None:
             (
                 torch.tensor([rank * kv_heads // world]),
                 "with kv_heads ≥ world a rank holds kv_heads/world K/V heads, all those its query heads read",
+            ),
+            (
+                torch.tensor(sorted({h % kv_heads for h in query})),
+                "you sent query head h to K/V head h % kv_heads; consecutive query heads share a K/V head: query "
+                "head h reads K/V head h // (heads // kv_heads)",
             ),
         ],
         what=case.what,

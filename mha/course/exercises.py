@@ -31,6 +31,10 @@ BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CODE_STUB = ["# YOUR CODE HERE", "raise NotImplementedError()"]
 MARKDOWN_STUB = ["_Your answer here._"]
 _MARKER = re.compile(r"^(\s*)### (BEGIN|END) SOLUTION\s*$")
+# JupyterLab's Run All goes on past a cell with this tag when it raises: a failing check shows its ✗ in red and the
+# next exercise still runs, so one Run All shows the state of every exercise.
+GO_ON = "raises-exception"
+_CHECK_CALL = re.compile(r"^\s*check\.\w+\(", re.MULTILINE)
 
 
 def strip_solutions(source: str, cell_type: str = "code", where: str = "a cell") -> str:
@@ -83,6 +87,10 @@ def make_exercise(solution, source_name: str):
         if cell.cell_type in ("code", "markdown"):
             stripped = strip_solutions(cell.source, cell.cell_type, where)
             count += stripped != cell.source
+            if cell.cell_type == "code" and (stripped != cell.source or _CHECK_CALL.search(stripped)):
+                tags = cell.metadata.setdefault("tags", [])
+                if GO_ON not in tags:
+                    tags.append(GO_ON)
             cell.source = stripped
         cell.metadata.pop("execution", None)  # when each cell last ran: output, not content
         if cell.cell_type == "code":

@@ -42,8 +42,8 @@ STUDENT_README_END = """## Working on the course here
 
 Open a lesson in `notebooks/`, then its exercise notebook in `exercises/` (same file name), with the kernel
 *Python (mha course)*. Replace each `raise NotImplementedError()` with your code and run the cell: the check under
-it prints `✓`, or tells you what is wrong. Run the cells one after the other: *Run All* stops at the first exercise
-you have not done yet.
+it prints `✓`, or tells you what is wrong. *Run All* runs every exercise's check, done or not: each shows a `✓` or
+a `✗` with its message.
 
 Your work stays yours: when you click the course's link again, the course's updates come in and every change you
 made is kept. The package the lessons import is installed for you; its code is in `mha/`, to read beside the

@@ -6,8 +6,9 @@ adds the parts: Megatron-LM's split of attention (Shoeybi et al., 2019).
 
     shard.py        who holds which heads (`head_split`); a layer's weights cut per rank (`shard`) and put back
                     together (`gather`); grouped-query layers, K/V heads divided or replicated
-    collectives.py  the two communication steps as autograd functions: sum the partial outputs over ranks, and
-                    sum the input's gradient over ranks
+    collectives.py  the two communication steps as autograd functions (Megatron-LM's f and g): sum the partial
+                    outputs over ranks, and sum the input's gradient over ranks
+    ring.py         a ring all-reduce run in one process, message by message, through a `Wire` that records them
     layer.py        `HeadParallelAttention`: one rank's share of a layer, built from a `mha.MultiHeadAttention`
     torch_tp.py     the same split with PyTorch's own API: `parallelize_module`, `ColwiseParallel`,
                     `RowwiseParallel` on a `DeviceMesh`; the fused in_proj trap
@@ -18,7 +19,8 @@ adds the parts: Megatron-LM's split of attention (Shoeybi et al., 2019).
                     bytes and times, the layer's times)
     cost.py         bytes of a ring all-reduce, FLOPs per rank, published link speeds and the paper model
                     (`mha.parallel.cost`: not imported with the package, so that the processes start light)
-    plots.py        what each rank holds; bytes and time of the all-reduce; when splitting pays
+    plots.py        what each rank holds; a ring all-reduce step by step; bytes and time of the all-reduce; when
+                    splitting pays
     __main__.py     the command: `python -m mha.parallel check|measure|model`, also under
                     `torchrun --standalone --nproc-per-node N -m mha.parallel check`
 """

@@ -14,12 +14,11 @@ runs gloo on the CPU.
 import argparse
 import datetime
 import os
-import shlex
 import sys
 
-from .._provenance import stamp, writable, write_results
+from .._provenance import command_line, stamp, writable, write_results
 from .cost import model_table
-from .experiments import TOLERANCE, check, measure, summarise_check, summarise_measure
+from .experiments import TOLERANCE, check, machine_load, measure, summarise_check, summarise_measure
 from .jobs import Problem, Sweep, measure_on_rank, on_rank, single_process
 from .launch import choose_backend, loopback_interface
 
@@ -174,19 +173,20 @@ def format_measure(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _load_average() -> float | None:
-    """The machine's 1-minute load average: how many processes were ready to run, on average (None if unknown)."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
+def _load_average() -> list[float] | None:
+    """The machine's load average over the last 1, 5 and 15 minutes: how many processes were ready to run, on
+    average (None where the system does not say)."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def _measure(args, argv) -> int:
     sweep = QUICK if args.quick else Sweep()
     if args.json:
         writable(args.json)
-    load_before = _load_average()
+    # how busy the machine was: on a busy one every time is slower, and a run of more processes gets a larger share
+    # of the cores, which can turn the comparison between worlds around
+    provenance = {**stamp(command_line("python -m mha.parallel", argv)), "cpus": os.cpu_count(),
+                  "load_average_at_start": _load_average()}  # fmt: skip
     if under_torchrun():
         gathered = _under_torchrun(measure_on_rank, (sweep,), "cpu")
         if gathered is None:
@@ -194,18 +194,14 @@ def _measure(args, argv) -> int:
         summaries = [summarise_measure(sweep, gathered[0])]
     else:
         summaries = measure(sweep, args.world, args.timeout)
-    machine = {"cpu_cores": os.cpu_count(), "load_average_before": load_before, "load_average_after": _load_average()}
-    print(
-        f"machine: {machine['cpu_cores']} CPU cores; load average (runnable processes, 1 minute) "
-        f"{machine['load_average_before']} before, {machine['load_average_after']} after"
-    )
+    provenance["load_average_at_end"] = _load_average()
+    print(machine_load({"provenance": provenance, "worlds": summaries})["verdict"])
     for s in summaries:
         print(format_measure(s))
     if args.json:
-        command = "python -m mha.parallel " + shlex.join(argv)
         content = {"sweep": {"numbers": list(sweep.numbers), "repeats": sweep.repeats, "rounds": sweep.rounds,
-                             "layer": dict(vars(sweep.layer))}, "machine": machine, "worlds": summaries}  # fmt: skip
-        path = write_results(args.json, stamp(command), content)
+                             "layer": dict(vars(sweep.layer))}, "worlds": summaries}  # fmt: skip
+        path = write_results(args.json, provenance, content)
         print(f"wrote {path}")
     return 0
 

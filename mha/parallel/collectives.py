@@ -9,7 +9,8 @@ Every rank starts from the same input and must end with the same output. In betw
                          backward: the output is the same on every rank and so is its gradient; each rank's
                          partial output receives it unchanged.
 
-One all-reduce forward, one backward; Shoeybi et al. (2019, Megatron-LM) call these two operators g and f.
+One all-reduce forward, one backward. Shoeybi et al. (2019, Megatron-LM) call `copy_to_ranks` f (identity forward,
+all-reduce backward) and `sum_over_ranks` g (all-reduce forward, identity backward).
 With a single process (no process group, or a group of one) both are the identity.
 """
 

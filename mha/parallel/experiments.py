@@ -125,3 +125,45 @@ def measure(sweep: Sweep | None = None, worlds=(1, 2, 4), timeout: float = 300.0
         results = run(measure_on_rank, world, (sweep,), timeout=timeout)
         out.append(summarise_measure(sweep, results))
     return out
+
+
+def machine_load(recorded: dict) -> dict:
+    """How busy the machine was while `python -m mha.parallel measure` made a recording, and what that means.
+
+    The load average counts the processes ready to run, averaged over the last minute. Above the number of cores,
+    processes wait for a core: every time is slower, and a run of more processes gets a larger share of the cores
+    than a run of fewer, so a comparison of times between worlds can turn around. The load at the end also counts
+    the recording's own ranks (as many as its largest world).
+
+    Args:
+        recorded: a results file of `measure`, as a dict (its "provenance" holds "cpus", "load_average_at_start"
+            and "load_average_at_end", each [1, 5, 15 minutes]; files recorded before kept the 1-minute values
+            under "machine").
+
+    Returns:
+        {"cpus", "start", "end" (1-minute load averages, None where unknown), "ranks", "busy" (True, False, or None
+        where unknown), "verdict": a sentence saying so}.
+    """
+    meta, old = recorded.get("provenance", {}), recorded.get("machine", {})
+
+    def first(value):
+        return value[0] if isinstance(value, list) else value
+
+    cpus = meta.get("cpus", old.get("cpu_cores"))
+    start = first(meta.get("load_average_at_start", old.get("load_average_before")))
+    end = first(meta.get("load_average_at_end", old.get("load_average_after")))
+    ranks = max((w["world"] for w in recorded.get("worlds", [])), default=1)
+    if cpus is None or start is None:
+        return {"cpus": cpus, "start": start, "end": end, "ranks": ranks, "busy": None,
+                "verdict": "load average not recorded: whether the machine was busy is unknown"}  # fmt: skip
+    at_end = "" if end is None else f", {end:g} at the end (counting this recording's own {ranks} ranks)"
+    load = f"load average {start:g} at the start{at_end}, on {cpus} CPU cores"
+    busy = start > cpus or (end is not None and end > cpus + ranks)
+    if busy:
+        verdict = (
+            f"{load}: the machine was BUSY, more processes were ready to run than it has cores; every time is "
+            f"slower than on a quiet machine, and comparisons of times between worlds can be turned around"
+        )
+    else:
+        verdict = f"{load}: the machine was quiet when the recording started"
+    return {"cpus": cpus, "start": start, "end": end, "ranks": ranks, "busy": busy, "verdict": verdict}

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from ..multihead import MultiHeadAttention
 from .layer import HeadParallelAttention
-from .shard import expand_kv, head_split
+from .shard import head_split, module_from_weights
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,8 @@ def make(problem: Problem) -> tuple[dict, torch.Tensor, torch.Tensor]:
 def single_process(problem: Problem) -> dict:
     """The reference: `mha.MultiHeadAttention` in one process, forward and backward (loss = Σ output · target).
 
-    Grouped-query weights run through it with each K/V head copied for the query heads that read it
-    (`expand_kv`), so that the gradient of a K/V head is the sum over its copies, as it must be.
+    Grouped-query weights run through the core's own grouped-query attention (`kv_heads`, lesson 07), so the
+    gradient of a K/V head is the sum over the query heads that read it, computed without any split.
 
     Returns:
         {"output", "input_grad", "grads": {key: gradient of the whole weight}}.
@@ -79,13 +79,12 @@ def single_process(problem: Problem) -> dict:
 
     weights, x, target = make(problem)
     leaves = {k: v.clone().requires_grad_() for k, v in weights.items()}
-    full = expand_kv(leaves, problem.heads, problem.kv)
-    module = MultiHeadAttention(problem.d_model, problem.heads)
+    module = MultiHeadAttention(problem.d_model, problem.heads, kv_heads=problem.kv)
     params = {
-        "in_proj.weight": torch.cat([full["W_Q"], full["W_K"], full["W_V"]]),
-        "in_proj.bias": torch.cat([full["b_Q"], full["b_K"], full["b_V"]]),
-        "out_proj.weight": full["W_O"],
-        "out_proj.bias": full["b_O"],
+        "in_proj.weight": torch.cat([leaves["W_Q"], leaves["W_K"], leaves["W_V"]]),
+        "in_proj.bias": torch.cat([leaves["b_Q"], leaves["b_K"], leaves["b_V"]]),
+        "out_proj.weight": leaves["W_O"],
+        "out_proj.bias": leaves["b_O"],
     }
     x = x.clone().requires_grad_()
     out, _ = functional_call(module, params, (x,), {"causal": problem.causal})
@@ -118,6 +117,10 @@ def _written(before, after) -> dict | None:
 def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True, mesh=None) -> dict:
     """Run the head-parallel layer on this rank, forward and backward, and report what a comparison needs.
 
+    The layer is a `mha.MultiHeadAttention` (grouped-query when problem.kv_heads < heads) made from the seed's
+    weights, and split as an existing layer is: `HeadParallelAttention.from_module`, and for `parallelize_module`
+    `SplitQKVAttention.from_module`.
+
     Args:
         problem: the layer and input (the same on every rank).
         device: "cpu" or "cuda" (this rank's GPU).
@@ -141,7 +144,8 @@ def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True, mesh=Non
 
     dev = torch.device(device, torch.cuda.current_device()) if device == "cuda" else torch.device("cpu")
     weights, x, target = make(problem)
-    layer = HeadParallelAttention.from_weights(weights, problem.heads, world, rank, problem.kv_heads, group).to(dev)
+    module = module_from_weights(weights, problem.heads)  # the whole layer, as a user would hold it
+    layer = HeadParallelAttention.from_module(module, world, rank, group).to(dev)
     x, target = x.to(dev).requires_grad_(), target.to(dev)
 
     one = None
@@ -170,8 +174,8 @@ def on_rank(problem: Problem, device: str = "cpu", tp_api: bool = True, mesh=Non
         "backward_written": _written(middle, after),
     }
     if tp_api and distributed:
-        result["tp"] = _tp_on_rank(problem, weights, dev, True, mesh, barrier)
-        result["tp_per_projection"] = _tp_on_rank(problem, weights, dev, False, mesh, barrier)
+        result["tp"] = _tp_on_rank(problem, module, dev, True, mesh, barrier)
+        result["tp_per_projection"] = _tp_on_rank(problem, module, dev, False, mesh, barrier)
     return result
 
 
@@ -192,8 +196,9 @@ def lesson_on_rank(plain: Problem, grouped: Problem) -> dict:
     }
 
 
-def _tp_on_rank(problem: Problem, weights: dict, dev: torch.device, input_once: bool, mesh, barrier) -> dict | None:
-    """The same layer parallelised by PyTorch's `parallelize_module` on a one-dimensional `DeviceMesh`."""
+def _tp_on_rank(problem: Problem, module, dev: torch.device, input_once: bool, mesh, barrier) -> dict | None:
+    """The same layer (`module`, whole) parallelised by PyTorch's `parallelize_module` on a one-dimensional
+    `DeviceMesh`."""
     from torch.distributed.device_mesh import init_device_mesh
 
     from .torch_tp import SplitQKVAttention, parallelize
@@ -201,7 +206,7 @@ def _tp_on_rank(problem: Problem, weights: dict, dev: torch.device, input_once: 
     mesh = mesh if mesh is not None else init_device_mesh(dev.type, (dist.get_world_size(),))
     if problem.kv % mesh.size():
         return None  # ColwiseParallel cannot shard fewer K/V heads than ranks (see torch_tp.parallelize)
-    whole = SplitQKVAttention.from_weights(weights, problem.heads, problem.kv_heads).to(dev)
+    whole = SplitQKVAttention.from_module(module).to(dev)
     layer = parallelize(whole, mesh, input_once)
     _, x, target = make(problem)
     x, target = x.to(dev).requires_grad_(), target.to(dev)

@@ -17,7 +17,7 @@ from ..attention import attention
 from ..heads import merge_heads, split_heads
 from ..multihead import _prepare
 from .collectives import copy_to_ranks, sum_over_ranks, world_size
-from .shard import KEYS, head_split, shard, weights_of
+from .shard import KEYS, head_split, kv_heads_in, shard, weights_of
 
 
 class HeadParallelAttention(nn.Module):
@@ -77,8 +77,10 @@ class HeadParallelAttention(nn.Module):
 
     @classmethod
     def from_module(cls, module, world: int = 1, rank: int = 0, group=None) -> "HeadParallelAttention":
-        """Rank `rank`'s share of an existing `mha.MultiHeadAttention` (its weights are copied, not shared)."""
-        return cls.from_weights(weights_of(module), module.heads, world, rank, None, group)
+        """Rank `rank`'s share of an existing `mha.MultiHeadAttention`, grouped-query ones included (its weights are
+        copied, not shared)."""
+        weights = weights_of(module)
+        return cls.from_weights(weights, module.heads, world, rank, kv_heads_in(weights, module.heads), group)
 
     def load_shard(self, mine: dict) -> None:
         """Copy this rank's slices (a dict of `KEYS`, as `mha.parallel.shard.shard` returns) into the layer."""

@@ -130,18 +130,38 @@ def weights_of(module) -> dict:
     """The weights of a `mha.MultiHeadAttention` (or a module with the same attributes), as a dict of `KEYS`.
 
     Args:
-        module: has `in_proj` (rows [W_Q; W_K; W_V]) and `out_proj`, like `mha.MultiHeadAttention`.
+        module: has `in_proj` (rows [W_Q; W_K; W_V]) and `out_proj`, like `mha.MultiHeadAttention`; with
+            grouped-query attention (kv_heads < heads) W_K and W_V have fewer rows than W_Q.
 
     Returns:
-        {"W_Q": (heads·d_head, d_model), "b_Q": ..., "W_O": (d_model, heads·d_head), "b_O": (d_model,)}, detached;
-        biases are None when the module has none.
+        {"W_Q": (heads·d_head, d_model), "b_Q": ..., "W_K": (kv_heads·d_head, d_model), ..., "W_O": (d_model,
+        heads·d_head), "b_O": (d_model,)}, detached; biases are None when the module has none.
     """
-    w_q, w_k, w_v = module.in_proj.weight.detach().chunk(3)  # (d_model, d_model) each
+    q_rows = module.out_proj.weight.shape[1]  # W_O reads the concatenated heads: as many features as W_Q has rows
+    kv_rows, odd = divmod(module.in_proj.weight.shape[0] - q_rows, 2)
+    if odd or kv_rows < 1:
+        raise ValueError(
+            f"in_proj has {module.in_proj.weight.shape[0]} rows and out_proj reads {q_rows} features: expected "
+            f"rows [W_Q; W_K; W_V] with {q_rows} rows of W_Q and as many rows of W_K as of W_V"
+        )
+    sizes = [q_rows, kv_rows, kv_rows]
+    w_q, w_k, w_v = module.in_proj.weight.detach().split(sizes)  # (d_model | kv_heads·d_head, d_model) each
     has_bias = module.in_proj.bias is not None
-    b_q, b_k, b_v = module.in_proj.bias.detach().chunk(3) if has_bias else (None, None, None)
+    b_q, b_k, b_v = module.in_proj.bias.detach().split(sizes) if has_bias else (None, None, None)
     b_o = module.out_proj.bias.detach() if module.out_proj.bias is not None else None
     return {"W_Q": w_q, "b_Q": b_q, "W_K": w_k, "b_K": b_k, "W_V": w_v, "b_V": b_v,
             "W_O": module.out_proj.weight.detach(), "b_O": b_o}  # fmt: skip
+
+
+def kv_heads_in(weights: dict, heads: int) -> int:
+    """How many K/V heads the weights hold: W_K's rows over d_head (heads when it has as many rows as W_Q)."""
+    d_head = head_size(weights["W_Q"].shape[0], heads)
+    kv_heads, rest = divmod(weights["W_K"].shape[0], d_head)
+    if rest or kv_heads < 1:
+        raise ValueError(
+            f"W_K has {weights['W_K'].shape[0]} rows: expected a whole number of K/V heads of d_head = {d_head} rows"
+        )
+    return kv_heads
 
 
 def _check_weights(weights: dict, split: HeadSplit) -> int:
@@ -163,9 +183,15 @@ def _check_weights(weights: dict, split: HeadSplit) -> int:
             continue
         if tuple(t.shape) != shape:
             dims = "(d_model,)" if key == "b_O" else "(d_model, heads·d_head)" if key == "W_O" else "(rows, d_model)"
+            grouped = (
+                f" (grouped-query weights of {t.shape[0] // split.d_head} K/V heads? say so: kv_heads="
+                f"{t.shape[0] // split.d_head})"
+                if key in ("W_K", "W_V") and t.shape[0] % split.d_head == 0 and t.shape[0] < shape[0]
+                else ""
+            )
             raise ValueError(
                 f"{key} has shape {fmt_shape(t.shape)}, expected {fmt_shape(shape)} {dims} for heads={split.heads}, "
-                f"kv_heads={split.kv_heads}, d_head={split.d_head}"
+                f"kv_heads={split.kv_heads}, d_head={split.d_head}{grouped}"
             )
     return d_model
 
@@ -234,37 +260,12 @@ def gather(shards: list[dict], heads: int, kv_heads: int | None = None) -> dict:
     return full
 
 
-def expand_kv(weights: dict, heads: int, kv_heads: int) -> dict:
-    """Grouped-query weights as plain multi-head weights: each K/V head copied for every query head that reads it.
-
-    The result computes exactly what the grouped-query layer computes, with one K/V head per query head, so that
-    `mha.MultiHeadAttention` can serve as the reference. Differentiable: gradients flow back to `weights`.
-
-    Args:
-        weights: a dict of `KEYS` with W_K, W_V of kv_heads·d_head rows.
-        heads: query heads.
-        kv_heads: K/V heads.
-
-    Returns:
-        a dict of `KEYS` with W_K, W_V (and their biases) of heads·d_head rows.
-    """
-    split = head_split(heads, 1, kv_heads, head_size(weights["W_Q"].shape[0], heads))
-    _check_weights(weights, split)
-    out = dict(weights)
-    for key in ("W_K", "b_K", "W_V", "b_V"):
-        t = weights[key]
-        if t is not None:
-            per_head = t.reshape(kv_heads, split.d_head, *t.shape[1:])  # (kv_heads, d_head, ...)
-            out[key] = per_head.repeat_interleave(split.group, dim=0).reshape(heads * split.d_head, *t.shape[1:])
-    return out
-
-
 def module_from_weights(weights: dict, heads: int):
-    """A `mha.MultiHeadAttention` holding `weights` (plain multi-head attention: as many K/V heads as heads).
+    """A `mha.MultiHeadAttention` holding `weights`, grouped-query when W_K has fewer rows than W_Q.
 
     Args:
         weights: a dict of `KEYS`, as `weights_of` or `gather` return.
-        heads: heads of the layer.
+        heads: query heads of the layer (its K/V heads are counted from W_K's rows).
 
     Returns:
         a new `mha.MultiHeadAttention`, in the weights' dtype.
@@ -272,13 +273,10 @@ def module_from_weights(weights: dict, heads: int):
     from ..multihead import MultiHeadAttention
 
     d_model = weights["W_Q"].shape[-1]
-    if weights["W_K"].shape[0] != weights["W_Q"].shape[0]:
-        raise ValueError(
-            f"W_K has {weights['W_K'].shape[0]} rows and W_Q {weights['W_Q'].shape[0]}: grouped-query weights "
-            f"(fewer K/V heads than heads) do not fit mha.MultiHeadAttention, which has one K/V head per head"
-        )
+    kv_heads = kv_heads_in(weights, heads)
+    _check_weights(weights, head_split(heads, 1, kv_heads, head_size(weights["W_Q"].shape[0], heads)))
     bias = weights["b_Q"] is not None
-    module = MultiHeadAttention(d_model, heads, bias=bias).to(weights["W_Q"].dtype)
+    module = MultiHeadAttention(d_model, heads, bias=bias, kv_heads=kv_heads).to(weights["W_Q"].dtype)
     with torch.no_grad():
         module.in_proj.weight.copy_(torch.cat([weights["W_Q"], weights["W_K"], weights["W_V"]]))
         module.out_proj.weight.copy_(weights["W_O"])

@@ -24,7 +24,7 @@ from torch import nn
 from .._validate import head_size
 from ..attention import attention
 from ..heads import merge_heads, split_heads
-from .shard import head_split, weights_of
+from .shard import _check_weights, head_split, kv_heads_in, weights_of
 
 TP_PLAN_NAMES = {"q_proj": "ColwiseParallel", "k_proj": "ColwiseParallel", "v_proj": "ColwiseParallel",
                  "out_proj": "RowwiseParallel"}  # fmt: skip
@@ -56,6 +56,7 @@ class SplitQKVAttention(nn.Module):
     def from_weights(cls, weights: dict, heads: int, kv_heads: int | None = None) -> "SplitQKVAttention":
         """The layer holding `weights` (a dict of `mha.parallel.shard.KEYS`)."""
         d_model = weights["W_Q"].shape[-1]
+        _check_weights(weights, head_split(heads, 1, kv_heads, head_size(weights["W_Q"].shape[0], heads)))
         layer = cls(d_model, heads, kv_heads, bias=weights["b_Q"] is not None).to(weights["W_Q"])
         with torch.no_grad():
             for proj, w, b in ((layer.q_proj, "W_Q", "b_Q"), (layer.k_proj, "W_K", "b_K"),
@@ -67,8 +68,10 @@ class SplitQKVAttention(nn.Module):
 
     @classmethod
     def from_module(cls, module) -> "SplitQKVAttention":
-        """The same layer as a `mha.MultiHeadAttention`, its fused in_proj cut into q_proj, k_proj, v_proj."""
-        return cls.from_weights(weights_of(module), module.heads)
+        """The same layer as a `mha.MultiHeadAttention` (grouped-query ones included), its fused in_proj cut into
+        q_proj, k_proj, v_proj."""
+        weights = weights_of(module)
+        return cls.from_weights(weights, module.heads, kv_heads_in(weights, module.heads))
 
     def forward(self, x: torch.Tensor, causal: bool = False) -> torch.Tensor:
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # (batch, seq, features here) each

@@ -54,6 +54,24 @@ def reduce_by_folding(partials, out_bias):
     return functools.reduce(torch.add, partials, out_bias)
 
 
+def backward_with_autograd_grad(x, shards, heads_here, grad_output):
+    grad_partials = [grad_output] * len(shards)  # g: the output's gradient, unchanged, on every rank
+    parts = []
+    for mine in shards:
+        x_r = x.detach().clone().requires_grad_()
+        (part,) = torch.autograd.grad(local_with_sdpa(x_r, mine, heads_here), x_r, grad_output)
+        parts.append(part)
+    return grad_partials, parts, torch.stack(parts).sum(dim=0)  # f: the parts summed
+
+
+def backward_all_ranks_at_once(x, shards, heads_here, grad_output):
+    copies = [x.detach().clone().requires_grad_() for _ in shards]  # each rank's own input
+    outputs = [local_by_einsum(c, mine, heads_here) for c, mine in zip(copies, shards)]
+    torch.autograd.backward(outputs, [grad_output] * len(outputs))
+    parts = [c.grad for c in copies]
+    return tuple(grad_output.clone() for _ in shards), tuple(parts), functools.reduce(torch.add, parts)
+
+
 def bytes_two_phases(batch, seq, d_model, bytes_per_number, world):
     piece = batch * seq * d_model * bytes_per_number / world
     reduce_scatter = (world - 1) * piece
@@ -65,24 +83,34 @@ def bytes_numpy(batch, seq, d_model, bytes_per_number, world):
     return np.float64(2 * (world - 1) * batch * seq * d_model * bytes_per_number) / np.int64(world)
 
 
-def ring_by_slices(tensors):
+def ring_by_slices(tensors, send):
     w, n = len(tensors), tensors[0].numel()
     size = n // w
     held = [t.clone() for t in tensors]
-    sent = np.zeros(w, dtype=np.int64)
     for phase in ("reduce-scatter", "all-gather"):
         for step in range(w - 1):
             messages = []
             for r in range(w):
                 i = (r - step) % w if phase == "reduce-scatter" else (r + 1 - step) % w
-                messages.append(((r + 1) % w, i, held[r][i * size : (i + 1) * size].clone()))
-                sent[r] += size
+                messages.append(((r + 1) % w, i, send(r, (r + 1) % w, i, held[r][i * size : (i + 1) * size])))
             for to, i, piece in messages:
                 if phase == "reduce-scatter":
                     held[to][i * size : (i + 1) * size] += piece
                 else:
                     held[to][i * size : (i + 1) * size] = piece
-    return tuple(held), sent.tolist()
+    return tuple(held)
+
+
+def ring_one_message_at_a_time(tensors, send):
+    """Each message applied as soon as it is sent: in a step, the pieces sent and received never overlap."""
+    w = len(tensors)
+    pieces = {(r, i): p.clone() for r, t in enumerate(tensors) for i, p in enumerate(t.chunk(w))}
+    for step in range(2 * (w - 1)):
+        for r in range(w):
+            i = (r - step) % w if step < w - 1 else (r + 1 - (step - w + 1)) % w
+            got = send(r, (r + 1) % w, i, pieces[r, i])
+            pieces[(r + 1) % w, i] = pieces[(r + 1) % w, i] + got if step < w - 1 else got
+    return [torch.cat([pieces[r, i] for i in range(w)]) for r in range(w)]
 
 
 def kv_by_range(heads, kv_heads, world, rank):
@@ -103,9 +131,12 @@ RIGHT = [
     ("local_forward", local_by_einsum),
     ("all_reduce_by_hand", reduce_by_stacking),
     ("all_reduce_by_hand", reduce_by_folding),
+    ("backward_by_ranks", backward_with_autograd_grad),
+    ("backward_by_ranks", backward_all_ranks_at_once),
     ("allreduce_bytes", bytes_two_phases),
     ("allreduce_bytes", bytes_numpy),
     ("ring_all_reduce", ring_by_slices),
+    ("ring_all_reduce", ring_one_message_at_a_time),
     ("kv_heads_of_rank", kv_by_range),
     ("kv_heads_of_rank", kv_numpy),
 ]
