@@ -25,6 +25,7 @@ from mha.bench.__main__ import main, mistakes_main
 from mha.bench.flops import attention_flops, core_flops, known_peak, projection_flops
 from mha.bench.implementations import (
     IMPLEMENTATIONS,
+    LESSON_10,
     Implementation,
     Problem,
     Shape,
@@ -43,7 +44,9 @@ from mha.heads import merge_heads, split_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_CPU = [n for n in IMPLEMENTATIONS if unavailable(IMPLEMENTATIONS[n], "cpu") is None]
-EAGER = [n for n in ON_CPU if n != "compiled"]  # compiling takes seconds per shape: tested on its own, marked slow
+# compiling takes seconds per shape: tested on its own, marked slow; lesson 10's Triton kernel is tested with its
+# lesson (tests/test_flash.py), where a gradient that should be zero (one key) is judged on the scale of all three
+EAGER = [n for n in ON_CPU if n != "compiled" and n not in LESSON_10]
 
 
 @pytest.fixture(autouse=True)
@@ -349,19 +352,26 @@ def test_gpu_plan_skips_what_would_not_fit_and_nothing_else():
     assert any(line.startswith("memory: batch 1 · seq 32768") and "core/math (" in line for line in lines)
 
 
-def test_the_gpu_suite_fits_in_ten_minutes():
-    # Shared and rented GPU machines often allow one command 10 minutes: the suite is sized to about 8, main table
-    # first.
+def test_the_gpu_recording_fits_in_ten_minutes():
+    # Shared and rented GPU machines often allow one command 10 minutes: `make gpu-record` runs lesson 06's suite,
+    # lesson 07's timing and lesson 10's suite, each under a cap written in scripts/record_gpu.sh; each suite's
+    # estimate must fit its cap, and the caps together 10 minutes, main tables first.
+    script = (ROOT / "scripts" / "record_gpu.sh").read_text()
+    caps = {name: int(seconds) for name, seconds in re.findall(r'^record "lesson (\d+)" (\d+) ', script, re.MULTILINE)}
+    assert set(caps) == {"06", "07", "10"} and sum(caps.values()) <= 570, caps
     gpu = suite("gpu")
     times = estimate(gpu, H100)
-    assert [e.name for e, _ in times] == ["table", "table", "seq", "memory", "heads"]
-    assert 6 * 60 < sum(s for _, s in times) < 9 * 60, times
+    assert [e.name for e, _ in times] == ["table", "table", "seq", "memory"]
+    assert 3 * 60 < sum(s for _, s in times) < caps["06"], times
     assert gpu.experiments[0].shapes[0] == Shape(4, 4096, 2048, 16) and "compiled" in gpu.experiments[0].implementations
+    flash = estimate(suite("flash"), H100)
+    assert [e.name for e, _ in flash][0] == "table" and sum(s for _, s in flash) < caps["10"], flash
+    assert "core/triton" in suite("flash").experiments[0].implementations
     # the estimate follows what it is given: more timing, more time; a suite of the old size would not fit
     slower = estimate(dataclasses.replace(gpu, min_run_time=4 * gpu.min_run_time), H100)
     assert sum(s for _, s in slower) > sum(s for _, s in times) + 60
     twice = dataclasses.replace(gpu, experiments=gpu.experiments * 2)
-    assert sum(s for _, s in estimate(twice, H100)) > 10 * 60
+    assert sum(s for _, s in estimate(twice, H100)) > caps["06"] + 60
 
 
 @pytest.mark.parametrize(
@@ -497,8 +507,8 @@ def test_dry_run_plans_the_gpu_suite_without_a_gpu_and_says_how_long(capsys):
     assert "table: batch 4 · seq 4096 · d_model 2048 · heads 16 · d_head 128 · not causal, forward: 13 to run" in out
     assert "memory: batch 1 · seq 32768" in out and "core/math (its (batch, heads, q_pos, k_pos) weights" in out
     minutes = dict(re.findall(r"^  (\w+(?: all| causal)?) .* (\d+\.\d) min$", out, flags=re.MULTILINE))
-    assert set(minutes) == {"table", "table causal", "seq", "memory", "heads", "in all"}, out
-    assert 6 < float(minutes["in all"]) < 9
+    assert set(minutes) == {"table", "table causal", "seq", "memory", "in all"}, out
+    assert 3 < float(minutes["in all"]) < 5
     parts = sum(float(m) for name, m in minutes.items() if name != "in all")
     assert abs(parts - float(minutes["in all"])) <= 0.3  # the experiments add up to the total, give or take rounding
 

@@ -2,7 +2,7 @@
 
 python -m mha.bench --quick                                  every experiment at tiny sizes, in seconds
 python -m mha.bench --suite cpu --json results.json          the CPU results the lesson shows
-python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 8 minutes)
+python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 5 minutes)
 python -m mha.bench --device cuda --dry-run                  what the GPU suite runs, and how long it should take
 python -m mha.bench mistakes [--device cuda]                 the classic timing mistakes, wrong then right
 
@@ -40,9 +40,13 @@ def _parser():
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--suite", choices=["lesson", "cpu", "gpu"], help="default: cpu on a CPU, gpu on CUDA")
     parser.add_argument(
-        "--only", type=nonempty, help="comma-separated experiments of the suite: table, seq, heads, memory"
+        "--suite",
+        choices=["lesson", "cpu", "gpu", "flash"],
+        help="default: cpu on a CPU, gpu on CUDA (flash: lesson 10's kernel)",
+    )
+    parser.add_argument(
+        "--only", type=nonempty, help="comma-separated experiments of the suite: table, seq, heads, memory, d64"
     )
     parser.add_argument("--quick", action="store_true", help="the suite's experiments at tiny sizes (seconds)")
     parser.add_argument(

@@ -58,12 +58,16 @@ def _exercises(argv) -> int:
 
 LIMITS = {
     "timeout": "seconds to run a notebook's cells",
-    "memory_mb": "address space per process, MiB",
+    "call_timeout": "seconds for all of a notebook's exercise calls afterwards",
+    "memory_mb": "memory per process, and of all a notebook's processes together, MiB",
     "processes": "processes and threads at once",
     "file_size_mb": "largest file a notebook may write, MiB",
+    "disk_mb": "bytes a notebook's work area may hold, MiB",
+    "files": "files a notebook's work area may hold",
     "cpu_seconds": "CPU seconds per process",
     "output_mb": "output read per notebook, MiB; the rest is discarded",
 }
+FRACTIONAL = ("timeout", "call_timeout", "output_mb")
 
 
 def _grade(argv) -> int:
@@ -92,8 +96,7 @@ def _grade(argv) -> int:
     problems = sandbox.Limits(**raw).problems()
     if problems:
         parser.error("; ".join(p.replace("_", "-") for p in problems))
-    whole = {name: int(value) for name, value in raw.items() if name not in ("timeout", "output_mb")}
-    limits = sandbox.Limits(timeout=raw["timeout"], output_mb=raw["output_mb"], **whole)
+    limits = sandbox.Limits(**{name: value if name in FRACTIONAL else int(value) for name, value in raw.items()})
     _folder(parser, "folder", args.folder, "one sub-folder per student", "the folder of submissions")
     if _is_course(args.folder):
         parser.error(
@@ -113,10 +116,10 @@ def _grade(argv) -> int:
             part=part,
             seed=args.seed,
             isolation=args.isolation,
-            log=lambda line: print(_loud(line), file=sys.stderr),
+            log=lambda line: print(_loud(report.safe(line)), file=sys.stderr),
         )
     except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {report.safe(error)}", file=sys.stderr)
         return 2
     _write(out, report.to_csv(grading.rows))
     if args.feedback is not None:
@@ -210,8 +213,12 @@ def _write(path: Path, text: str) -> None:
 def _write_feedback(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(exist_ok=True)
     for name, text in grade.feedback_files(rows).items():
-        writable(folder / name, *FEEDBACK)  # never a file the grader did not write
-        (folder / name).write_text(text, encoding="utf-8")
+        try:
+            writable(folder / name, *FEEDBACK)  # never a file the grader did not write
+            (folder / name).write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as error:  # one file that cannot be written costs only that student's feedback
+            why = error.strerror if isinstance(error, OSError) else error
+            print(f"warning: {report.safe(folder / name)} could not be written ({why})", file=sys.stderr)
 
 
 def _merge(argv) -> int:
@@ -253,7 +260,8 @@ def _merge(argv) -> int:
         folders = sorted(p.name for p in args.submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
         missing = [name for name in folders if report.cell(name) not in graded]
         if missing:
-            print(f"error: no rows for {len(missing)} student(s): {', '.join(missing)}; is a shard missing?")
+            names = report.safe(", ".join(missing))
+            print(f"error: no rows for {len(missing)} student(s): {names}; is a shard missing?")
             return 1
     return 0
 
@@ -387,14 +395,22 @@ def _collect(argv) -> int:
         hub = collect.Hub(args.hub, os.environ.get("MHA_COLLECT_TOKEN", ""))
         rows = collect.collect(hub, args.out, args.folder, args.start, args.student, args.lesson)
     except collect.HubError as error:
-        print(f"✗ {error}", file=sys.stderr)
+        print(f"✗ {report.safe(error)}", file=sys.stderr)
         return 1
     for row in rows:
-        print(f"{row.student:<16} {row.notebook or '-':<36} {row.status:<10} {row.saved}")
+        student, notebook = report.safe(row.student), report.safe(row.notebook) or "-"
+        print(f"{student:<16} {notebook:<36} {row.status:<10} {report.safe(row.saved)}")
     kept = [row for row in rows if row.status == "kept"]
+    refused = [row for row in rows if row.status == "refused"]
     got = sum(row.status == "collected" for row in rows)
     students = len({row.student for row in rows if row.status in ("collected", "unchanged")})
     print(f"\n{got} notebook(s) collected from {students} student(s) into {args.out}")
+    if refused:
+        print(
+            f"✗ {len(refused)} name(s) refused (they would leave their folder, are not valid text, or collide): "
+            f"nothing was written for them",
+            file=sys.stderr,
+        )
     if kept:
         print(
             f"✗ {len(kept)} notebook(s) differ from the copy already in {args.out} and were not overwritten: "
@@ -402,7 +418,7 @@ def _collect(argv) -> int:
             file=sys.stderr,
         )
         return 1
-    return 0
+    return 1 if refused else 0
 
 
 COMMANDS = {
@@ -416,6 +432,9 @@ COMMANDS = {
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a student's name gets an escape, not a stop
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
         parser = argparse.ArgumentParser(

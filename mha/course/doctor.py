@@ -36,9 +36,19 @@ def _requirements() -> dict[str, str]:
     pins = {}
     for line in declared:
         match = _PIN.match(line)
-        if match and not (match.group(3) or "").strip("; ").startswith("extra"):
+        marker = (match.group(3) or "").strip("; ") if match else ""
+        if match and not marker.startswith("extra") and _applies(marker):
             pins[match.group(1).lower()] = match.group(2)
     return pins
+
+
+def _applies(marker: str) -> bool:
+    """Whether a pin's environment marker (e.g. `sys_platform == "linux"`, Triton's) holds here; no marker: True."""
+    if not marker:
+        return True
+    from packaging.markers import Marker  # installed with JupyterLab
+
+    return Marker(marker).evaluate()
 
 
 def _version(name: str) -> str | None:
