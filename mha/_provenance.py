@@ -168,8 +168,8 @@ def writable_folder(path) -> Path:
     """Check, before any work, that a command may write its files into the folder `path` (created later if needed).
 
     Refused, with a ValueError naming it: an empty name, a path that exists and is not a folder, a folder inside
-    the package or the course's own folders (`protected`), a folder whose parent does not exist or cannot be
-    written. Which files already inside it may be replaced is for the command to judge, file by file (`writable`).
+    the package or the course's own folders (`protected`), a folder that cannot be made or written to. Which files
+    already inside it may be replaced is for the command to judge, file by file (`writable`).
     """
     if path is None or not str(path).strip():
         raise ValueError(f"the folder name is empty ({str(path)!r}): give the path of a folder")
@@ -179,10 +179,11 @@ def writable_folder(path) -> Path:
     reason = protected(path / "x")
     if reason:
         raise ValueError(f"{path}: {reason}; give a folder of your own")
-    if not path.exists() and not path.parent.is_dir():
-        raise ValueError(f"the folder {path.parent} does not exist (for {path})")
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise ValueError(f"cannot write into {path if path.exists() else path.parent} (no permission)")
+    existing = next(folder for folder in (path, *path.parents) if folder.exists() or folder == Path(folder.anchor))
+    if not existing.is_dir():
+        raise ValueError(f"{existing} is a file, so the folder {path} cannot be made")
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"cannot write into {existing} (no permission), so not into {path}")
     return path
 
 

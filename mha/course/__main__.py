@@ -181,6 +181,8 @@ def _output(parser, path: Path, folder: Path | None) -> Path:
 def _feedback_folder(parser, path: Path, folder: Path | None) -> None:
     """The feedback folder, refused before any work if it holds a file the grader did not write."""
     check_output_folder(parser, path, "--feedback")
+    if not path.exists() and not path.parent.is_dir():
+        parser.error(f"--feedback {path}: the folder {path.parent} does not exist")
     if folder is not None:
         resolved = path.resolve()
         if resolved == folder.resolve() or folder.resolve() in resolved.parents:
