@@ -87,6 +87,16 @@ def csv_with_header(columns) -> Callable[[str], bool]:
     return judge
 
 
+def csv_with_provenance(text: str) -> bool:
+    """True for a CSV of ours that repeats its provenance on every row: its header ends with torch, date, command
+    (whatever columns come before, so that a file recorded before a column was added is still recognised)."""
+    first = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
+    try:
+        return next(csv.reader([first]))[-3:] == ["torch", "date", "command"]
+    except (csv.Error, StopIteration):
+        return False
+
+
 def _course_root(path: Path) -> Path | None:
     """The course folder `path` lies in (a folder holding mha/__init__.py and notebooks/), or None."""
     for folder in path.parents:

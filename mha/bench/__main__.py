@@ -22,7 +22,7 @@ import tempfile
 import torch
 
 from .._commands import check_output, nonempty, positive_float, positive_int
-from .._provenance import command_line, csv_with_header, device_name, stamp, writable, write_results
+from .._provenance import command_line, csv_with_provenance, device_name, stamp, writable, write_results
 from .._validate import fmt_bytes
 from .flops import dtype_name
 from .harness import Settings, experiments, memory_budget, prepare, run
@@ -156,7 +156,7 @@ def _outputs(parser, args) -> list:
     paths = []
     for option, value, judge, what in (
         ("--json", args.json, None, None),
-        ("--csv", args.csv, csv_with_header(CSV_COLUMNS), "a CSV of timings the course wrote"),
+        ("--csv", args.csv, csv_with_provenance, "a CSV of timings the course wrote"),
     ):
         if value is None:
             paths.append(None)
@@ -244,7 +244,7 @@ def _write(paths, meta: dict, records, done, complete: bool) -> None:
 
 def _write_csv(path, meta: dict, records) -> None:
     """One row per record, with the file's torch version, date and command repeated on each row; atomically."""
-    path = writable(path, csv_with_header(CSV_COLUMNS), "a CSV of timings the course wrote")
+    path = writable(path, csv_with_provenance, "a CSV of timings the course wrote")
     names = CSV_COLUMNS
     with tempfile.NamedTemporaryFile("w", newline="", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         writer = csv.DictWriter(f, fieldnames=names)
