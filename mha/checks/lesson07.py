@@ -497,6 +497,8 @@ def _explain_generate(error: dict, case: Case):
         )
     if "positions must have the shape of tokens" in message:
         return "each call needs one position per new token: (batch, prompt) for the prefill, (batch, 1) for a step"
+    if "must be int64 tensors" in message and "torch.bool" in message:
+        return "the model is called model(tokens, positions, mask, cache): the positions come before the mask"
     if error["type"] == "TypeError" and "positional argument" in message:
         return (
             "the model is called model(tokens, positions, mask, cache), and the cache comes from model.new_cache(batch)"

@@ -208,6 +208,12 @@ def generate_prompt_rerun_into_the_cache(model, prompts, new_tokens):
     return torch.cat(out, 1)
 
 
+def generate_mask_and_positions_swapped(model, prompts, new_tokens):
+    tokens, mask = left_pad(prompts)
+    cache = model.new_cache(len(prompts))
+    return model(tokens, mask, (mask.cumsum(1) - 1).clamp(min=0), cache)[:, -1:].argmax(-1)
+
+
 def generate_positions_not_clamped(model, prompts, new_tokens):
     tokens, mask = left_pad(prompts)
     cache = model.new_cache(len(prompts))
@@ -288,6 +294,7 @@ WRONG = [
     ("generate", generate_prompt_rerun_every_step, "was run again at every step", "classic"),
     ("generate", generate_prompt_rerun_into_the_cache, "run again into a cache that already holds it", "crash"),
     ("generate", generate_positions_not_clamped, "a padding slot got position -1", "crash"),
+    ("generate", generate_mask_and_positions_swapped, "the positions come before the mask", "crash"),
     ("pool_kv_heads", pool_strided, "every kv_heads-th head", "classic"),
     ("pool_kv_heads", pool_sum, "that is the sum of each group", "classic"),
     ("pool_kv_heads", pool_first_head, "you kept the first head of each group", "classic"),
