@@ -382,9 +382,9 @@ def _generate_cases(seed: int) -> list[Case]:
     cases = []
     for i, (model_seed, lengths, new_tokens) in enumerate(fixed + drawn):
         model = Build(
-            "step_decoder", {"seed": model_seed, "vocab": 12, "seq": 20, "d_model": 16, "heads": 2, "layers": 2}
+            "step_decoder", {"seed": model_seed, "vocab": 32, "seq": 20, "d_model": 32, "heads": 2, "layers": 2}
         )
-        prompts = [[_int(g, 1, 11) for _ in range(n)] for n in lengths]  # token 0 is the padding of left_pad
+        prompts = [[_int(g, 1, 31) for _ in range(n)] for n in lengths]  # token 0 is the padding of left_pad
         what = f"generate of {new_tokens} token(s) after prompts of lengths {lengths}"
         cases.append(Case((model, prompts, new_tokens), what=what, drawn=i >= len(fixed)))
     return cases
