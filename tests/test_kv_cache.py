@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mha import MultiHeadAttention
-from mha.decoding.model import DecoderConfig, build_decoder, generate, left_pad
+from mha.decoding.model import DecoderConfig, StepDecoder, build_decoder, generate, left_pad
 from mha.heads import split_heads
 from mha.kv_cache import KVCache, cache_bytes, cached_self_attention, causal_mask_after
 from mha.positions import RotaryMultiHeadAttention, apply_rope
@@ -195,3 +195,48 @@ def test_a_rotary_cache_holds_keys_already_turned_each_at_its_own_position():
     for b in range(2):
         turned = apply_rope(k[b], positions[b])
         torch.testing.assert_close(cache.keys[b][:, real[b]], turned[:, real[b]], atol=1e-12, rtol=0)
+
+
+# --- StepDecoder: the same model, called with the caller's positions and mask -----------------------------------
+
+
+def _loop(step, prompts, new_tokens):
+    """Greedy generation written against StepDecoder, as the lesson's exercise asks."""
+    tokens, mask = left_pad(prompts)
+    cache = step.new_cache(len(prompts))
+    logits = step(tokens, (mask.cumsum(1) - 1).clamp(min=0), mask, cache)[:, -1]
+    out = [logits.argmax(-1, keepdim=True)]
+    while len(out) < new_tokens:
+        position = mask.sum(1, keepdim=True)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out.append(step(out[-1], position, mask, cache)[:, -1].argmax(-1, keepdim=True))
+    return torch.cat(out, dim=1)
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_a_loop_written_against_step_decoder_generates_what_generate_does(kv_heads):
+    model = build_decoder(DecoderConfig(vocab=20, seq=24, d_model=16, heads=4, kv_heads=kv_heads, layers=2), 3)
+    step = StepDecoder(model)
+    prompts = [[3, 4, 5, 6], [7], [8, 9, 10, 11, 12, 13], [1, 2]]
+    assert torch.equal(_loop(step, prompts, 7), generate(model, prompts, 7))
+    padded = sum(max(map(len, prompts)) for _ in prompts)
+    assert step.state() == {"calls": 7, "positions_run": padded + 6 * len(prompts)}
+
+
+def test_step_decoder_refuses_what_it_cannot_run_and_says_why():
+    step = StepDecoder(build_decoder(DecoderConfig(vocab=10, seq=8, d_model=8, heads=2, layers=1), 0))
+    tokens, mask = left_pad([[1, 2, 3], [4]])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
+    cache = step.new_cache(2)
+    with pytest.raises(ValueError, match=r"mask covers 2 positions of 2 sequences, but the cache holds 0 and this "):
+        step(tokens, positions, mask[:, 1:], cache)
+    with pytest.raises(ValueError, match=r"positions must have the shape of tokens \(2, 3\)"):
+        step(tokens, positions[:, :1], mask, cache)
+    with pytest.raises(ValueError, match=r"positions must lie in 0..7, got -1..2"):
+        step(tokens, mask.cumsum(1) - 1, mask, cache)
+    with pytest.raises(TypeError, match="tokens and positions must be int64 tensors"):
+        step(tokens, positions.float(), mask, cache)
+    step(tokens, positions, mask, cache)
+    with pytest.raises(ValueError, match="the cache has room for 8 positions; it holds 3 and this call adds 6"):
+        step(torch.cat([tokens, tokens], 1), torch.cat([positions, positions], 1), torch.ones(2, 9).bool(), cache)
+    assert step.state() == {"calls": 1, "positions_run": 6}  # a refused call runs nothing

@@ -3,17 +3,16 @@
 Cases vary the sizes (seq, d_model and d_head, leading batch and head dimensions), the dtype (float32 and float64)
 the positions (from 0, shuffled, far from 0), the distance looked back and the positions already cached; two are
 drawn afresh on every run. The answers' forms are judged by what the cell after the exercise does with them: a
-list, a bool or a tensor of another shape is refused with the reason. When the learner's function raises on some
-cases and returns on others, the message leads with the error (`_CrashFirst`).
+list, a bool or a tensor of another shape is refused with the reason. (When the learner's function raises on some
+cases and returns on others, the message leads with the error, as in every lesson: `mha.checks.framework`.)
 """
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from . import Case, CheckFailed, Exercise, items, judge_outcome, register, verify
+from . import Case, CheckFailed, Exercise, items, register, verify
 
 LESSON = "09"
 BASE = 10000.0
@@ -47,36 +46,6 @@ def _angles(positions: torch.Tensor, d: int, base: float = BASE, exponent_step: 
 def _table(seq: int, d_model: int, **kwargs) -> torch.Tensor:
     a = _angles(torch.arange(seq), d_model, **kwargs)
     return _interleave(a.sin(), a.cos())
-
-
-@dataclass(frozen=True, eq=False)
-class _CrashFirst(Exercise):
-    """An exercise whose message leads with a crash: when the learner's function raised on some cases and returned
-    a wrong answer on others, a hint read from the cases that returned would hide the error to fix first."""
-
-    def verdict(self, cases, outcomes, seed=None):
-        message = super().verdict(cases, outcomes, seed)
-        crashed = [
-            (case, outcome)
-            for case, outcome in zip(cases, outcomes)
-            if outcome["error"] is not None and outcome["error"]["type"] != "NotImplementedError"
-        ]
-        if message is None or not crashed:
-            return message
-        case, outcome = crashed[0]
-        try:
-            judge_outcome(self, case, outcome)
-        except CheckFailed as crash:
-            shown = str(crash)
-        else:  # pragma: no cover - a case that raised always fails
-            return message
-        if shown.splitlines()[0] in message:
-            return message  # the crash is the message already
-        first, *rest = message.splitlines()
-        where = "on the one case" if len(cases) - len(crashed) == 1 else "on the cases"
-        return "\n".join(
-            [shown, f"  it raised on {len(crashed)} of {len(cases)} cases; {where} where it returned: {first}", *rest]
-        )
 
 
 # --- exercise 1: sinusoidal_table --------------------------------------------------------------------------------
@@ -276,7 +245,7 @@ def _rotary_judge(case: Case, got, changed) -> None:
 
 
 rotary_attention = register(
-    _CrashFirst(
+    Exercise(
         LESSON,
         "rotary_attention",
         function="rotary_attention",
@@ -354,7 +323,7 @@ def _look_back_judge(case: Case, got, changed) -> None:
 
 
 look_back = register(
-    _CrashFirst(
+    Exercise(
         LESSON,
         "look_back",
         function="look_back",
@@ -454,7 +423,7 @@ _OFF_BY_ONE = (
 )
 
 rotary_decode_step = register(
-    _CrashFirst(
+    Exercise(
         LESSON,
         "rotary_decode_step",
         function="rotary_decode_step",
