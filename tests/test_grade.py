@@ -282,3 +282,18 @@ def test_an_answer_larger_than_the_grader_reads_is_refused_before_it_is_read():
     finally:
         os.close(read)
         os.close(write)
+
+
+def test_the_graders_memory_is_its_own_not_that_of_the_program_that_started_it():
+    # Linux carries the high-water mark of a program over exec: a grader started by a large process (a test runner,
+    # a notebook) would report that process's peak as its own.
+    probe = (
+        "import resource; from mha.course.grade import _own_peak_mb; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _own_peak_mb())"
+    )
+    ballast = bytearray(b"x") * (600 * 2**20)  # written, so resident
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    inherited, own = map(float, out.split())
+    del ballast
+    assert inherited > 500, "ru_maxrss did not carry over the exec here: the test would show nothing"
+    assert own < 300, f"the grader reports {own:.0f} MB, its parent's memory"
