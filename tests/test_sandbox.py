@@ -259,6 +259,47 @@ def test_no_user_namespace_can_be_made_inside_as_root_or_not(mode, tmp_path, slo
     assert said["fork"] == "True" and said["thread"] == "True", "processes and threads still start"
 
 
+REACH = """
+import os, sys
+secret, visible = sys.argv[1], sys.argv[2]
+print("read", open(os.path.join(visible, "data.txt")).read(), flush=True)
+for name, attempt in [("hidden", lambda: open(os.path.join(secret, "hidden.txt")).read()),
+                      ("write", lambda: open(os.path.join(visible, "new.txt"), "w"))]:
+    try:
+        attempt()
+        print(name, "allowed", flush=True)
+    except OSError as error:
+        print(name, type(error).__name__, flush=True)
+"""
+
+
+@needs_root
+def test_as_a_user_of_its_own_a_notebook_reaches_python_in_a_private_folder_and_nothing_beside_it(
+    tmp_path, slot_uid, monkeypatch, works
+):
+    # Python installed in root's home (pyenv under /root, mode 700) is what many servers have: the folders the notebook
+    # needs are put back, read-only, and what else the private folder holds stays out of sight.
+    works("uid")
+    secret = tmp_path / "secret"
+    (secret / "visible").mkdir(parents=True)
+    (secret / "visible" / "data.txt").write_text("course")
+    (secret / "hidden.txt").write_text("answers")
+    os.chmod(secret / "visible", 0o755)
+    os.chmod(secret / "visible" / "data.txt", 0o644)
+    os.chmod(secret, 0o700)
+    paths = sandbox._python_paths()
+    monkeypatch.setattr(sandbox, "_python_paths", lambda: [*paths, str(secret / "visible")])
+    (tmp_path / "grader").mkdir()
+    process = _start("uid", tmp_path / "grader", _python(REACH) + [str(secret), str(secret / "visible")], slot_uid)
+    assert process.wait_briefly(60) == 0, process.last_line()
+    process.stop()
+    said = dict(line.split(" ", 1) for line in process._tail.decode().splitlines() if " " in line)
+    assert said["read"] == "course", "the folder it needs is reachable"
+    assert said["hidden"] == "FileNotFoundError", "what lies beside it in the private folder is not there at all"
+    assert said["write"] == "OSError", "what it needs is read-only"
+    assert (secret / "hidden.txt").read_text() == "answers" and not (secret / "visible" / "new.txt").exists()
+
+
 def test_the_seccomp_filter_is_a_valid_program_for_every_machine_it_knows():
     for machine in _seal.ARCHES:
         program = _seal.seccomp_program(machine)

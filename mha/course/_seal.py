@@ -7,6 +7,9 @@ The first program of every sandbox (`mha.course.sandbox`), run before any of the
 - "mount": [[path, bytes, files, mode], ...]: a fresh memory file system (tmpfs) on each path, of at most `bytes`
   bytes and `files` files and folders, in a mount namespace of this process's own (root only: isolation `uid`).
   The regular files the first path holds are copied into its new file system first (the notebook's copy).
+- "reach": [path, ...]: folders the user must read (Python, its environment, the course), with "mount" only. One that
+  a folder above it hides from other users (as /root hides a Python installed in root's home) or that a new file
+  system covers (/tmp) is put back in its place, read-only, in an otherwise empty folder: what hid it stays hidden.
 - "remount": [[path, bytes, files], ...]: caps on file systems that already exist (root inside bubblewrap, which
   can set their size but not their number of files).
 - "uid": the unprivileged user to become (root only), after the above; None: stay who we are.
@@ -26,7 +29,10 @@ import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
-MS_REMOUNT, MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 32, 2, 4, 1 << 14, 1 << 18
+MS_RDONLY, MS_REMOUNT, MS_NOSUID, MS_NODEV, MS_BIND, MS_REC, MS_PRIVATE = 1, 32, 2, 4, 4096, 1 << 14, 1 << 18
+# open_tree and move_mount (Linux 5.2): the same numbers on every machine of ARCHES
+OPEN_TREE, MOVE_MOUNT = 428, 429
+OPEN_TREE_CLONE, OPEN_TREE_CLOEXEC, AT_RECURSIVE, AT_FDCWD, MOVE_MOUNT_F_EMPTY_PATH = 1, 0o2000000, 0x8000, -100, 4
 PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 38, 22, 2
 # machine: (audit arch, clone, unshare, clone3, x32 system calls exist)
 ARCHES = {
@@ -58,10 +64,10 @@ def _tmpfs_options(size: int, files: int, mode: int | None = None, uid: int | No
     return options
 
 
-def mount_area(mounts: list, uid: int | None) -> None:
+def mount_area(mounts: list, uid: int | None, reach: list[str] = ()) -> None:
     """Fresh tmpfs file systems, in a mount namespace of our own that nothing else sees. The first is the work
     folder: its regular files (the notebook's copy) are kept, and it is mounted last, so that it may lie inside
-    another (the grader's folder in /tmp)."""
+    another (the grader's folder in /tmp). The folders of `reach` stay readable (see the module's docstring)."""
     _check(_libc.unshare(CLONE_NEWNS), "unshare a mount namespace")
     _mount(None, "/", None, MS_REC | MS_PRIVATE, None)  # nothing we mount reaches the machine's namespace
     work, size, files, mode = mounts[0]
@@ -70,9 +76,16 @@ def mount_area(mounts: list, uid: int | None) -> None:
         if entry.is_file(follow_symlinks=False):
             with open(entry.path, "rb") as f:
                 kept[entry.name] = f.read()
+    detached = _detach_hidden(reach, [m[0] for m in mounts[1:]])
     for path, scratch_size, scratch_files, scratch_mode in mounts[1:]:
         options = _tmpfs_options(scratch_size, scratch_files, scratch_mode)
+        os.makedirs(path, exist_ok=True)  # a folder that hid the course may have covered it
         _mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    for path, fd in detached:
+        os.makedirs(path, 0o755, exist_ok=True)
+        _check(_libc.syscall(MOVE_MOUNT, fd, b"", AT_FDCWD, path.encode(), MOVE_MOUNT_F_EMPTY_PATH), f"put {path} back")
+        os.close(fd)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, None)
     os.makedirs(work, exist_ok=True)
     _mount("tmpfs", work, "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(size, files, mode, uid))
     for name, data in kept.items():
@@ -82,6 +95,30 @@ def mount_area(mounts: list, uid: int | None) -> None:
         if uid is not None:
             os.chown(target, uid, uid)
     os.chdir(work)  # the working folder, seen through its new file system
+
+
+def _detach_hidden(reach: list[str], covered: list[str]) -> list[tuple[str, int]]:
+    """A detached copy of each folder of `reach` that other users cannot get to (a folder above it not searchable by
+    them) or that a folder of `covered` will cover; each folder above that hides one is covered by an empty file
+    system, searchable and read-only, into which the copy is put back."""
+    inside = lambda path, top: path == top or path.startswith(top.rstrip("/") + "/")  # noqa: E731
+    detached, hiding = [], set()
+    for path in reach:
+        above = [os.path.dirname(path)]
+        while above[-1] != "/":
+            above.append(os.path.dirname(above[-1]))
+        closed = [a for a in reversed(above) if a != "/" and not os.stat(a).st_mode & 0o001]
+        if not closed and not any(inside(path, top) for top in covered):
+            continue
+        fd = _libc.syscall(OPEN_TREE, AT_FDCWD, path.encode(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+        _check(0 if fd >= 0 else -1, f"copy the mount of {path}")
+        detached.append((path, fd))
+        if closed:
+            hiding.add(closed[0])
+    for top in sorted(hiding):
+        if not any(top != other and inside(top, other) for other in hiding | set(covered)):
+            _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, _tmpfs_options(1 << 20, 4096, 0o755))
+    return detached
 
 
 def remount_area(remounts: list) -> None:
@@ -143,7 +180,7 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     try:
         if spec.get("mount"):
-            mount_area(spec["mount"], spec.get("uid"))
+            mount_area(spec["mount"], spec.get("uid"), spec.get("reach", []))
         if spec.get("remount"):
             remount_area(spec["remount"])
         if platform.machine() in ARCHES:

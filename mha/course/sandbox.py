@@ -298,7 +298,7 @@ class Process:
         size, files = int(self.limits.disk_mb) << 20, int(self.limits.files)
         scratch = [[path, SCRATCH_MB << 20, files, 0o1777] for path in ("/tmp", "/var/tmp", "/dev/shm")]
         mounts = [[str(self.workdir), size, files, 0o700]] + [m for m in scratch if Path(m[0]).is_dir()]
-        return {"mount": mounts, "uid": self.uid}
+        return {"mount": mounts, "uid": self.uid, "reach": _python_paths()}
 
     def _environment(self) -> dict[str, str]:
         home = HOME if self.mode == "bwrap" else str(self.workdir)
@@ -585,8 +585,8 @@ def probe(mode: str, uid: int | None, limits: Limits = Limits()) -> str | None:
             advice = ""
             if mode == "uid" or (mode == "bwrap" and uid is not None):
                 advice = (
-                    "; an unprivileged user must be able to read every folder on the way to Python, its "
-                    "environment and the course (e.g. not a checkout under /root)"
+                    "; an unprivileged user must be able to read Python, its environment and the course "
+                    "(their files: the folders above them may be private)"
                 )
             return f"a test run ended with status {status}: {said}{advice}"
     return None
