@@ -7,6 +7,7 @@ doctor      check in seconds that this environment can run the course
 release     commit the course without its solutions on a branch, for students (a JupyterHub's nbgitpuller link)
 link        print the nbgitpuller link of every exercise notebook
 collect     copy every student's exercise notebooks from a JupyterHub into submissions/<student>/
+cost        measure what each lesson costs a machine (CPU seconds, memory), for sizing a hub or a grader
 """
 
 import argparse
@@ -15,7 +16,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import collect, doctor, exercises, grade, judging, release, report, sandbox
+from . import answers, collect, cost, doctor, exercises, grade, judging, release, report, sandbox
 
 PROG = "python -m mha.course"
 
@@ -28,15 +29,17 @@ def _exercises(argv) -> int:
     parser.add_argument("--root", type=Path, default=exercises.ROOT, help="course folder (default: this checkout)")
     args = parser.parse_args(argv)
     if args.check:
-        problems = exercises.check(args.root) + exercises.lint(args.root)
+        problems = exercises.check(args.root) + answers.fingerprint_problems(args.root) + exercises.lint(args.root)
         for problem in problems:
             print(f"✗ {problem}")
         if problems:
             print("Run `make exercises` and commit the result.")
             return 1
-        print("✓ exercises/ matches solutions/, and passes ruff as generated")
+        print("✓ exercises/ and the fingerprints match solutions/, and exercises/ passes ruff as generated")
         return 0
     exercises.generate(args.root)
+    path, changed = answers.write_fingerprints(args.root)
+    print(f"{'written    ' if changed else 'up to date '} {path.relative_to(args.root)} (the solutions' fingerprints)")
     return 0
 
 
@@ -69,6 +72,13 @@ def _grade(argv) -> int:
     parser.add_argument("--shard", default="0/1", help="K/N: grade only share K (0 to N-1) of N (default 0/1)")
     parser.add_argument("--seed", type=int, default=None, help="seed of the cases (default: a fresh one)")
     parser.add_argument("--isolation", choices=["auto", *sandbox.MODES], default="auto", help="default: auto")
+    parser.add_argument(
+        "--course",
+        type=Path,
+        default=None,
+        help="the course's folder, whose solutions/ the answers are compared with (default: this checkout's; an "
+        "installed package uses the fingerprints of the solutions it ships)",
+    )
     defaults = sandbox.Limits()
     for name, text in LIMITS.items():
         value = getattr(defaults, name)
@@ -86,6 +96,8 @@ def _grade(argv) -> int:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     if args.seed is not None and args.seed < 0:
         parser.error(f"--seed must be 0 or more, got {args.seed}")
+    if args.course is not None and not sorted((args.course / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        parser.error(f"--course {args.course} has no solutions/NN_*.ipynb: give the folder of the course's clone")
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
     if args.feedback is not None:
@@ -98,6 +110,7 @@ def _grade(argv) -> int:
             part=part,
             seed=args.seed,
             isolation=args.isolation,
+            course=args.course or grade.ROOT,
             log=lambda line: print(_loud(report.safe(line)), file=sys.stderr),
         )
     except (ValueError, RuntimeError) as error:
@@ -305,6 +318,37 @@ def _collect(argv) -> int:
     return 1 if refused else 0
 
 
+def _cost(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
+    parser.add_argument("--lessons", nargs="+", default=None, help="only these lessons, e.g. 05 08 (default: all)")
+    parser.add_argument("--grading", action="store_true", help="also grade the solved exercises, as one student")
+    parser.add_argument("--root", type=Path, default=cost.ROOT, help="the course's folder (default: this checkout)")
+    parser.add_argument("--json", type=Path, default=None, help="write the measurements to this file")
+    args = parser.parse_args(argv)
+    if args.lessons and not all(len(x) == 2 and x.isdigit() for x in args.lessons):
+        parser.error(f"--lessons takes lesson numbers of two digits, like 05; got {' '.join(args.lessons)}")
+    from .._provenance import command_line, stamp, writable, write_results
+
+    try:
+        if args.json:
+            writable(args.json)
+        found = cost.measure(args.root, args.lessons, args.grading)
+    except ValueError as error:
+        parser.error(str(error))
+    if "grading" in found:
+        graded = found["grading"]
+        for number, m in graded["per_lesson"].items():
+            print(
+                f"graded {number}: {m['cpu_seconds']:6.1f} CPU s {m['wall_seconds']:6.1f} s, "
+                f"{m['passed']}/{m['exercises']} passed"
+            )
+        print(f"grader's own peak memory {graded['grader_peak_mb']} MB ({graded['isolation']})")
+    if args.json:
+        write_results(args.json, stamp(command_line(PROG, ["cost", *argv])), found)
+        print(f"wrote {args.json}")
+    return 0
+
+
 COMMANDS = {
     "exercises": _exercises,
     "grade": _grade,
@@ -312,6 +356,7 @@ COMMANDS = {
     "release": _release,
     "link": _link,
     "collect": _collect,
+    "cost": _cost,
 }
 
 
