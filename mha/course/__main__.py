@@ -7,6 +7,7 @@ doctor      check in seconds that this environment can run the course
 release     commit the course without its solutions on a branch, for students (a JupyterHub's nbgitpuller link)
 link        print the nbgitpuller link of every exercise notebook
 collect     copy every student's exercise notebooks from a JupyterHub into submissions/<student>/
+marks       marks from gradings: each exercise weighs its importance; later gradings replace earlier ones
 cost        measure what each lesson costs a machine (CPU seconds, memory), for sizing a hub or a grader
 """
 
@@ -16,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from . import answers, collect, cost, doctor, exercises, grade, judging, release, report, sandbox
+from . import answers, collect, cost, doctor, exercises, grade, judging, marks, release, report, sandbox
 
 PROG = "python -m mha.course"
 
@@ -318,6 +319,33 @@ def _collect(argv) -> int:
     return 1 if refused else 0
 
 
+def _marks(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} marks", description=marks.__doc__.split("\n\n")[0])
+    parser.add_argument("gradings", type=Path, nargs="+", help="grades CSVs, earliest first (later ones replace)")
+    parser.add_argument("--csv", type=Path, required=True, help="where to write the marks")
+    parser.add_argument("--lessons", nargs="+", default=None, help="the lessons the module grades (default: all)")
+    args = parser.parse_args(argv)
+    for path in args.gradings:
+        if not path.is_file():
+            parser.error(f"{path} is not a file")
+    out = _output(parser, args.csv, None)
+    try:
+        rows = marks.marks(marks.read(args.gradings), args.lessons)
+    except (ValueError, UnicodeDecodeError) as error:
+        print(f"error: {report.safe(error)}", file=sys.stderr)
+        return 2
+    _write(out, marks.to_csv(rows))
+    lessons = [k for k in (rows[0] if rows else {}) if len(k) == 2 and k.isdigit()]
+    print("student".ljust(20) + "".join(f"{lesson:>7}" for lesson in lessons) + "  exercises")
+    for row in rows:
+        replaced = sorted({row[f"{x} from"] for x in lessons} - {args.gradings[0].name, "nothing handed in"})
+        cells = "".join(f"{row[lesson]:>7.1f}" for lesson in lessons)
+        note = f"  (from {', '.join(replaced)})" if replaced else ""
+        print(f"{report.safe(row['student'])[:19]:<20}{cells}  {row['exercises']:>9.1f}{note}")
+    print(f"\nwrote {out}")
+    return 0
+
+
 def _cost(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
     parser.add_argument("--lessons", nargs="+", default=None, help="only these lessons, e.g. 05 08 (default: all)")
@@ -356,6 +384,7 @@ COMMANDS = {
     "release": _release,
     "link": _link,
     "collect": _collect,
+    "marks": _marks,
     "cost": _cost,
 }
 

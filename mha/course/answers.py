@@ -492,8 +492,33 @@ def is_solutions_notebook(code: Code, cells: list[str], functions: list[str], co
 FINGERPRINTS = Path(__file__).with_name("fingerprints.json")  # the course's `Reference`s, for an installed package
 
 
+_HEADER = re.compile(
+    r"^#+ Exercise (\d+) · (.+)\n\*\*Difficulty\*\* (★*)☆* · \*\*Importance\*\* (★*)☆* · \*\*About (\d+) minutes\*\*",
+    re.MULTILINE,
+)
+
+
+def exercise_headers(path: Path) -> dict[str, dict]:
+    """function -> its exercise's header (number, title, difficulty and importance in stars, minutes), in order."""
+    import nbformat
+
+    out, header = {}, None
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            found = _HEADER.findall(cell.source)
+            if found:
+                number, title, difficulty, importance, minutes = found[-1]
+                header = {"number": int(number), "title": title.strip(), "difficulty": len(difficulty)}
+                header.update(importance=len(importance), minutes=int(minutes))
+        elif MARKER in cell.source and header:
+            for name in re.findall(r"^def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", cell.source, re.M):
+                out.setdefault(name, header)
+    return out
+
+
 def fingerprints(root: Path) -> dict:
-    """Every lesson's `Reference`s, read from the solutions at `root`, as the plain data `fingerprints.json` holds.
+    """Every lesson's `Reference`s, read from the solutions at `root`, as the plain data `fingerprints.json` holds,
+    with each exercise's header (its importance weighs it in `python -m mha.course marks`).
 
     Hashes only (and the names of course functions a solution calls): nothing of a solution can be read back from it.
     """
@@ -507,6 +532,7 @@ def fingerprints(root: Path) -> dict:
                 name: {"solution": r.solution, "stub": r.stub, "body": r.body, "uses": sorted(r.uses)}
                 for name, r in sorted(references.items())
             },
+            "headers": exercise_headers(path),
         }
     return out
 
@@ -553,6 +579,11 @@ def shipped_answers(lesson: str) -> dict[str, Reference] | None:
         name: Reference(r["solution"], r["stub"], r["body"], frozenset(r["uses"]))
         for name, r in entry["answers"].items()
     }
+
+
+def shipped_headers(lesson: str) -> dict[str, dict]:
+    """function -> its exercise's header (number, title, difficulty, importance, minutes), as the package ships it."""
+    return (_shipped().get(lesson) or {}).get("headers", {})
 
 
 def shipped_notebooks() -> set[str]:
