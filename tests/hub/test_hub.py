@@ -214,6 +214,8 @@ def test_the_guides_recipe_on_a_real_hub(tmp_path):
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
     }
+    # the blocks that start a new shell source the settings file from the instructor's home: the test's own folder
+    sourcing = {**instructor, "HOME": str(tmp_path / "instructor")}
     image = CACHE / "image"
     marker = f"MHA_HUB_TEST_RUN={secrets.token_hex(8)}"
     measured: dict = {"students": {}}
@@ -277,7 +279,7 @@ c.Spawner.args = [_re.sub(_cull, lambda m: m[1] + "=" + _short[m[1]], a) for a i
     hub = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", blocks["start"][1]],
         cwd=hub_dir,
-        env={**instructor, marker.split("=")[0]: marker.split("=")[1]},
+        env={**sourcing, marker.split("=")[0]: marker.split("=")[1]},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -369,7 +371,7 @@ c.Spawner.args = [_re.sub(_cull, lambda m: m[1] + "=" + _short[m[1]], a) for a i
                 assert time.monotonic() < deadline, "bob's server did not stop"
                 time.sleep(0.5)
         with step("collection (guide: collect)"):
-            _bash("collect", instructor, course)
+            _bash("collect", sourcing, course)
             submissions = course / "submissions"
             got = sorted(str(p.relative_to(submissions)) for p in submissions.rglob("*.ipynb"))
             assert got == [f"{name}/{Path(EXERCISE).name}" for name in STUDENTS]
