@@ -7,6 +7,7 @@ not there yet has a row marked for its author to fill. The sizing and grading fi
 `notebooks/results/cost.json` and `notebooks/results/hub.json`.
 """
 
+import json
 import re
 from pathlib import Path
 
@@ -149,3 +150,143 @@ def test_the_weights_are_the_importance_of_each_exercise():
         row = rows.pop(lesson)
         assert row[1] == ", ".join(map(str, stars)) and row[2] == str(sum(stars)), f"lesson {lesson}'s weights"
     assert all(TO_FILL in " ".join(row) for row in rows.values())
+
+
+# ------------------------------------------------------------------------------------------- sizing and grading
+
+COST = ROOT / "notebooks" / "results" / "cost.json"
+HUB = ROOT / "notebooks" / "results" / "hub.json"
+CLASSES = (40, 200)
+
+
+def sizing_table() -> str:
+    """The guide's sizing table, computed from the recordings: each lesson's Run All by a whole class at once."""
+    cost, hub = json.loads(COST.read_text()), json.loads(HUB.read_text())
+    server = hub["memory_mb"]["students"]["ada"]["server_mb"]
+    lines = [
+        "| lesson | one Run All: CPU s | its processes' peak | "
+        + " | ".join(f"{n} students at once: memory, CPU" for n in CLASSES)
+        + " |",
+        "|---|---|---|" + "---|" * len(CLASSES),
+    ]
+    for lesson, entry in cost["lessons"].items():
+        run = entry["lesson"]
+        cells = [f"{run['cpu_seconds']:.1f}", f"{run['peak_mb']:,} MB ({run['processes_at_once']} processes)"]
+        for n in CLASSES:
+            gb = n * (server + run["peak_mb"]) / 1000
+            cells.append(f"{gb:,.0f} GB, {n * run['cpu_seconds'] / 60:,.0f} CPU min")
+        lines.append(f"| {lesson} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).replace("(1 processes)", "(1 process)")
+
+
+def grading_figures() -> dict:
+    cost = json.loads(COST.read_text())
+    graded = cost["grading"]["per_lesson"]
+    per_student = sum(m["cpu_seconds"] for m in graded.values())
+    return {"per_student": per_student, "lessons": graded, "grader_mb": cost["grading"]["grader_peak_mb"]}
+
+
+def test_the_sizing_table_is_the_recordings():
+    cost = json.loads(COST.read_text())
+    assert sorted(cost["lessons"]) == sorted(LESSONS), "cost.json measures every lesson: re-run its command"
+    assert all(
+        e["lesson"]["error"] is None and e["solved_exercises"]["error"] is None for e in cost["lessons"].values()
+    )
+    assert sizing_table() in GUIDE.read_text(), "the guide's sizing table, as this test computes it:\n" + sizing_table()
+
+
+def sizing_summary() -> str:
+    """The guide's plan for a class: memory with every student on the heaviest lesson, cores for its Run All."""
+    cost, hub = json.loads(COST.read_text()), json.loads(HUB.read_text())
+    server = hub["memory_mb"]["students"]["ada"]["server_mb"]
+    lessons = cost["lessons"]
+    heavy = max(lessons, key=lambda x: lessons[x]["lesson"]["peak_mb"])
+    busy = max(lessons, key=lambda x: lessons[x]["lesson"]["cpu_seconds"])
+    exercises = max(e["solved_exercises"]["peak_mb"] for e in lessons.values())
+    student = server + lessons[heavy]["lesson"]["peak_mb"] + exercises
+    lines = [
+        "| class | memory, every student in lesson " + heavy + " | cores for lesson " + busy
+        + "'s Run All by all in 2 minutes | grading all ten lessons, CPU |",
+        "|---|---|---|---|",
+    ]  # fmt: skip
+    per_student = grading_figures()["per_student"]
+    for n in CLASSES:
+        gb = n * (server + lessons[heavy]["lesson"]["peak_mb"]) / 1000
+        cores = -(-n * lessons[busy]["lesson"]["cpu_seconds"] // 120)
+        lines.append(f"| {n} students | {gb:,.0f} GB | {cores:.0f} | {n * per_student / 60:,.0f} CPU min |")
+    table = "\n".join(lines)
+    return (
+        f"one student at lesson {heavy}'s peak with its exercise notebook open holds {student:,} MB "
+        f"({server} + {lessons[heavy]['lesson']['peak_mb']:,} + {exercises})\n\n{table}"
+    )
+
+
+def test_the_sizing_for_a_class_is_computed_from_the_recordings():
+    text = " ".join(GUIDE.read_text().split())
+    first, table = sizing_summary().split("\n\n")
+    assert first in text, "the guide must say: " + first
+    assert table in GUIDE.read_text(), "the guide's class table, as this test computes it:\n" + table
+    graded = grading_figures()
+    for lesson, m in graded["lessons"].items():
+        assert m["passed"] == m["exercises"], f"the solved exercises of lesson {lesson} must all pass"
+    quoted = f"{graded['per_student']:.1f} CPU seconds per student for all ten lessons"
+    assert quoted in text and f"peaked at {graded['grader_mb']} MB" in text
+    cpus = [m["cpu_seconds"] for m in graded["lessons"].values()]
+    assert f"a notebook took {min(cpus):.1f} to {max(cpus):.1f} CPU seconds" in text
+    lessons = json.loads(COST.read_text())["lessons"]
+    exercises = max(e["solved_exercises"]["peak_mb"] for e in lessons.values())
+    assert f"a solved exercise notebook's processes hold at most {exercises} MB" in text
+
+
+def _check_messages() -> list[list[str]]:
+    """Every string the exercise checks can print, as its literal pieces (an f-string's fields lie between them)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "mha" / "checks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                pieces = [""]
+                for value in node.values:
+                    if isinstance(value, ast.Constant):
+                        pieces[-1] += value.value
+                    else:
+                        pieces.append("")
+                found.append(pieces)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.append([node.value])
+    return found
+
+
+def _inside(text: str, pieces: list[str]) -> bool:
+    """Whether `text` is part of some message made of these literal pieces, with anything between them."""
+
+    def after_field(rest: str, pieces: list[str]) -> bool:  # `rest` starts where a field does
+        for k in range(len(rest) + 1):
+            tail = rest[k:]
+            if pieces[0].startswith(tail):
+                return True
+            if len(pieces) > 1 and tail.startswith(pieces[0]) and after_field(tail[len(pieces[0]) :], pieces[1:]):
+                return True
+        return False
+
+    for i, piece in enumerate(pieces):
+        for start in range(len(piece)):
+            tail = piece[start:]
+            if tail.startswith(text):
+                return True
+            if i + 1 < len(pieces) and text.startswith(tail) and after_field(text[len(tail) :], pieces[i + 1 :]):
+                return True
+    return False
+
+
+def test_every_message_the_misconceptions_table_quotes_is_a_checks_message():
+    part = _section("Misconceptions, and how the checks catch them")
+    messages = _check_messages()
+    missing = []
+    for row in _table(part):
+        for quote in re.findall(r'"([^"]+)"', row[-1]):
+            for fragment in (f.strip(" ,") for f in quote.split("...")):
+                if fragment and not any(_inside(fragment, pieces) for pieces in messages):
+                    missing.append(f"{row[1]}: {fragment}")
+    assert missing == [], "quoted in the guide, but no check says it:\n" + "\n".join(missing)
