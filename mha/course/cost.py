@@ -5,8 +5,10 @@
     python -m mha.course cost --grading                    # also grade the solved exercises, as one student
 
 For each lesson it runs the lesson notebook top to bottom in the course's kernel, as a student's Run All does, and
-measures the CPU seconds of the kernel and of every process it started (lesson 08's ranks included), their peak
-resident memory together (sampled every 0.2 s) and the kernel's own peak, and the wall time (which a busy machine
+measures the CPU seconds of the kernel and of every process it started (lesson 08's ranks included), the peak of
+the memory they hold together (sampled every 0.2 s; proportional set sizes, so that pages they share, PyTorch's
+libraries among them, count once, as a container's memory limit counts them; and the sum of their resident sizes,
+which counts them in each), the kernel's own peak, and the wall time (which a busy machine
 stretches: the load average is recorded beside it). In a checkout it does the same for the lesson's exercise
 notebook with every blank filled in from `solutions/` (what a student's finished notebook runs), and with
 `--grading` grades those notebooks as one student's with the course's grader, one at a time: the CPU seconds and
@@ -46,6 +48,18 @@ def _resident_mb(pid: int) -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _proportional_mb(pid: int) -> float:
+    """The process's proportional set size: its own pages, and its share of pages it shares (libraries, other
+    processes' memory), so that a sum over processes counts a shared page once, as the machine holds it."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0.0
+
+
 def _tree(root: int) -> list[int]:
     """`root` and every process below it."""
     parents = {}
@@ -68,7 +82,7 @@ class _Watch:
     """Samples the memory of a process tree until stopped; then its CPU seconds, children included."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak_mb, self.most_processes = pid, 0.0, 0
+        self.pid, self.peak_mb, self.peak_resident_mb, self.most_processes = pid, 0.0, 0.0, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -76,7 +90,8 @@ class _Watch:
     def _run(self) -> None:
         while True:
             pids = _tree(self.pid)
-            self.peak_mb = max(self.peak_mb, sum(_resident_mb(p) for p in pids))
+            self.peak_mb = max(self.peak_mb, sum(_proportional_mb(p) for p in pids))
+            self.peak_resident_mb = max(self.peak_resident_mb, sum(_resident_mb(p) for p in pids))
             self.most_processes = max(self.most_processes, len(pids))
             if self._stop.wait(SAMPLE_SECONDS):
                 return
@@ -101,7 +116,8 @@ class _Watch:
             pass
         return {
             "cpu_seconds": round(ticks / _TICK, 1),
-            "peak_mb": round(self.peak_mb),
+            "peak_mb": round(self.peak_mb),  # proportional: what the processes hold of the machine's memory
+            "peak_resident_mb": round(self.peak_resident_mb),  # the sum of resident sizes: shared pages many times
             "kernel_peak_mb": round(kernel_peak),
             "processes_at_once": self.most_processes,
         }
