@@ -290,3 +290,11 @@ def test_every_message_the_misconceptions_table_quotes_is_a_checks_message():
                 if fragment and not any(_inside(fragment, pieces) for pieces in messages):
                     missing.append(f"{row[1]}: {fragment}")
     assert missing == [], "quoted in the guide, but no check says it:\n" + "\n".join(missing)
+
+
+def test_the_slow_run_the_guide_quotes_is_the_hub_tests():
+    hub = json.loads(HUB.read_text())
+    seconds = hub["step_seconds"]["ada: 05_heads_in_a_real_model, Run All"]
+    text = " ".join(GUIDE.read_text().split())
+    said = f"at a load average of {hub['load_average_1min_at_end']:.0f}, lesson 05's Run All took {seconds} s"
+    assert said in text
