@@ -80,3 +80,13 @@ def test_run_inside_the_course_folder_it_says_it_checked_the_folder_not_the_inst
     assert not ok and "run the doctor from another folder" in what and str(tmp_path) in what
     monkeypatch.chdir(tmp_path.parent)
     assert doctor._package()[0]
+
+
+def test_a_hub_image_carries_the_solutions_fingerprints_for_grading(monkeypatch):
+    from mha.course import answers
+
+    ok, what = doctor._fingerprints()
+    assert ok and what.startswith("the solutions' fingerprints for grading, lessons 01 to")
+    monkeypatch.setattr(answers, "_shipped", lambda: {})  # an image built without them
+    ok, what = doctor._fingerprints()
+    assert not ok and "ships no fingerprints of the solutions of lesson 01" in what

@@ -7,6 +7,8 @@ doctor      check in seconds that this environment can run the course
 release     commit the course without its solutions on a branch, for students (a JupyterHub's nbgitpuller link)
 link        print the nbgitpuller link of every exercise notebook
 collect     copy every student's exercise notebooks from a JupyterHub into submissions/<student>/
+marks       marks from gradings: each exercise weighs its importance; later gradings replace earlier ones
+cost        measure what each lesson costs a machine (CPU seconds, memory), for sizing a hub or a grader
 """
 
 import argparse
@@ -26,7 +28,7 @@ from .._commands import (
     url,
 )
 from .._provenance import csv_with_header, writable
-from . import collect, doctor, exercises, grade, judging, release, report, sandbox
+from . import answers, collect, cost, doctor, exercises, grade, judging, marks, release, report, sandbox
 
 PROG = "python -m mha.course"
 
@@ -44,15 +46,17 @@ def _exercises(argv) -> int:
             f"--root {args.root}: no solutions/NN_*.ipynb in it; expected the course's folder, which holds solutions/"
         )
     if args.check:
-        problems = exercises.check(args.root) + exercises.lint(args.root)
+        problems = exercises.check(args.root) + answers.fingerprint_problems(args.root) + exercises.lint(args.root)
         for problem in problems:
             print(f"✗ {problem}")
         if problems:
             print("Run `make exercises` and commit the result.")
             return 1
-        print("✓ exercises/ matches solutions/, and passes ruff as generated")
+        print("✓ exercises/ and the fingerprints match solutions/, and exercises/ passes ruff as generated")
         return 0
     exercises.generate(args.root)
+    path, changed = answers.write_fingerprints(args.root)
+    print(f"{'written    ' if changed else 'up to date '} {path.relative_to(args.root)} (the solutions' fingerprints)")
     return 0
 
 
@@ -87,6 +91,13 @@ def _grade(argv) -> int:
     parser.add_argument("--shard", default="0/1", help="K/N: grade only share K (0 to N-1) of N (default 0/1)")
     parser.add_argument("--seed", type=seed_number, default=None, help="seed of the cases (default: a fresh one)")
     parser.add_argument("--isolation", choices=["auto", *sandbox.MODES], default="auto", help="default: auto")
+    parser.add_argument(
+        "--course",
+        type=_path,
+        default=None,
+        help="the course's folder, whose solutions/ the answers are compared with (default: this checkout's; an "
+        "installed package uses the fingerprints of the solutions it ships)",
+    )
     defaults = sandbox.Limits()
     for name, text in LIMITS.items():
         value = getattr(defaults, name)
@@ -103,6 +114,8 @@ def _grade(argv) -> int:
             f"folder {args.folder} is the course's own folder (it holds mha/ and solutions/), not a folder of "
             f"submissions: give the folder that holds one sub-folder per student"
         )
+    if args.course is not None:
+        _folder(parser, "--course", args.course, "solutions/NN_*.ipynb", "the course's folder")
     part = _shard(parser, args.shard)
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
@@ -116,6 +129,7 @@ def _grade(argv) -> int:
             part=part,
             seed=args.seed,
             isolation=args.isolation,
+            course=args.course or grade.ROOT,
             log=lambda line: print(_loud(report.safe(line)), file=sys.stderr),
         )
     except (ValueError, RuntimeError) as error:
@@ -423,6 +437,64 @@ def _collect(argv) -> int:
     return 1 if refused else 0
 
 
+def _marks(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} marks", description=marks.__doc__.split("\n\n")[0])
+    parser.add_argument("gradings", type=_path, nargs="+", help="grades CSVs, earliest first (later ones replace)")
+    parser.add_argument("--csv", type=_path, required=True, help="where to write the marks")
+    parser.add_argument("--lessons", nargs="+", default=None, help="the lessons the module grades (default: all)")
+    args = parser.parse_args(argv)
+    for path in args.gradings:
+        if not path.is_file():
+            parser.error(f"{path} is not a file")
+    out = _output(parser, args.csv, None)
+    try:
+        rows = marks.marks(marks.read(args.gradings), args.lessons)
+    except (ValueError, UnicodeDecodeError) as error:
+        print(f"error: {report.safe(error)}", file=sys.stderr)
+        return 2
+    _write(out, marks.to_csv(rows))
+    lessons = [k for k in (rows[0] if rows else {}) if len(k) == 2 and k.isdigit()]
+    print("student".ljust(20) + "".join(f"{lesson:>7}" for lesson in lessons) + "  exercises")
+    for row in rows:
+        replaced = sorted({row[f"{x} from"] for x in lessons} - {args.gradings[0].name, "nothing handed in"})
+        cells = "".join(f"{row[lesson]:>7.1f}" for lesson in lessons)
+        note = f"  (from {', '.join(replaced)})" if replaced else ""
+        print(f"{report.safe(row['student'])[:19]:<20}{cells}  {row['exercises']:>9.1f}{note}")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _cost(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
+    parser.add_argument("--lessons", nargs="+", default=None, help="only these lessons, e.g. 05 08 (default: all)")
+    parser.add_argument("--grading", action="store_true", help="also grade the solved exercises, as one student")
+    parser.add_argument("--root", type=_path, default=cost.ROOT, help="the course's folder (default: this checkout)")
+    parser.add_argument("--json", type=_path, default=None, help="write the measurements to this file")
+    args = parser.parse_args(argv)
+    if args.lessons and not all(len(x) == 2 and x.isdigit() for x in args.lessons):
+        parser.error(f"--lessons takes lesson numbers of two digits, like 05; got {' '.join(args.lessons)}")
+    from .._provenance import command_line, stamp, writable, write_results
+
+    try:
+        if args.json:
+            writable(args.json)
+        found = cost.measure(args.root, args.lessons, args.grading)
+    except ValueError as error:
+        parser.error(str(error))
+    if "grading" in found:
+        graded = found["grading"]
+        for number, m in graded["per_lesson"].items():
+            print(
+                f"graded {number}: {m['cpu_seconds']:6.1f} CPU s {m['wall_seconds']:6.1f} s, "
+                f"{m['passed']}/{m['exercises']} passed"
+            )
+        print(f"grader's own peak memory {graded['grader_peak_mb']} MB ({graded['isolation']})")
+    if args.json:
+        write_results(args.json, stamp(command_line(PROG, ["cost", *argv])), found)
+        print(f"wrote {args.json}")
+    return 0
+
+
 COMMANDS = {
     "exercises": _exercises,
     "grade": _grade,
@@ -430,6 +502,8 @@ COMMANDS = {
     "release": _release,
     "link": _link,
     "collect": _collect,
+    "marks": _marks,
+    "cost": _cost,
 }
 
 

@@ -485,3 +485,107 @@ def is_solutions_notebook(code: Code, cells: list[str], functions: list[str], co
     if not course or not functions or not any(MARKER in source for source in cells):
         return False
     return all(f in course and code.answer(f).digest == course[f].solution for f in functions)
+
+
+# ------------------------------------------------------------------ the course's own, shipped with the package
+
+FINGERPRINTS = Path(__file__).with_name("fingerprints.json")  # the course's `Reference`s, for an installed package
+
+
+_HEADER = re.compile(
+    r"^#+ Exercise (\d+) · (.+)\n\*\*Difficulty\*\* (★*)☆* · \*\*Importance\*\* (★*)☆* · \*\*About (\d+) minutes\*\*",
+    re.MULTILINE,
+)
+
+
+def exercise_headers(path: Path) -> dict[str, dict]:
+    """function -> its exercise's header (number, title, difficulty and importance in stars, minutes), in order."""
+    import nbformat
+
+    out, header = {}, None
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "markdown":
+            found = _HEADER.findall(cell.source)
+            if found:
+                number, title, difficulty, importance, minutes = found[-1]
+                header = {"number": int(number), "title": title.strip(), "difficulty": len(difficulty)}
+                header.update(importance=len(importance), minutes=int(minutes))
+        elif MARKER in cell.source and header:
+            for name in re.findall(r"^def\s+([A-Za-z_][A-Za-z0-9_]*)\s*\(", cell.source, re.M):
+                out.setdefault(name, header)
+    return out
+
+
+def fingerprints(root: Path) -> dict:
+    """Every lesson's `Reference`s, read from the solutions at `root`, as the plain data `fingerprints.json` holds,
+    with each exercise's header (its importance weighs it in `python -m mha.course marks`).
+
+    Hashes only (and the names of course functions a solution calls): nothing of a solution can be read back from it.
+    """
+    out = {}
+    for path in sorted((Path(root) / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        lesson = path.name[:2]
+        references = course_answers.__wrapped__(Path(root), lesson) or {}  # read now, never a cached copy
+        out[lesson] = {
+            "notebook": path.name,
+            "answers": {
+                name: {"solution": r.solution, "stub": r.stub, "body": r.body, "uses": sorted(r.uses)}
+                for name, r in sorted(references.items())
+            },
+            "headers": exercise_headers(path),
+        }
+    return out
+
+
+def fingerprints_text(root: Path) -> str:
+    return json.dumps(fingerprints(root), indent=1, sort_keys=True) + "\n"
+
+
+def write_fingerprints(root: Path) -> tuple[Path, bool]:
+    """Write `mha/course/fingerprints.json` under `root` from its solutions (`make exercises`); (path, changed)."""
+    path = Path(root) / "mha" / "course" / FINGERPRINTS.name
+    text = fingerprints_text(root)
+    if path.exists() and path.read_text() == text:
+        return path, False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path, True
+
+
+def fingerprint_problems(root: Path) -> list[str]:
+    """Why `mha/course/fingerprints.json` under `root` is not what its solutions give (empty: in sync)."""
+    path = Path(root) / "mha" / "course" / FINGERPRINTS.name
+    if not path.exists():
+        return [f"{path.relative_to(root)} is missing"]
+    if path.read_text() != fingerprints_text(root):
+        return [f"{path.relative_to(root)} differs from what solutions/ give"]
+    return []
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> dict:
+    try:
+        return json.loads(FINGERPRINTS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def shipped_answers(lesson: str) -> dict[str, Reference] | None:
+    """The course's `Reference`s of a lesson as the package ships them (None if it ships none for the lesson)."""
+    entry = _shipped().get(lesson)
+    if not entry:
+        return None
+    return {
+        name: Reference(r["solution"], r["stub"], r["body"], frozenset(r["uses"]))
+        for name, r in entry["answers"].items()
+    }
+
+
+def shipped_headers(lesson: str) -> dict[str, dict]:
+    """function -> its exercise's header (number, title, difficulty, importance, minutes), as the package ships it."""
+    return (_shipped().get(lesson) or {}).get("headers", {})
+
+
+def shipped_notebooks() -> set[str]:
+    """The names the course gives its exercise notebooks, as the package ships them."""
+    return {entry["notebook"] for entry in _shipped().values()}

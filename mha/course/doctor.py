@@ -8,7 +8,8 @@ the package is installed (a checkout, or a plain `pip install .` into an image):
 - what lesson 05 reads: the pretrained model's wheel and files, and the reference outputs shipped in the package;
 - that attention computes what PyTorch computes;
 - with `--hub VERSION`, what a JupyterHub's single-user server needs: `jupyterhub` at the hub's version, and
-  nbgitpuller for the course's links.
+  nbgitpuller for the course's links; and, for grading in that image, the solutions' fingerprints the package ships
+  for every lesson the grader knows.
 It ends with a one-line verdict and exits 1 if anything fails.
 """
 
@@ -174,6 +175,22 @@ def _hub(version: str) -> list[tuple[bool, str]]:
     return results
 
 
+def _fingerprints() -> tuple[bool, str]:
+    """The solutions' fingerprints the grader compares answers with where there is no `solutions/` (an image)."""
+    from . import answers, judging
+
+    lessons = judging.lessons()
+    missing = [lesson for lesson in lessons if answers.shipped_answers(lesson) is None]
+    if missing:
+        return (
+            False,
+            f"the package ships no fingerprints of the solutions of lesson {', '.join(missing)} "
+            f"({answers.FINGERPRINTS}): grading here cannot compare answers with the solutions; run `make exercises` "
+            f"in the course and install it again",
+        )
+    return True, f"the solutions' fingerprints for grading, lessons {lessons[0]} to {lessons[-1]}"
+
+
 def checks(hub: str | None = None) -> list[tuple[bool, str]]:
     """(ok, what) for every check, in order; each runs even if an earlier one failed.
 
@@ -191,6 +208,7 @@ def checks(hub: str | None = None) -> list[tuple[bool, str]]:
     results.append(_attention_agrees())
     if hub:
         results.extend(_hub(hub))
+        results.append(_fingerprints())
     return results
 
 

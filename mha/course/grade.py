@@ -184,7 +184,7 @@ def _last_saved(sub: Submission) -> tuple:
         saved = sub.path.lstat().st_mtime if sub.path else 0.0
     except OSError:
         saved = 0.0
-    course_name = (ROOT / "exercises" / sub.notebook).is_file()
+    course_name = (ROOT / "exercises" / sub.notebook).is_file() or sub.notebook in answers.shipped_notebooks()
     return (saved, course_name, [-ord(c) for c in sub.notebook])
 
 
@@ -217,6 +217,22 @@ def _check(student: str, path: Path, lesson: str) -> Submission:
         return sub
     sub.sha256 = hashlib.sha256(data).hexdigest()
     return sub
+
+
+def course_references(course: Path, lesson: str) -> dict | None:
+    """The course's side of a lesson's exercises: from `course`'s solutions, else as the package ships them.
+
+    The same from a checkout and from an installed package (a JupyterHub image), whose `mha/course/fingerprints.json`
+    `make exercises` writes from the solutions; None where neither has the lesson.
+    """
+    return answers.course_answers(Path(course), lesson) or answers.shipped_answers(lesson)
+
+
+UNCHECKED = (
+    "lesson {lesson}: the course's solutions are not here (no {where}, and the package ships no fingerprints for "
+    "it), so no answer was compared with the solution, the solutions notebook handed in was not recognised, and "
+    "notebooks left untouched may show as 'same answer as' each other: pass --course with the course's folder"
+)
 
 
 def shard(subs: list[Submission], index: int, count: int) -> list[Submission]:
@@ -260,7 +276,8 @@ def grade(
         part: (index, count): grade only shard `index` of `count` (default all: (0, 1)).
         seed: the seed the cases are drawn from (default: a fresh one; the same seed repeats a grading).
         isolation: "auto" (the best available), "bwrap", "uid" or "none" (see `mha.course.sandbox`).
-        course: the course folder whose `solutions/` the answers are compared with.
+        course: the course folder whose `solutions/` the answers are compared with (where it has none, the
+            fingerprints of the solutions shipped with the package are used; a lesson with neither is a warning).
         progress: show a progress bar.
         log: function of a line, told what happens before grading starts (default: nothing).
 
@@ -279,6 +296,9 @@ def grade(
     log(sandbox.describe(mode))
     subs, warnings = collect(folder)
     subs = shard(subs, *part)
+    for lesson in sorted({s.lesson for s in subs if s.lesson and not s.problem}):
+        if course_references(course, lesson) is None:
+            warnings.append(UNCHECKED.format(lesson=lesson, where=Path(course) / "solutions" / f"{lesson}_*.ipynb"))
     for line in warnings:
         log(f"warning: {line}")
     users = sandbox.Users(jobs) if os.geteuid() == 0 and mode != "none" else None
@@ -392,7 +412,7 @@ def grade_notebook(
         return [{**base, "exercise": e.name, "passed": False, "note": sub.problem, "run": ""} for e in exercises]
     cells = answers.code_cells(sub.text)
     code = answers.Code(cells)
-    theirs = answers.course_answers(course, sub.lesson) or {}
+    theirs = course_references(course, sub.lesson) or {}
     bodies = code.bodies()
     rows, read = {}, {}
     for e in exercises:
