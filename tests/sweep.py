@@ -75,6 +75,7 @@ GOOD = {
     "url": "http://127.0.0.1:9",
     "repo": "https://example.org/course.git",
     "parts": "shard.csv",
+    "gradings": "shard.csv",
     "folder": "students",
     "out": "collected",
     "csv": "merged.csv",
@@ -304,7 +305,7 @@ def _kind(action: argparse.Action) -> str:
     if isinstance(two, Path):
         if dest in ("feedback", "out"):
             return "feedback-folder" if dest == "feedback" else "output-folder"
-        return "input-file" if dest == "parts" else "folder"
+        return "input-file" if dest in ("parts", "gradings") else "folder"
     if dest in ("hub", "repo"):
         return "version" if action.metavar == "VERSION" else "url"
     if dest == "device":

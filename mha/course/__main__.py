@@ -116,6 +116,8 @@ def _grade(argv) -> int:
         )
     if args.course is not None:
         _folder(parser, "--course", args.course, "solutions/NN_*.ipynb", "the course's folder")
+        if not any((args.course / "solutions").glob("[0-9][0-9]_*.ipynb")):
+            parser.error(f"--course {args.course}: no solutions/NN_*.ipynb in it; expected the course's folder")
     part = _shard(parser, args.shard)
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
@@ -437,19 +439,33 @@ def _collect(argv) -> int:
     return 1 if refused else 0
 
 
+def _lesson(text: str) -> str:
+    """A lesson's number as the notebooks write it: two digits."""
+    if len(text) == 2 and text.isdigit():
+        return text
+    raise argparse.ArgumentTypeError(f"expected a lesson number of two digits, like 05; got {text!r}")
+
+
 def _marks(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} marks", description=marks.__doc__.split("\n\n")[0])
     parser.add_argument("gradings", type=_path, nargs="+", help="grades CSVs, earliest first (later ones replace)")
     parser.add_argument("--csv", type=_path, required=True, help="where to write the marks")
-    parser.add_argument("--lessons", nargs="+", default=None, help="the lessons the module grades (default: all)")
+    parser.add_argument(
+        "--lessons", nargs="+", type=_lesson, default=None, help="the lessons the module grades (default: all)"
+    )
     args = parser.parse_args(argv)
     for path in args.gradings:
         if not path.is_file():
-            parser.error(f"{path} is not a file")
+            found = "a folder" if path.is_dir() else "not there"
+            parser.error(f"gradings: {path} is {found}; expected a grades CSV written by `{PROG} grade`")
     out = _output(parser, args.csv, None)
     try:
-        rows = marks.marks(marks.read(args.gradings), args.lessons)
-    except (ValueError, UnicodeDecodeError) as error:
+        gradings = marks.read(args.gradings)
+    except ValueError as error:
+        parser.error(f"gradings: {report.safe(error)}")
+    try:
+        rows = marks.marks(gradings, args.lessons)
+    except ValueError as error:
         print(f"error: {report.safe(error)}", file=sys.stderr)
         return 2
     _write(out, marks.to_csv(rows))
@@ -466,18 +482,17 @@ def _marks(argv) -> int:
 
 def _cost(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
-    parser.add_argument("--lessons", nargs="+", default=None, help="only these lessons, e.g. 05 08 (default: all)")
+    parser.add_argument(
+        "--lessons", nargs="+", type=_lesson, default=None, help="only these lessons, e.g. 05 08 (default: all)"
+    )
     parser.add_argument("--grading", action="store_true", help="also grade the solved exercises, as one student")
     parser.add_argument("--root", type=_path, default=cost.ROOT, help="the course's folder (default: this checkout)")
     parser.add_argument("--json", type=_path, default=None, help="write the measurements to this file")
     args = parser.parse_args(argv)
-    if args.lessons and not all(len(x) == 2 and x.isdigit() for x in args.lessons):
-        parser.error(f"--lessons takes lesson numbers of two digits, like 05; got {' '.join(args.lessons)}")
-    from .._provenance import command_line, stamp, writable, write_results
+    check_output(parser, None if args.json is None else str(args.json), "--json")
+    from .._provenance import command_line, stamp, write_results
 
     try:
-        if args.json:
-            writable(args.json)
         found = cost.measure(args.root, args.lessons, args.grading)
     except ValueError as error:
         parser.error(str(error))

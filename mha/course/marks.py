@@ -59,7 +59,15 @@ def marks(gradings: list[tuple[str, list[dict]]], lessons: list[str] | None = No
 
 
 def read(paths: list[Path]) -> list[tuple[str, list[dict]]]:
-    return [(path.name, report.from_csv(path.read_text(encoding="utf-8-sig"), str(path))) for path in paths]
+    """Each grades CSV's name and rows; ValueError naming the file that is not one."""
+    found = []
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not a grades CSV: it is not UTF-8 text (byte {error.start})") from None
+        found.append((path.name, report.from_csv(text, str(path))))
+    return found
 
 
 def to_csv(rows: list[dict]) -> str:
