@@ -117,7 +117,7 @@ def _grade(argv) -> int:
     if args.course is not None:
         _folder(parser, "--course", args.course, "solutions/NN_*.ipynb", "the course's folder")
         if not any((args.course / "solutions").glob("[0-9][0-9]_*.ipynb")):
-            parser.error(f"--course {args.course}: no solutions/NN_*.ipynb in it; expected the course's folder")
+            parser.error(f"--course {args.course} has no solutions/NN_*.ipynb; expected the course's folder")
     part = _shard(parser, args.shard)
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
