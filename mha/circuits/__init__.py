@@ -1,0 +1,1 @@
+"""Heads that work together (lesson 11)."""
