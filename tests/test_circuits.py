@@ -284,6 +284,35 @@ class _Oracle(torch.nn.Module):
         return torch.nn.functional.one_hot(nxt, 32).double()[:, :, None] * 30
 
 
+def _run(seed, previous, ablation, induction_score=0.9):
+    """A two-layer record as `measure` writes it, with made-up numbers."""
+    return {
+        "layers": 2,
+        "seed": seed,
+        "accuracy": 0.99,
+        "previous": previous,
+        "induction": [[0.1, 0.1], [induction_score, 0.5]],
+        "previous_head": [0, max(range(2), key=lambda h: previous[0][h])],
+        "previous_heads": [[0, h] for h in range(2) if previous[0][h] >= induction.PREVIOUS_HEAD],
+        "induction_head": [1, 0],
+        "ablation": [{"layer": i // 2, "head": i % 2, "accuracy": a, "induction": 0.5} for i, a in enumerate(ablation)],
+        "without_previous_heads": {"accuracy": 0.05, "induction": 0.02},
+    }
+
+
+def test_the_summary_names_backup_previous_token_heads():
+    one = _run(0, [[0.05, 0.5], [0.0, 0.0]], [0.98, 0.12, 0.9, 0.95])
+    two = _run(1, [[0.45, 0.4], [0.0, 0.0]], [0.7, 0.8, 0.9, 0.95])
+    first, second = induction.summary([one, two])
+    assert first["without_previous"] == 0.12 and first["without_other_lowest"] == 0.98
+    assert second["previous_heads"] == [[0, 0], [0, 1]] and second["without_other_lowest"] is None
+    assert second["without_previous"] == 0.7 and second["without_previous_heads"] == 0.05
+    table = induction.format_summary([one, two])
+    assert "L0.H0+H1" in table.splitlines()[-1] and "L0.H1" in table.splitlines()[-2]
+    assert "L0.H0+H1" in induction.format_ablation(two) and "all of them" in induction.format_ablation(two)
+    assert "all of them" not in induction.format_ablation(one)
+
+
 def test_accuracy_and_losses_are_measured_on_the_right_positions():
     task = RepeatedTokens()
     tokens, periods = task.sample_periods(16, torch.Generator().manual_seed(0))
@@ -304,6 +333,9 @@ def test_a_short_run_records_everything_the_lesson_reads():
     mask = ablation_mask(2, 2, tuple(record["previous_head"]))
     probe, _ = induction.analysis_batch(RepeatedTokens())
     assert row["accuracy"] == induction.predictable_accuracy(model, probe, mask)
+    every = ablation_mask(2, 2, [tuple(pair) for pair in record["previous_heads"]])
+    assert record["without_previous_heads"]["accuracy"] == induction.predictable_accuracy(model, probe, every)
+    assert record["previous_head"] in record["previous_heads"]
     rope, _ = induction.run(induction.InductionSetting(steps=5, positions="rope"), seed=0, progress=False)
     assert "composition" not in rope  # RoPE turns q and k between W_Q and W_K: no single W_QK
 

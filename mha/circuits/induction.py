@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .._portable import same_linears
 from ..multihead import parameter_count
 from ..positions import check_scheme
 from ..toy.models import AttentionOnlyConfig, build_model, count_parameters
@@ -36,6 +37,7 @@ from .scores import ablation_mask, composition_scores, head_name, induction_scor
 ANALYSIS_SEED = 2_000_003  # the sequences every analysis is computed on: the same for every run
 EVAL_SEED = 1_000_003  # the held-out sequences of the training curve (mha.toy.train's default)
 EARLY, LATE = 4, 30  # the in-context score compares the loss at these two positions (0-based)
+PREVIOUS_HEAD = 0.3  # a head of layer 0 with at least this previous-token score counts as a previous-token head
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,13 @@ def main_settings(two_layers: InductionSetting = InductionSetting()) -> list[Ind
     """The lesson's pair: one layer with as many heads as the two layers have in all, given the width to match
     the two-layer model's parameters; and the two-layer model."""
     return [matched(two_layers, 1, two_layers.layers * two_layers.heads), two_layers]
+
+
+def build(setting: InductionSetting, seed: int):
+    """The setting's model, untrained, with starting weights that depend on `seed` alone and are the same on every
+    CPU (`mha.toy.models.build_model`, then `mha._portable.same_linears`: the phase change would amplify the last
+    bit by which CPUs differ in PyTorch's own uniform draws)."""
+    return same_linears(build_model(setting.config(), seed), seed)
 
 
 def analysis_batch(task: RepeatedTokens, n: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +210,7 @@ def run(setting: InductionSetting, seed: int, progress: bool = True, analysis: i
         (record, model): the record is plain data (see the module docstring), the model is the trained one.
     """
     task = setting.task()
-    model = build_model(setting.config(), seed)
+    model = build(setting, seed)
     eval_tokens, eval_targets = task.sample(256, torch.Generator().manual_seed(EVAL_SEED))
     start = evaluate(model, eval_tokens, eval_targets)
     config = TrainConfig(
@@ -252,22 +261,25 @@ def measure(model, tokens: torch.Tensor) -> dict:
     }
     if layers < 2:
         return out
-    prev_head = int(previous[0].argmax())  # layer 0's previous-token head
-    ind_head = int(induction[-1].argmax())  # the last layer's induction head
+    prev_head = int(previous[0].argmax())  # layer 0's best previous-token head
+    ind_head = int(induction[-1].argmax())  # the last layer's best induction head
     out["previous_head"], out["induction_head"] = [0, prev_head], [layers - 1, ind_head]
-    ablation = []
-    for layer in range(layers):
-        for head in range(heads):
-            mask = ablation_mask(layers, heads, (layer, head))
-            _, w = model(tokens, need_weights=True, head_mask=mask)
-            ablation.append(
-                {
-                    "layer": layer,
-                    "head": head,
-                    "accuracy": predictable_accuracy(model, tokens, mask),
-                    "induction": induction_scores(w[:, (layers - 1) * heads + ind_head], tokens).item(),
-                }
-            )
+    # every head of layer 0 that looks at the previous token: a second one can stand in for the first
+    previous_heads = [h for h in range(heads) if previous[0, h] >= PREVIOUS_HEAD] or [prev_head]
+    out["previous_heads"] = [[0, h] for h in previous_heads]
+
+    def ablated(removed):
+        mask = ablation_mask(layers, heads, removed)
+        _, w = model(tokens, need_weights=True, head_mask=mask)
+        return {
+            "accuracy": predictable_accuracy(model, tokens, mask),
+            "induction": induction_scores(w[:, (layers - 1) * heads + ind_head], tokens).item(),
+        }
+
+    ablation = [
+        {"layer": layer, "head": head, **ablated((layer, head))} for layer in range(layers) for head in range(heads)
+    ]
+    out["without_previous_heads"] = ablated([(0, h) for h in previous_heads])
     out["ablation"] = ablation
     if model.config.positions != "rope":  # RoPE turns q and k by position between W_Q and W_K: no single W_QK
         first, last = model.layers[0], model.layers[-1]
@@ -327,41 +339,51 @@ def format_accuracy(records: list[dict], chance: dict | None = None) -> str:
 
 
 def format_ablation(record: dict) -> str:
-    """One two-layer run: accuracy and the induction head's score with each head removed in turn."""
+    """One two-layer run: accuracy and the induction head's score with each head removed in turn (and with every
+    previous-token head removed at once, when there are several)."""
     layer_i, head_i = record["induction_head"]
-    p_layer, p_head = record["previous_head"]
+    induction_head = head_name(layer_i, head_i)
+    previous = [head_name(*pair) for pair in record["previous_heads"]]
     lines = [
-        f"seed {record['seed']}: previous-token head L{p_layer}.H{p_head}, induction head L{layer_i}.H{head_i}",
-        f"{'removed':<10}{'accuracy':>10}{'L' + str(layer_i) + '.H' + str(head_i) + ' induction score':>30}",
-        f"{'none':<10}{percent(record['accuracy']):>10}{record['induction'][layer_i][head_i]:>30.2f}",
+        f"seed {record['seed']}: previous-token head{'s' if len(previous) > 1 else ''} {', '.join(previous)}; "
+        f"induction head {induction_head}",
+        f"{'removed':<12}{'accuracy':>10}{induction_head + ' induction score':>30}",
+        f"{'none':<12}{percent(record['accuracy']):>10}{record['induction'][layer_i][head_i]:>30.2f}",
     ]
     for row in record["ablation"]:
-        name = f"L{row['layer']}.H{row['head']}"
-        note = "  <- previous-token head" if [row["layer"], row["head"]] == record["previous_head"] else ""
-        note = "  <- induction head" if [row["layer"], row["head"]] == record["induction_head"] else note
-        lines.append(f"{name:<10}{percent(row['accuracy']):>10}{row['induction']:>30.2f}{note}")
+        pair = [row["layer"], row["head"]]
+        note = "  <- previous-token head" if pair in record["previous_heads"] else ""
+        note = "  <- induction head" if pair == record["induction_head"] else note
+        lines.append(f"{head_name(*pair):<12}{percent(row['accuracy']):>10}{row['induction']:>30.2f}{note}")
+    if len(previous) > 1:
+        both = record["without_previous_heads"]
+        name = "L0." + "+".join(f"H{h}" for _, h in record["previous_heads"])
+        lines.append(f"{name:<12}{percent(both['accuracy']):>10}{both['induction']:>30.2f}  <- all of them")
     return "\n".join(lines)
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """Per two-layer run: the heads found, accuracy, with the previous-token head removed, and the best other."""
+    """Per two-layer run: the heads found; accuracy and the induction head's score with the best previous-token
+    head removed, with every previous-token head removed, and with each other head of layer 0 (the lowest)."""
     out = []
     for r in records:
         if r["layers"] < 2:
             continue
         first = [row for row in r["ablation"] if row["layer"] == 0]
         prev = next(row for row in first if [row["layer"], row["head"]] == r["previous_head"])
-        others = [row for row in first if row is not prev]
+        others = [row for row in first if [row["layer"], row["head"]] not in r["previous_heads"]]
         out.append(
             {
                 "seed": r["seed"],
                 "previous_head": r["previous_head"],
+                "previous_heads": r["previous_heads"],
                 "induction_head": r["induction_head"],
                 "accuracy": r["accuracy"],
                 "without_previous": prev["accuracy"],
-                "without_other_lowest": min(row["accuracy"] for row in others),
-                "induction_without_previous": prev["induction"],
+                "without_previous_heads": r["without_previous_heads"]["accuracy"],
+                "without_other_lowest": min(row["accuracy"] for row in others) if others else None,
                 "induction": r["induction"][r["induction_head"][0]][r["induction_head"][1]],
+                "induction_without_previous_heads": r["without_previous_heads"]["induction"],
                 "k_composition": r["composition"]["k"][r["previous_head"][1]][r["induction_head"][1]]
                 if "composition" in r
                 else None,
@@ -371,16 +393,20 @@ def summary(records: list[dict]) -> list[dict]:
 
 
 def format_summary(records: list[dict]) -> str:
-    """One line per two-layer run: the two heads, accuracy with and without the previous-token head."""
+    """One line per two-layer run: the heads, accuracy without the best previous-token head, without every
+    previous-token head, without another head of layer 0; the induction score before and after."""
     lines = [
-        f"{'seed':<6}{'prev head':>10}{'ind. head':>10}{'accuracy':>10}{'w/o prev':>10}{'w/o other L0':>14}"
-        f"{'ind. score':>12}{'w/o prev':>10}{'K-comp':>8}"
+        f"{'':<6}{'previous-':>11}{'induction':>11}{'':>10}{'accuracy without ...':^38}{'induction score':^20}",
+        f"{'seed':<6}{'token heads':>11}{'head':>11}{'accuracy':>10}{'best prev':>11}{'all prev':>11}"
+        f"{'other L0':>11}{'':>3}{'intact':>9}{'w/o prev':>10}{'K-comp':>9}",
     ]
     for s in summary(records):
+        names = "+".join(f"H{h}" for _, h in s["previous_heads"])
+        other = "-" if s["without_other_lowest"] is None else percent(s["without_other_lowest"])
+        k = "-" if s["k_composition"] is None else f"{s['k_composition']:.2f}"
         lines.append(
-            f"{s['seed']:<6}{head_name(*s['previous_head']):>10}{head_name(*s['induction_head']):>10}"
-            f"{percent(s['accuracy']):>10}{percent(s['without_previous']):>10}"
-            f"{percent(s['without_other_lowest']):>14}{s['induction']:>12.2f}{s['induction_without_previous']:>10.2f}"
-            + (f"{s['k_composition']:>8.2f}" if s["k_composition"] is not None else f"{'-':>8}")
+            f"{s['seed']:<6}{'L0.' + names:>11}{head_name(*s['induction_head']):>11}{percent(s['accuracy']):>10}"
+            f"{percent(s['without_previous']):>11}{percent(s['without_previous_heads']):>11}{other:>11}{'':>5}"
+            f"{s['induction']:>7.2f}{s['induction_without_previous_heads']:>10.2f}{k:>9}"
         )
     return "\n".join(lines)

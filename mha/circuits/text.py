@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .._portable import same_linears
 from ..toy.language import (
     ADJECTIVES,
     ASIDES,
@@ -181,7 +182,7 @@ def run(setting: TextSetting, seed: int, progress: bool = True, analysis: int = 
         (record, model).
     """
     task = Documents(setting.seq)
-    model = build_model(setting.config(), seed)
+    model = same_linears(build_model(setting.config(), seed), seed)  # the same starting weights on every CPU
     config = TrainConfig(setting.steps, setting.batch, setting.lr, seed=seed, eval_every=50, eval_batch=256)
     begun = time.perf_counter()
     result = train(model, task, config, progress=progress)
