@@ -24,7 +24,7 @@ TIMED = $(if $(STAGE_TIMES),bash .ci/timed $@ $(STAGE_TIMES),)
 LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/etc/ipython/ipython_kernel_config.py \
 	$(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test test-hub lint unit notebooks notebooks-cpus browser exercises gpu-record clean
+.PHONY: setup lab test test-hub lint unit notebooks notebooks-cpus browser exercises gpu-record gpu-record-plan clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
@@ -84,9 +84,13 @@ browser: setup
 exercises: setup
 	$(BIN)/python -m mha.course exercises
 
-# The GPU timings the lessons show, on a machine with an NVIDIA GPU (about 8 minutes; never part of `make test`).
+# The GPU timings the lessons show (06, 07, 10), on a machine with an NVIDIA GPU (within 10 minutes; never part of
+# `make test`); gpu-record-plan prints what they run and an estimate of their time, on any machine.
 gpu-record:
 	bash scripts/record_gpu.sh
+
+gpu-record-plan: setup
+	bash scripts/record_gpu.sh --dry-run
 
 clean:
 	rm -rf $(VENV) .hub .pytest_cache .ruff_cache .hypothesis

@@ -13,8 +13,9 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
     positions.py   how a head knows where: learned and sinusoidal tables, RoPE (rotary), none (lesson 09)
     _validate.py   argument checks: every error names what was expected and what arrived
     _runtime.py    run with N threads, wait for the device: shared by the timing and training wings
-    _provenance.py every results file written in one format (command, torch, date, device), the folder checked first
-    _commands.py   what the wings' commands share: subcommands, one-line errors
+    _provenance.py every results file written in one format (command, torch, date, device), and the one rule of
+                   every command: no file replaced that it did not write, checked before any work
+    _commands.py   what the wings' commands share: subcommands, one-line errors, option types, output checks
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 
@@ -25,6 +26,8 @@ Each lesson's machinery lives in a wing of its own, built on the core:
     mha.decoding     a small decoder-only model, generation with and without the KV cache, published cache
                      sizes, timing, and what sharing keys and values costs (lesson 07)
     mha.parallel     a layer split by heads across processes with torch.distributed: tensor parallelism (lesson 08)
+    mha.flash        attention without the n × n matrix: online softmax, blocks, bytes, a FlashAttention kernel in
+                     Triton (lesson 10)
     mha.circuits     heads in different layers working together: previous-token and induction heads, ablation,
                      composition, learning in context (lesson 11)
     mha.checks       the exercise checks: `from mha.checks import lesson01 as check`
@@ -32,7 +35,7 @@ Each lesson's machinery lives in a wing of its own, built on the core:
 
 Every experiment is also a command that prints the lesson's table and can write JSON with its provenance:
 `python -m mha.toy`, `python -m mha.pretrained`, `python -m mha.bench`, `python -m mha.decoding`,
-`python -m mha.parallel`, `python -m mha.circuits`, `python -m mha.course`.
+`python -m mha.parallel`, `python -m mha.flash`, `python -m mha.circuits`, `python -m mha.course`.
 
 Dimension names used everywhere: batch, seq, q_pos, k_pos, heads, d_model, d_head (and kv_heads, lesson 07).
 Mask convention used everywhere: True means "may attend" (see `mha.masks`).

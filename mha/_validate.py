@@ -4,9 +4,13 @@ Every error names what was expected and what arrived, in the course's vocabulary
 (batch, seq, q_pos, k_pos, heads, d_model, d_head), so that a learner can fix the call without reading our code.
 """
 
+import contextlib
+import contextvars
 import functools
+import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -41,6 +45,34 @@ def check_tensor(name: str, x, what: str = "a torch.Tensor") -> None:
             f"with torch.from_numpy({name}) (or use the numpy version, e.g. mha.attention_numpy)"
         )
     raise TypeError(f"{name} must be {what}, got {type(x).__name__}")
+
+
+def check_device(name: str, device) -> torch.device | None:
+    """A device given as a string or a torch.device: a clear error for a misspelt name or a GPU that is not there.
+
+    Returns the torch.device (None stays None: the caller's default).
+    """
+    if device is None:
+        return None
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"{name} must be a device such as 'cpu' or 'cuda', got {device!r}") from None
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}={device!r} asked for, but torch.cuda.is_available() is False on this machine")
+    return found
+
+
+def check_same_device(*named) -> None:
+    """Tensors that meet in one computation must be on one device: (name, tensor) pairs, None skipped."""
+    named = [(n, x) for n, x in named if x is not None]
+    first_name, first = named[0]
+    for name, x in named[1:]:
+        if x.device != first.device:
+            raise ValueError(
+                f"{name} is on {x.device} but {first_name} on {first.device}: move them to one device, "
+                f"e.g. {name}.to({str(first.device)!r})"
+            )
 
 
 @functools.cache
@@ -125,6 +157,11 @@ def check_qkv(q, k, v) -> None:
             raise ValueError(
                 f"{name} must have at least 2 dimensions (..., seq, d_head), got shape {fmt_shape(x.shape)}"
             )
+        if x.shape[-1] == 0:
+            raise ValueError(
+                f"{name} has d_head = 0 (shape {fmt_shape(x.shape)}): each position needs at least one feature; "
+                f"with none, every score is 0 and the weights are uniform whatever the input"
+            )
     if not (q.ndim == k.ndim == v.ndim):
         raise ValueError(
             f"q, k and v must have the same number of dimensions, got shapes "
@@ -132,6 +169,8 @@ def check_qkv(q, k, v) -> None:
         )
     if q.dtype != k.dtype or q.dtype != v.dtype:
         raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+    if isinstance(q, torch.Tensor):
+        check_same_device(("q", q), ("k", k), ("v", v))
     if q.shape[-1] != k.shape[-1]:
         raise ValueError(
             f"q and k must have the same last dimension d_head (queries are compared with keys by a dot product), "
@@ -182,3 +221,81 @@ def kv_group_size(heads: int, kv_heads: int) -> int:
             f"{[g for g in range(1, heads + 1) if heads % g == 0]}"
         )
     return heads // kv_heads
+
+
+# --------------------------------------------------------------------------------------------------- NaN and overflow
+# A non-finite output is named, not only seen: the input that holds NaN or infinities, or else the scores' overflow.
+
+_OVERFLOW = (
+    "{where}: the scores q·kᵀ/√d_head overflowed to ±inf ({dtype} holds numbers up to {largest:.3g}), so softmax "
+    "computed inf - inf = NaN and the output is NaN; the largest |q| is {q:.3g} and the largest |k| {k:.3g}. Scale q "
+    "and k down (normalise the layer's input), or compute in a wider dtype (float64)."
+)
+_NOT_FINITE = (
+    "{where}: {name} holds {what} (of its {total} numbers), so the output is NaN where they are used; find where "
+    "they came from (a division by zero, the log of 0, a learning rate too large) before attention"
+)
+# Set while a layer runs attention inside it: the layer names the culprit in its own terms (query, in_proj.weight).
+_QUIET = contextvars.ContextVar("mha_attention_quiet", default=False)
+
+
+@contextlib.contextmanager
+def diagnosed_by_caller():
+    """Inside this block, attention does not warn about a non-finite output: the caller checks and names it."""
+    token = _QUIET.set(True)
+    try:
+        yield
+    finally:
+        _QUIET.reset(token)
+
+
+def _not_finite(x) -> str | None:
+    """'3 NaN and 1 infinite' for an array or tensor holding such numbers, else None."""
+    if isinstance(x, np.ndarray):
+        nan, bad = int(np.isnan(x).sum()), int((~np.isfinite(x)).sum())
+    else:
+        nan, bad = int(torch.isnan(x).sum()), int((~torch.isfinite(x)).sum())
+    if not bad:
+        return None
+    return " and ".join(
+        part for part in (f"{nan} NaN" if nan else "", f"{bad - nan} infinite" if bad - nan else "") if part
+    )
+
+
+def not_finite_message(named, q=None, k=None, where: str = "attention") -> str:
+    """Why an output is not finite: the first of `named` (name, array or tensor) that holds NaN or infinities, or
+    else the scores' overflow (with the largest |q| and |k| when given)."""
+    for name, x in named:
+        if x is None or not (
+            x.is_floating_point() if isinstance(x, torch.Tensor) else np.issubdtype(x.dtype, np.floating)
+        ):
+            continue
+        what = _not_finite(x)
+        if what:
+            return _NOT_FINITE.format(
+                where=where, name=name, what=what, total=x.numel() if isinstance(x, torch.Tensor) else x.size
+            )
+    if q is None:
+        return (
+            f"{where}: the output is not finite while every input is finite: the scores q·kᵀ/√d_head overflowed to "
+            f"±inf, so softmax computed inf - inf = NaN. Scale the input down (normalise it), or compute in a wider "
+            f"dtype (float64)."
+        )
+    if isinstance(q, np.ndarray):
+        dtype, largest, top_q, top_k = q.dtype, float(np.finfo(q.dtype).max), np.abs(q).max(), np.abs(k).max()
+    else:
+        dtype, largest = str(q.dtype).removeprefix("torch."), torch.finfo(q.dtype).max
+        top_q, top_k = float(q.abs().max()), float(k.abs().max())
+    return _OVERFLOW.format(where=where, dtype=dtype, largest=largest, q=top_q, k=top_k)
+
+
+def warn_if_not_finite(out: torch.Tensor, named, q=None, k=None, where: str = "attention", stacklevel: int = 2) -> None:
+    """Warn when `out` is not finite, naming why (`not_finite_message`); on a CPU only (see `mha.attention`)."""
+    if out.device.type != "cpu" or torch.compiler.is_compiling() or _QUIET.get():
+        return
+    with torch.no_grad():
+        # One number first (no tensor of the output's size is made): a NaN or inf anywhere makes the sum non-finite.
+        if math.isfinite(float(out.sum(dtype=torch.float64))) or bool(torch.isfinite(out).all()):
+            return
+        message = not_finite_message(named, q, k, where)
+    warnings.warn(message, RuntimeWarning, stacklevel=stacklevel + 1)

@@ -8,9 +8,10 @@ to: its weights are all zero and its output is the zero vector (no NaN). This is
 `torch.nn.functional.scaled_dot_product_attention` returns too; `nn.MultiheadAttention` returns NaN there.
 
 Scores can overflow: float32 holds numbers up to about 3.4e38 (float16: 65504), and a score is a sum of d_head
-products. When one becomes infinite, softmax computes inf - inf = NaN and the output is NaN. On a CPU the torch and
-numpy versions warn when that happens (a `RuntimeWarning` naming the cause); on a GPU the check is skipped, because
-looking at the result would make the CPU wait for the GPU.
+products. When one becomes infinite, softmax computes inf - inf = NaN and the output is NaN. A NaN in an input (q, k,
+v, or a layer's weights) makes the output NaN too. On a CPU the torch and numpy versions warn when the output is
+not finite (a `RuntimeWarning` naming the cause: the input that holds NaN or infinities, or else the overflow); on a
+GPU the check is skipped, because looking at the result would make the CPU wait for the GPU.
 """
 
 import math
@@ -20,14 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import check_fits, check_float, check_mask, check_qkv, check_tensor
-from .masks import with_causal
-
-_OVERFLOW = (
-    "attention: the scores q·kᵀ/√d_head overflowed to ±inf ({dtype} holds numbers up to {largest:.3g}), so softmax "
-    "computed inf - inf = NaN and the output is NaN; the largest |q| is {q:.3g} and the largest |k| {k:.3g}. Scale q "
-    "and k down (normalise the layer's input), or compute in a wider dtype (float64)."
+from ._validate import (
+    check_fits,
+    check_float,
+    check_mask,
+    check_qkv,
+    check_same_device,
+    check_tensor,
+    not_finite_message,
+    warn_if_not_finite,
 )
+from .masks import with_causal
 
 
 def softmax_numpy(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
@@ -52,7 +56,8 @@ def softmax_numpy(scores: np.ndarray, mask: np.ndarray | None = None) -> np.ndar
     with np.errstate(invalid="ignore"):  # inf - inf: reported below, in words
         e = np.exp(scores - row_max)  # subtracting the max changes nothing but keeps exp from overflowing
     total = e.sum(axis=-1, keepdims=True)
-    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+    # a fully masked row (total 0) attends to nothing; a NaN stays NaN, as in torch, so that it is seen
+    return np.divide(e, total, out=np.zeros_like(e), where=(total > 0) | np.isnan(total))
 
 
 def attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None = None):
@@ -74,9 +79,8 @@ def attention_numpy(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarra
         scores = q @ k.swapaxes(-1, -2) / math.sqrt(q.shape[-1])  # (..., q_pos, k_pos)
         weights = softmax_numpy(scores, mask)
         out = weights @ v
-    if not np.isfinite(out).all() and all(np.isfinite(x).all() for x in (q, k, v)):
-        largest = float(np.finfo(q.dtype).max)
-        message = _OVERFLOW.format(dtype=q.dtype, largest=largest, q=np.abs(q).max(), k=np.abs(k).max())
+    if not np.isfinite(out).all():
+        message = not_finite_message((("q", q), ("k", k), ("v", v)), q, k, where="attention_numpy")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     return out, weights
 
@@ -113,26 +117,8 @@ def _check_torch_inputs(q, k, v, mask) -> None:
     if mask is not None:
         check_tensor("mask", mask, "a boolean torch.Tensor")
     check_qkv(q, k, v)
-
-
-def _warn_if_overflowed(out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """Warn when finite inputs gave a non-finite output: the scores overflowed (CPU only, see the module's note)."""
-    if out.device.type != "cpu" or torch.compiler.is_compiling():
-        return
-    with torch.no_grad():
-        # One number first (no tensor of the output's size is made): a NaN or inf anywhere makes the sum non-finite.
-        if math.isfinite(float(out.sum(dtype=torch.float64))) or bool(torch.isfinite(out).all()):
-            return
-        if not all(bool(torch.isfinite(x).all()) for x in (q, k, v)):
-            return
-        largest = torch.finfo(q.dtype).max
-        message = _OVERFLOW.format(
-            dtype=str(q.dtype).removeprefix("torch."),
-            largest=largest,
-            q=float(q.abs().max()),
-            k=float(k.abs().max()),
-        )
-    warnings.warn(message, RuntimeWarning, stacklevel=3)
+    if mask is not None:
+        check_same_device(("q", q), ("mask", mask))
 
 
 def attention(
@@ -171,7 +157,7 @@ def attention(
         else:
             weights = _softmax_of_filled(scores, allowed)
     out = weights @ v  # (..., q_pos, d_v)
-    _warn_if_overflowed(out, q, k, v)
+    warn_if_not_finite(out, (("q", q), ("k", k), ("v", v)), q, k)
     return out, weights  # (..., q_pos, d_v), (..., q_pos, k_pos)
 
 
@@ -197,4 +183,6 @@ def sdpa(
         check_mask(mask, (*q.shape[:-1], k.shape[-2]))
     if causal and mask is not None:
         mask, causal = with_causal(mask, q.shape[-2], k.shape[-2], q.device), False
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+    warn_if_not_finite(out, (("q", q), ("k", k), ("v", v)), q, k, where="sdpa")
+    return out

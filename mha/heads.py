@@ -61,8 +61,9 @@ def repeat_kv(x: torch.Tensor, group: int) -> torch.Tensor:
     Shape:
         x (batch, kv_heads, seq, d_head); returns (batch, heads, seq, d_head) with heads = kv_heads * group, a copy.
     """
+    check_tensor("x", x)
     check_rank("x", x, (4,), "(batch, kv_heads, seq, d_head)")
-    if not isinstance(group, int) or group < 1:
+    if isinstance(group, bool) or not isinstance(group, int) or group < 1:
         raise ValueError(f"group must be a positive integer (query heads per key/value head), got {group!r}")
     # heads 0..group-1 read kv head 0, the next group kv head 1, ...: repeat_interleave, not repeat (which would
     # hand head h the kv head h % kv_heads)

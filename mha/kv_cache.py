@@ -14,6 +14,10 @@ without copying them, so that a decoding step reads each cached key once, whatev
 
 Padding: a batch of prompts of different lengths is padded on the left, so that every sequence's next token goes
 to the same slot; the cache keeps a mask of the slots that hold real tokens.
+
+RoPE (lesson 09): a `RotaryMultiHeadAttention` turns its keys by their positions before they are cached, so the
+cache holds keys already turned, and each new query is turned by its own position. A token's position counts the
+real tokens before it, as `mha.decoding.model` counts them, so that padding moves no real token.
 """
 
 import torch
@@ -22,6 +26,7 @@ from ._validate import check_rank, fmt_shape
 from .attention import attention
 from .heads import merge_heads, split_heads
 from .multihead import MultiHeadAttention
+from .positions import RotaryMultiHeadAttention
 
 
 def cache_bytes(layers: int, batch: int, kv_heads: int, d_head: int, seq: int, bytes_per_number: int) -> int:
@@ -162,7 +167,8 @@ def cached_self_attention(layer: MultiHeadAttention, x: torch.Tensor, cache: KVC
     Prefill is a call with the whole prompt and an empty cache; a decoding step is a call with one position.
 
     Args:
-        layer: the attention layer whose weights to use (its kv_heads must match the cache's).
+        layer: the attention layer whose weights to use (its kv_heads must match the cache's); a
+            `RotaryMultiHeadAttention` turns the new queries and keys by their positions before the keys are cached.
         x: the new positions' inputs.
         cache: this layer's cache; it grows by `new` positions.
         real: True where a new position is a real token, False for padding (default: all real).
@@ -176,6 +182,11 @@ def cached_self_attention(layer: MultiHeadAttention, x: torch.Tensor, cache: KVC
     q = split_heads(q, layer.heads)  # (batch, heads, new, d_head)
     k, v = split_heads(k, layer.kv_heads), split_heads(v, layer.kv_heads)  # (batch, kv_heads, new, d_head)
     past = cache.length
+    if isinstance(layer, RotaryMultiHeadAttention):  # keys are cached turned: turn the new ones, and the queries
+        real_new = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if real is None else real
+        seen = cache.real[:, :past].sum(dim=1, keepdim=True)  # (batch, 1) real tokens already cached
+        positions = (seen + real_new.cumsum(dim=1) - 1).clamp(min=0)  # (batch, new): real tokens before each one
+        q, k = layer.turn(q, positions), layer.turn(k, positions)
     k, v, held = cache.append(k, v, real)  # (batch, kv_heads, past + new, d_head), held (batch, past + new)
     allowed = causal_mask_after(past, x.shape[1], x.device) & held[:, None, None, :]  # (batch, 1, new, past + new)
     out, _ = grouped_attention(q, k, v, allowed)  # (batch, heads, new, d_head)

@@ -8,7 +8,7 @@ opposite one (True means "blocked", for both `attn_mask` and `key_padding_mask`)
 
 import torch
 
-from ._validate import check_fits, check_int, check_tensor, fmt_shape
+from ._validate import check_device, check_fits, check_int, check_tensor, fmt_shape
 
 
 def causal_mask(q_len: int, k_len: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
@@ -25,6 +25,7 @@ def causal_mask(q_len: int, k_len: int | None = None, device: torch.device | str
     """
     q_len = check_int("q_len", q_len)
     k_len = q_len if k_len is None else check_int("k_len", k_len)
+    device = check_device("device", device)
     check_fits(q_len * k_len, device, f"a ({q_len}, {k_len}) causal mask")
     return torch.ones(q_len, k_len, dtype=torch.bool, device=device).tril()
 
@@ -62,6 +63,8 @@ def padding_mask(lengths, seq: int | None = None) -> torch.Tensor:
         raise TypeError(f"lengths must be a list of integers or a 1-D integer tensor, got {lengths!r}") from None
     if lengths.numel() == 0:
         raise ValueError("lengths is empty: give one length per sequence of the batch")
+    if lengths.device.type == "meta":
+        raise ValueError("lengths is on the meta device, which holds shapes but no values: give the lengths themselves")
     if lengths.ndim != 1 or lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
         raise ValueError(
             f"lengths must be a 1-D list of integers, got shape {fmt_shape(lengths.shape)} and dtype {lengths.dtype}"

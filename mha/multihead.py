@@ -21,7 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_fits, check_float, check_rank, check_tensor, fmt_shape, head_size, kv_group_size
+from ._validate import (
+    check_fits,
+    check_float,
+    check_rank,
+    check_same_device,
+    check_tensor,
+    diagnosed_by_caller,
+    fmt_shape,
+    head_size,
+    kv_group_size,
+    warn_if_not_finite,
+)
 from .attention import attention, masked_softmax, sdpa
 from .heads import merge_heads, repeat_kv, split_heads
 from .masks import combine_masks, with_causal
@@ -58,8 +69,13 @@ class AttentionHead(nn.Module):
         causal: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Project, then attend (see `mha.attention.attention` for mask and causal; defaults None and False)."""
+        for name, x in (("query", query), ("key", key), ("value", value)):
+            _check_input(self, name, x)
         q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(value)  # (batch, seq, d_head) each
-        return attention(q, k, v, mask, causal)
+        with diagnosed_by_caller():
+            out, weights = attention(q, k, v, mask, causal)
+        _diagnose(self, out, query, key, value, q, k)
+        return out, weights
 
 
 class MultiHeadAttentionLoop(nn.Module):
@@ -98,17 +114,22 @@ class MultiHeadAttentionLoop(nn.Module):
         query, key, value, mask = _prepare(self, query, key, value, attn_mask, key_padding_mask)
         keep = None if head_mask is None else _check_head_mask(head_mask, (query.shape[0], self.heads), query.dtype)
         outs, weights = [], []
-        for h, head in enumerate(self.attention_heads):
-            mask_h = None if mask is None else mask[:, h if mask.shape[1] > 1 else 0]  # (batch, q_pos, k_pos)
-            out, w = head(query, key, value, mask_h, causal)  # (batch, q_pos, d_head), (batch, q_pos, k_pos)
-            outs.append(out if keep is None else out * keep[:, h, None, None])
-            weights.append(w)
+        with diagnosed_by_caller():
+            for h, head in enumerate(self.attention_heads):
+                mask_h = None if mask is None else mask[:, h if mask.shape[1] > 1 else 0]  # (batch, q_pos, k_pos)
+                out, w = head(query, key, value, mask_h, causal)  # (batch, q_pos, d_head), (batch, q_pos, k_pos)
+                outs.append(out if keep is None else out * keep[:, h, None, None])
+                weights.append(w)
         concat = torch.cat(outs, dim=-1)  # (batch, q_pos, d_model): head h in features h*d_head..(h+1)*d_head-1
-        return self.out_proj(concat), _pack_weights(torch.stack(weights, dim=1), need_weights, average_weights)
+        out = self.out_proj(concat)
+        _diagnose(self, out, query, key, value, head_mask=head_mask)
+        return out, _pack_weights(torch.stack(weights, dim=1), need_weights, average_weights)
 
     @classmethod
     def from_batched(cls, mha: "MultiHeadAttention") -> "MultiHeadAttentionLoop":
         """A loop version computing exactly what `mha` computes: head h gets rows h*d_head.. of each projection."""
+        if not isinstance(mha, MultiHeadAttention):
+            raise TypeError(f"from_batched takes a mha.MultiHeadAttention, got {type(mha).__name__}")
         bias = mha.in_proj.bias is not None
         loop = cls(mha.d_model, mha.heads, bias).to(mha.in_proj.weight)
         sizes = mha.projection_sizes()
@@ -200,10 +221,12 @@ class MultiHeadAttention(nn.Module):
         if self.kv_heads != self.heads:  # each query head reads its group's keys and values
             group = self.heads // self.kv_heads
             k, v = repeat_kv(k, group), repeat_kv(v, group)  # (batch, heads, seq, d_head)
-        out, weights = self.attend(q, k, v, mask, causal, need_weights)  # out (batch, heads, q_pos, d_head)
+        with diagnosed_by_caller():  # a NaN is named below, in the layer's terms
+            out, weights = self.attend(q, k, v, mask, causal, need_weights)  # out (batch, heads, q_pos, d_head)
         if head_mask is not None:
             out = out * _check_head_mask(head_mask, out.shape[:2], out.dtype)[..., None, None]
         out = self.out_proj(merge_heads(out))  # (batch, q_pos, d_model)
+        _diagnose(self, out, query, key, value, q, k, head_mask)
         return out, _pack_weights(weights, need_weights, average_weights)
 
     def project(self, query, key, value):
@@ -231,6 +254,8 @@ class MultiHeadAttention(nn.Module):
     @classmethod
     def from_torch(cls, module: nn.MultiheadAttention) -> "MultiHeadAttention":
         """A copy of a `torch.nn.MultiheadAttention` (its weights, not its mask convention: ours is True = attend)."""
+        if not isinstance(module, nn.MultiheadAttention):
+            raise TypeError(f"from_torch takes a torch.nn.MultiheadAttention, got {type(module).__name__}")
         if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
             raise ValueError(
                 "from_torch supports nn.MultiheadAttention with kdim = vdim = embed_dim, "
@@ -302,18 +327,46 @@ class MultiHeadAttentionSDPA(MultiHeadAttention):
         return sdpa(q, k, v, mask, causal), None
 
 
+def _check_input(module, name, x) -> None:
+    """A layer's input: a float tensor of (batch, seq, d_model), in the dtype and on the device of its weights."""
+    check_tensor(name, x)
+    check_float(name, x)
+    check_rank(name, x, (3,), "(batch, seq, d_model)")
+    d_model = getattr(module, "d_model", None) or module.q_proj.in_features
+    if x.shape[-1] != d_model:
+        raise ValueError(
+            f"{name} has shape {fmt_shape(x.shape)}: expected (batch, seq, d_model) with d_model={d_model}"
+        )
+    weight = next(module.parameters(), None)
+    if weight is None:
+        return
+    if x.dtype != weight.dtype:
+        raise TypeError(
+            f"{name} has dtype {x.dtype} but the layer's weights are {weight.dtype}: convert one to the other, "
+            f"e.g. {name}.to({weight.dtype}) or layer.to({x.dtype})"
+        )
+    if x.device != weight.device:
+        raise ValueError(
+            f"{name} is on {x.device} but the layer's weights are on {weight.device}: move one to the other, "
+            f"e.g. {name}.to({str(weight.device)!r}) or layer.to({str(x.device)!r})"
+        )
+
+
+def _diagnose(module, out, query, key, value, q=None, k=None, head_mask=None) -> None:
+    """Warn when the layer's output is not finite: the input or weight that holds NaN, or the scores' overflow."""
+    named = [("query", query), ("key", key), ("value", value), ("head_mask", head_mask)]
+    warn_if_not_finite(out, [*named, *module.named_parameters()], q, k, where=type(module).__name__, stacklevel=5)
+
+
 def _prepare(module, query, key, value, attn_mask, key_padding_mask):
-    """Default key and value to query, check every shape and dtype, and merge the masks."""
+    """Default key and value to query, check every shape, dtype and device, and merge the masks."""
     key = query if key is None else key
     value = key if value is None else value
     for name, x in (("query", query), ("key", key), ("value", value)):
-        check_tensor(name, x)
-        check_float(name, x)
-        check_rank(name, x, (3,), "(batch, seq, d_model)")
-        if x.shape[-1] != module.d_model:
-            raise ValueError(
-                f"{name} has shape {fmt_shape(x.shape)}: expected (batch, seq, d_model) with d_model={module.d_model}"
-            )
+        _check_input(module, name, x)
+    for name, mask in (("attn_mask", attn_mask), ("key_padding_mask", key_padding_mask)):
+        if isinstance(mask, torch.Tensor):
+            check_same_device(("query", query), (name, mask))
     if key.shape[:2] != value.shape[:2] or key.shape[0] != query.shape[0]:
         raise ValueError(
             f"query {fmt_shape(query.shape)}, key {fmt_shape(key.shape)} and value "

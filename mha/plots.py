@@ -13,6 +13,19 @@ def _to_numpy(x):
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def _check_labels(q_labels, k_labels, shape) -> None:
+    """One label per row (query) and per column (key): matplotlib's own message names neither."""
+    for name, labels, size, what in (
+        ("q_labels", q_labels, shape[-2], "q_pos"),
+        ("k_labels", k_labels, shape[-1], "k_pos"),
+    ):
+        if labels is not None and len(labels) != size:
+            raise ValueError(
+                f"{name} has {len(labels)} labels but the weights have {what} = {size} (shape {tuple(shape)}): "
+                f"give one label per {'row' if name == 'q_labels' else 'column'}"
+            )
+
+
 def show_attention(
     weights,
     q_labels=None,
@@ -43,6 +56,7 @@ def show_attention(
     w = _to_numpy(weights)
     if w.ndim != 2:
         raise ValueError(f"weights must have shape (q_pos, k_pos), got shape {w.shape}")
+    _check_labels(q_labels, k_labels, w.shape)
     if ax is None:
         _, ax = plt.subplots(figsize=(0.45 * w.shape[1] + 2.2, 0.4 * w.shape[0] + 1.4))
     image = ax.imshow(w, cmap=cmap, vmin=0, vmax=1 if vmax is None else vmax, aspect="auto")
@@ -113,7 +127,12 @@ def attention_grid(weights, q_labels=None, k_labels=None, titles=None, ncols=4, 
     w = _to_numpy(weights)
     if w.ndim != 3:
         raise ValueError(f"weights must have shape (maps, q_pos, k_pos), got shape {w.shape}")
+    _check_labels(q_labels, k_labels, w.shape)
     n = w.shape[0]
+    if titles is not None and len(titles) < n:
+        raise ValueError(f"titles has {len(titles)} titles but weights hold {n} maps (shape {w.shape}): one per map")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a whole number of at least 1, got {ncols!r}")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols + 0.6, size * nrows + 0.4), squeeze=False)

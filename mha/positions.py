@@ -78,20 +78,28 @@ def sinusoidal_table(seq: int, d_model: int, base: float = BASE) -> torch.Tensor
 
 
 def _angles(x: torch.Tensor, positions, base: float) -> torch.Tensor:
-    """Each position's angle for each pair, checked against x: (seq, d_head // 2), float64."""
+    """Each position's angle for each pair, checked against x, in float64: (seq, d_head // 2) for positions (seq,),
+    (batch, 1, seq, d_head // 2) for positions (batch, seq)."""
     check_float("x", x)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., seq, d_head), got shape {fmt_shape(x.shape)}")
     _check_even("d_head (the last dimension of x)", x.shape[-1])
     seq = x.shape[-2]
     positions = torch.arange(seq) if positions is None else torch.as_tensor(positions)
-    if positions.shape != (seq,) or positions.is_floating_point() or positions.dtype == torch.bool:
+    one_per_sequence = x.ndim == 4 and positions.shape == (x.shape[0], seq)  # a row of positions per sequence
+    if (
+        (positions.shape != (seq,) and not one_per_sequence)
+        or positions.is_floating_point()
+        or positions.dtype == (torch.bool)
+    ):
         raise ValueError(
-            f"positions must be integers of shape (seq,) = ({seq},), one per row of x; got "
+            f"positions must be integers of shape (seq,) = ({seq},), one per row of x, or (batch, seq) for x of "
+            f"shape (batch, heads, seq, d_head); got "
             f"{'dtype ' + str(positions.dtype) + ', ' if positions.is_floating_point() else ''}"
             f"shape {fmt_shape(positions.shape)}"
         )
-    return positions.to(x.device, torch.float64)[:, None] * frequencies(x.shape[-1], base).to(x.device)
+    angles = positions.to(x.device, torch.float64)[..., None] * frequencies(x.shape[-1], base).to(x.device)
+    return angles[:, None] if one_per_sequence else angles  # (batch, 1, seq, d_head // 2) or (seq, d_head // 2)
 
 
 def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = BASE) -> torch.Tensor:
@@ -99,13 +107,15 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
 
     Args:
         x: queries or keys, one vector per position.
-        positions: the position of each row of x (default: 0, 1, ..., seq - 1).
+        positions: the position of each row of x (default: 0, 1, ..., seq - 1); one row of positions per
+            sequence when the sequences of a batch sit at different positions (a KV cache with left padding).
         base: frequency base (default: 10000).
 
     Shape:
-        x (..., seq, d_head) with d_head even; positions (seq,) integers; returns the same shape as x.
+        x (..., seq, d_head) with d_head even; positions (seq,) integers, or (batch, seq) for x (batch, heads, seq,
+        d_head); returns the same shape as x.
     """
-    angles = _angles(x, positions, base)  # (seq, d_head // 2)
+    angles = _angles(x, positions, base)  # (seq, d_head // 2), or (batch, 1, seq, d_head // 2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     even, odd = x[..., 0::2], x[..., 1::2]  # (..., seq, d_head // 2) each: the two features of every pair
     turned = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)  # (..., seq, d_head // 2, 2)
@@ -117,7 +127,7 @@ def apply_rope_complex(x: torch.Tensor, positions: torch.Tensor | None = None, b
 
     Args and Shape: as `apply_rope`.
     """
-    angles = _angles(x, positions, base)  # (seq, d_head // 2)
+    angles = _angles(x, positions, base)  # (seq, d_head // 2), or (batch, 1, seq, d_head // 2)
     pairs = torch.view_as_complex(x.double().reshape(*x.shape[:-1], -1, 2).contiguous())  # (..., seq, d_head // 2)
     turned = pairs * torch.polar(torch.ones_like(angles), angles)  # multiplying by e^(j a) turns by a
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)  # (..., seq, d_head)
@@ -188,9 +198,17 @@ class RotaryMultiHeadAttention(MultiHeadAttention):
         _check_base(base)
         self.base = base
 
+    def turn(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Queries or keys turned by their positions, with this layer's base (`apply_rope`).
+
+        Shape:
+            x (batch, heads, seq, d_head); positions (seq,) or (batch, seq), default 0 .. seq - 1; returns x's shape.
+        """
+        return apply_rope(x, positions, base=self.base)
+
     def attend(self, q, k, v, mask, causal, need_weights):
-        q = apply_rope(q, base=self.base)  # (batch, heads, q_pos, d_head): the query at m turned by m theta
-        k = apply_rope(k, base=self.base)  # (batch, heads, k_pos, d_head): the key at n turned by n theta
+        q = self.turn(q)  # (batch, heads, q_pos, d_head): the query at m turned by m theta
+        k = self.turn(k)  # (batch, heads, k_pos, d_head): the key at n turned by n theta
         return super().attend(q, k, v, mask, causal, need_weights)
 
     def extra_repr(self) -> str:

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# every figure a notebook draws must show data in every panel (tests/panel_check_plugin.py)
+pytest_plugins = ("tests.panel_check_plugin",)
+
 PER_NOTEBOOK_S = 90.0
 MEAN_NOTEBOOK_S = 40.0
 

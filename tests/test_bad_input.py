@@ -30,12 +30,31 @@ def test_overflowing_scores_warn_and_name_the_cause():
         attention_numpy(q.numpy(), k.numpy(), v.numpy())
 
 
-def test_nan_in_the_inputs_is_not_blamed_on_the_scores():
+@pytest.mark.parametrize("fn", [attention, sdpa, attention_numpy], ids=["attention", "sdpa", "numpy"])
+def test_nan_in_an_input_is_named_not_blamed_on_the_scores(fn):
     q, k, v = _qkv(1, 4, 8)
-    q[0, 0, 0] = float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        attention(q, k, v)
+    v[0, 2, 1] = float("nan")
+    if fn is attention_numpy:
+        q, k, v = q.numpy(), k.numpy(), v.numpy()
+    with pytest.warns(RuntimeWarning, match=r"v holds 1 NaN \(of its 32 numbers\), so the output is NaN") as said:
+        out = fn(q, k, v)
+    assert not any("overflowed" in str(w.message) for w in said)
+    out = out[0] if isinstance(out, tuple) else out
+    assert np.isnan(np.asarray(out)).any()  # named, not hidden (the numpy version gave zeros before)
+
+
+@pytest.mark.parametrize("cls", [mha.MultiHeadAttention, mha.MultiHeadAttentionLoop, mha.MultiHeadAttentionSDPA])
+def test_nan_in_a_layers_input_or_weights_is_named_in_the_layers_terms(cls):
+    layer = cls(8, 2)
+    x = torch.randn(1, 3, 8)
+    x[0, 1, 2] = float("nan")
+    with pytest.warns(RuntimeWarning, match=f"{cls.__name__}: query holds 1 NaN") as said:
+        layer(x)
+    assert len(said) == 1  # one warning, from the layer; not a second one from the attention inside it
+    with torch.no_grad():
+        layer.out_proj.weight[0, 0] = float("inf")
+    with pytest.warns(RuntimeWarning, match="out_proj.weight holds 1 infinite"):
+        layer(torch.randn(1, 3, 8))
 
 
 @pytest.mark.parametrize("fn", [attention, sdpa], ids=["attention", "sdpa"])
@@ -189,3 +208,87 @@ def test_a_missing_results_folder_is_created(tmp_path):
 
     path = write_results(tmp_path / "new" / "folder" / "r.json", stamp("cmd"), {"x": [1.0, float("nan")]})
     assert path.read_text().count("null") == 1  # NaN is not JSON: written as null
+
+
+def test_token_ids_outside_the_vocabulary_are_named():
+    from mha.toy.models import AttentionOnlyConfig, AttentionOnlyModel
+
+    model = AttentionOnlyModel(AttentionOnlyConfig(vocab=8, seq=4))
+    for bad in (torch.tensor([[1, 2, 8]]), torch.tensor([[-1, 2, 3]])):
+        with pytest.raises(ValueError, match=r"tokens must be token ids from 0 to vocab - 1 = 7.*got ids from"):
+            model(bad)  # "index out of range in self" before
+    with pytest.raises(TypeError, match="tokens must be a torch.Tensor, got a numpy array"):
+        model(np.zeros((1, 3), dtype=np.int64))  # "tokens must be int64 token ids, got dtype int64" before
+    from mha.toy.language import VOCAB, decode
+
+    with pytest.raises(ValueError, match=f"tokens must be ids of the language's words, 0 to {len(VOCAB) - 1}, got -1"):
+        decode(torch.tensor([1, -1]))  # the last word, silently, before
+
+
+def test_the_pretrained_model_names_ids_and_masks_that_do_not_fit():
+    from mha import pretrained
+
+    model, tokenizer = pretrained.load()
+    batch = pretrained.tokenize(tokenizer, ["Hi!"])
+    too_big = batch.input_ids.clone()
+    too_big[0, 1] = 10**6
+    with pytest.raises(ValueError, match=r"input_ids must be token ids of the vocabulary from 0 to 30521, got ids"):
+        model(too_big)
+    with pytest.raises(ValueError, match=r"segment_ids must be segment ids .* from 0 to 1, got ids from 2 to 2"):
+        model(batch.input_ids, segment_ids=torch.full_like(batch.input_ids, 2))
+    with pytest.raises(ValueError, match=r"mask must be a boolean tensor of shape \(batch, seq\) = \(1, 4\)"):
+        model(batch.input_ids, mask=batch.mask.long())
+    with pytest.raises(ValueError, match="segment_ids must hold integer ids of shape"):
+        model(batch.input_ids, segment_ids=torch.zeros(1, 3, dtype=torch.long))
+
+
+def test_a_layer_names_an_input_of_another_dtype_or_device():
+    layer = mha.MultiHeadAttention(8, 2)
+    with pytest.raises(TypeError, match=r"query has dtype torch.float64 but the layer's weights are torch.float32"):
+        layer(torch.randn(1, 3, 8, dtype=torch.float64))  # "mat1 and mat2 must have the same dtype" before
+    with pytest.raises(ValueError, match="key is on meta but the layer's weights are on cpu"):
+        layer(torch.randn(1, 3, 8), torch.randn(1, 3, 8, device="meta"))
+    with pytest.raises(TypeError, match="query has dtype torch.float64"):
+        mha.AttentionHead(8, 4)(*[torch.randn(1, 3, 8, dtype=torch.float64)] * 3)
+    with pytest.raises(ValueError, match="key_padding_mask is on meta but query on cpu"):
+        layer(torch.randn(1, 3, 8), key_padding_mask=torch.ones(1, 3, dtype=torch.bool, device="meta"))
+
+
+def test_devices_are_checked_where_they_enter():
+    with pytest.raises(ValueError, match="device must be a device such as 'cpu' or 'cuda', got 'cdua'"):
+        causal_mask(3, device="cdua")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device='cuda' asked for, but torch.cuda.is_available\(\) is False"):
+            causal_mask(3, device="cuda")
+    q = torch.randn(1, 3, 4)
+    with pytest.raises(ValueError, match="k is on meta but q on cpu"):
+        attention(q, q.to("meta"), q)
+    with pytest.raises(ValueError, match="lengths is on the meta device"):
+        padding_mask(torch.tensor([2, 3], device="meta"))
+
+
+def test_the_conversions_name_the_object_they_were_given():
+    layer = mha.MultiHeadAttention(8, 2)
+    with pytest.raises(TypeError, match="from_torch takes a torch.nn.MultiheadAttention, got MultiHeadAttention"):
+        mha.MultiHeadAttention.from_torch(layer)
+    with pytest.raises(TypeError, match="from_batched takes a mha.MultiHeadAttention, got MultiheadAttention"):
+        mha.MultiHeadAttentionLoop.from_batched(torch.nn.MultiheadAttention(8, 2))
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got a numpy array"):
+        mha.repeat_kv(np.zeros((1, 2, 3, 4)), 2)
+
+
+def test_a_head_of_width_zero_is_refused():
+    q = torch.randn(1, 3, 0)
+    with pytest.raises(ValueError, match=r"q has d_head = 0 \(shape \(1, 3, 0\)\).*the weights are uniform"):
+        attention(q, q, torch.randn(1, 3, 4))  # uniform weights, silently, before
+
+
+def test_plot_labels_must_match_the_weights():
+    from mha.plots import attention_grid, show_attention
+
+    with pytest.raises(ValueError, match=r"q_labels has 2 labels but the weights have q_pos = 3"):
+        show_attention(torch.rand(3, 3), q_labels=["a", "b"])
+    with pytest.raises(ValueError, match=r"k_labels has 4 labels but the weights have k_pos = 3"):
+        attention_grid(torch.rand(2, 3, 3), k_labels=list("abcd"))
+    with pytest.raises(ValueError, match="titles has 1 titles but weights hold 2 maps"):
+        attention_grid(torch.rand(2, 3, 3), titles=["one"])

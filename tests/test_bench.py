@@ -25,6 +25,7 @@ from mha.bench.__main__ import main, mistakes_main
 from mha.bench.flops import attention_flops, core_flops, known_peak, projection_flops
 from mha.bench.implementations import (
     IMPLEMENTATIONS,
+    LESSON_10,
     Implementation,
     Problem,
     Shape,
@@ -43,7 +44,9 @@ from mha.heads import merge_heads, split_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 ON_CPU = [n for n in IMPLEMENTATIONS if unavailable(IMPLEMENTATIONS[n], "cpu") is None]
-EAGER = [n for n in ON_CPU if n != "compiled"]  # compiling takes seconds per shape: tested on its own, marked slow
+# compiling takes seconds per shape: tested on its own, marked slow; lesson 10's Triton kernel is tested with its
+# lesson (tests/test_flash.py), where a gradient that should be zero (one key) is judged on the scale of all three
+EAGER = [n for n in ON_CPU if n != "compiled" and n not in LESSON_10]
 
 
 @pytest.fixture(autouse=True)
@@ -349,19 +352,26 @@ def test_gpu_plan_skips_what_would_not_fit_and_nothing_else():
     assert any(line.startswith("memory: batch 1 · seq 32768") and "core/math (" in line for line in lines)
 
 
-def test_the_gpu_suite_fits_in_ten_minutes():
-    # Shared and rented GPU machines often allow one command 10 minutes: the suite is sized to about 8, main table
-    # first.
+def test_the_gpu_recording_fits_in_ten_minutes():
+    # Shared and rented GPU machines often allow one command 10 minutes: `make gpu-record` runs lesson 06's suite,
+    # lesson 07's timing and lesson 10's suite, each under a cap written in scripts/record_gpu.sh; each suite's
+    # estimate must fit its cap, and the caps together 10 minutes, main tables first.
+    script = (ROOT / "scripts" / "record_gpu.sh").read_text()
+    caps = {name: int(seconds) for name, seconds in re.findall(r'^record "lesson (\d+)" (\d+) ', script, re.MULTILINE)}
+    assert set(caps) == {"06", "07", "10"} and sum(caps.values()) <= 570, caps
     gpu = suite("gpu")
     times = estimate(gpu, H100)
-    assert [e.name for e, _ in times] == ["table", "table", "seq", "memory", "heads"]
-    assert 6 * 60 < sum(s for _, s in times) < 9 * 60, times
+    assert [e.name for e, _ in times] == ["table", "table", "seq", "memory"]
+    assert 3 * 60 < sum(s for _, s in times) < caps["06"], times
     assert gpu.experiments[0].shapes[0] == Shape(4, 4096, 2048, 16) and "compiled" in gpu.experiments[0].implementations
+    flash = estimate(suite("flash"), H100)
+    assert [e.name for e, _ in flash][0] == "table" and sum(s for _, s in flash) < caps["10"], flash
+    assert "core/triton" in suite("flash").experiments[0].implementations
     # the estimate follows what it is given: more timing, more time; a suite of the old size would not fit
     slower = estimate(dataclasses.replace(gpu, min_run_time=4 * gpu.min_run_time), H100)
     assert sum(s for _, s in slower) > sum(s for _, s in times) + 60
     twice = dataclasses.replace(gpu, experiments=gpu.experiments * 2)
-    assert sum(s for _, s in estimate(twice, H100)) > 10 * 60
+    assert sum(s for _, s in estimate(twice, H100)) > caps["06"] + 60
 
 
 @pytest.mark.parametrize(
@@ -497,8 +507,8 @@ def test_dry_run_plans_the_gpu_suite_without_a_gpu_and_says_how_long(capsys):
     assert "table: batch 4 · seq 4096 · d_model 2048 · heads 16 · d_head 128 · not causal, forward: 13 to run" in out
     assert "memory: batch 1 · seq 32768" in out and "core/math (its (batch, heads, q_pos, k_pos) weights" in out
     minutes = dict(re.findall(r"^  (\w+(?: all| causal)?) .* (\d+\.\d) min$", out, flags=re.MULTILINE))
-    assert set(minutes) == {"table", "table causal", "seq", "memory", "heads", "in all"}, out
-    assert 6 < float(minutes["in all"]) < 9
+    assert set(minutes) == {"table", "table causal", "seq", "memory", "in all"}, out
+    assert 3 < float(minutes["in all"]) < 5
     parts = sum(float(m) for name, m in minutes.items() if name != "in all")
     assert abs(parts - float(minutes["in all"])) <= 0.3  # the experiments add up to the total, give or take rounding
 
@@ -544,12 +554,18 @@ def test_threads_are_set_for_the_block_and_restored_even_after_an_error():
 @pytest.mark.parametrize(
     "argv, words",
     [
-        (["--threads", "0"], "argument --threads: must be at least 1, got 0"),
-        (["--rounds", "0"], "argument --rounds: must be at least 1, got 0"),
-        (["--memory-budget", "-2"], "argument --memory-budget: must be more than 0, got -2"),
-        (["--min-run-time", "0"], "argument --min-run-time: must be more than 0, got 0"),
-        (["--min-run-time", "nan"], "argument --min-run-time: must be more than 0, got nan"),
+        (["--threads", "0"], "argument --threads: expected a whole number of at least 1, got '0'"),
+        (["--rounds", "0"], "argument --rounds: expected a whole number of at least 1, got '0'"),
+        (["--memory-budget", "-2"], "argument --memory-budget: expected a finite number above 0, got '-2'"),
+        (["--min-run-time", "0"], "argument --min-run-time: expected a finite number above 0, got '0'"),
+        (["--min-run-time", "nan"], "argument --min-run-time: expected a finite number above 0, got 'nan'"),
         (["--threads", "two"], "argument --threads: expected a whole number, got 'two'"),
+        # an infinite time timed forever, an infinite budget was an OverflowError
+        (["--min-run-time", "inf"], "argument --min-run-time: expected a finite number above 0, got 'inf'"),
+        (["--memory-budget", "inf"], "argument --memory-budget: expected a finite number above 0, got 'inf'"),
+        (["--memory-budget", "1e9"], "--memory-budget 1e+09 GiB is more than all the memory of this cpu"),
+        (["--only", ""], "argument --only: expected some text, got an empty value ''"),
+        (["--only", "tabel"], "--only 'tabel': suite 'cpu' has experiments"),
     ],
 )
 def test_bad_numbers_on_the_command_line_get_one_clear_line(argv, words, capsys):
@@ -560,12 +576,36 @@ def test_bad_numbers_on_the_command_line_get_one_clear_line(argv, words, capsys)
     assert words in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        ("{foo}.json", "{foo}.json': the one placeholder a path may hold is {device}"),
+        ("{0}.json", "the one placeholder a path may hold is {device}"),
+    ],
+)
+def test_a_placeholder_other_than_device_is_refused_before_any_work(path, words, tmp_path, capsys, monkeypatch):
+    import mha.bench.__main__ as command
+
+    monkeypatch.setattr(command, "prepare", lambda *a, **k: pytest.fail("the work started"))
+    with pytest.raises(SystemExit) as info:
+        main(["--quick", "--json", str(tmp_path / path)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err  # was a KeyError
+
+
+def test_the_mistakes_command_is_a_subcommand_of_main_and_refuses_bad_numbers(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["mistakes", "--min-run-time", "inf"])  # timed forever before
+    assert info.value.code == 2 and "finite number above 0, got 'inf'" in capsys.readouterr().err
+
+
 def test_the_mistakes_command_refuses_bad_numbers_too(capsys):
     for argv in (["--threads", "0"], ["--min-run-time", "-1"]):
         with pytest.raises(SystemExit) as info:
             mistakes_main(argv)
         assert info.value.code == 2
-    assert "must be" in capsys.readouterr().err
+    assert "expected a" in capsys.readouterr().err
 
 
 def test_a_run_stopped_after_its_first_experiment_leaves_a_valid_file_with_it(tmp_path, monkeypatch, capsys):
@@ -596,6 +636,21 @@ def test_a_results_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     with pytest.raises(SystemExit) as info:
         main(["--quick", "--only", "table", "--no-progress", "--json", str(tmp_path / "taken" / "x.json")])
     assert info.value.code == 2 and "cannot create the folder" in capsys.readouterr().err
+
+
+def test_a_csv_of_timings_is_replaced_but_someone_elses_csv_is_not(tmp_path, capsys, monkeypatch):
+    import mha.bench.__main__ as command
+
+    monkeypatch.setattr(command, "prepare", lambda *a, **k: pytest.fail("the work started"))
+    theirs = tmp_path / "theirs.csv"
+    theirs.write_text("name,score\nada,3\n")
+    with pytest.raises(SystemExit) as info:
+        main(["--quick", "--csv", str(theirs)])
+    assert info.value.code == 2 and "theirs.csv exists and is not a CSV of timings" in capsys.readouterr().err
+    assert theirs.read_text() == "name,score\nada,3\n"
+    ours = tmp_path / "ours.csv"
+    command._write_csv(ours, {"torch": "2", "date": "today", "command": "python -m mha.bench"}, [])
+    command._write_csv(ours, {"torch": "2", "date": "today", "command": "python -m mha.bench"}, [])  # replaced
 
 
 def test_the_gpu_recording_is_one_prepared_command_outside_make_test():

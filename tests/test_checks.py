@@ -11,6 +11,7 @@
 
 import importlib
 import json
+import linecache
 import math
 import os
 import subprocess
@@ -571,13 +572,18 @@ def test_outcomes_are_plain_data_judged_the_same_in_another_process(lesson, name
 
 
 def _run_cells(nb, path: Path):
-    """Execute a notebook's code cells in one namespace; yield (cell source, exception or None)."""
+    """Execute a notebook's code cells in one namespace; yield (cell source, exception or None).
+
+    Each cell's source is registered with `linecache`, as IPython does: a Triton kernel (lesson 10) reads its own
+    source to compile it."""
     namespace = {}
-    for cell in nb.cells:
+    for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
             continue
+        name = f"<{path.name}, cell {i}>"
+        linecache.cache[name] = (len(cell.source), None, cell.source.splitlines(True), name)
         try:
-            exec(compile(cell.source, str(path), "exec"), namespace)
+            exec(compile(cell.source, name, "exec"), namespace)
             yield cell.source, None
         except Exception as error:  # noqa: BLE001 - the test inspects which exception it was
             yield cell.source, error

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mha.course import collect
 from mha.course.__main__ import main as course
 
 TOKEN = "collect-token"
@@ -19,6 +20,7 @@ class FakeHub(BaseHTTPRequestHandler):
     """Users and their servers' files, as a hub and its single-user servers show them."""
 
     homes: dict = {}  # user -> {path: (text, last_modified)}
+    listed: dict = {}  # user -> more names their server lists in the exercises folder (a hostile server's)
     running: set = set()
     started: list = []
 
@@ -68,6 +70,7 @@ class FakeHub(BaseHTTPRequestHandler):
             entries = [
                 {"name": p.rsplit("/", 1)[1], "type": "notebook" if p.endswith(".ipynb") else "file"} for p in inside
             ]
+            entries += [{"name": n, "type": "notebook"} for n in self.listed.get(name, [])]
             return self._send(200, {"type": "directory", "content": entries})
         return self._send(404, {"message": "not found"})
 
@@ -94,7 +97,7 @@ def hub(monkeypatch):
         "bob": {f"{ex}/01_attention_from_scratch.ipynb": ("{}\n", "2026-03-02T09:30:00Z")},
         "teacher": {"other/file.txt": ("x", "2026-03-01T10:00:00Z")},
     }
-    FakeHub.running, FakeHub.started = {"ada", "teacher"}, []
+    FakeHub.running, FakeHub.started, FakeHub.listed = {"ada", "teacher"}, [], {}
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -161,3 +164,43 @@ def test_an_unreachable_hub_is_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MHA_COLLECT_TOKEN", TOKEN)
     assert course(["collect", "--hub", "http://127.0.0.1:9", str(tmp_path / "s")]) == 1
     assert "cannot reach the hub at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_a_hostile_server_writes_nothing_outside_its_students_folder(hub, tmp_path, capsys, monkeypatch):
+    ex = "mha-course/exercises"
+    escape = "01/../../../escaped/x.pth"
+    FakeHub.homes = {
+        "mallory": {
+            f"{ex}/01_ok.ipynb": (NOTEBOOK, "2026-03-01T10:00:00Z"),
+            f"{ex}/{escape}": ("import os; os.system('echo pwned')\n", "2026-03-01T10:00:00Z"),
+            f"{ex}/01_A.ipynb": (NOTEBOOK, "2026-03-01T10:00:00Z"),
+            f"{ex}/01_a.ipynb": (NOTEBOOK.replace("[]", "[ ]", 1), "2026-03-01T10:00:00Z"),
+            f"{ex}/01_big.ipynb": (NOTEBOOK + " " * (2 << 20), "2026-03-01T10:00:00Z"),
+        },
+        "../trudy": {f"{ex}/01_x.ipynb": (NOTEBOOK, "2026-03-01T10:00:00Z")},
+        "Zed": {f"{ex}/01_x.ipynb": (NOTEBOOK, "2026-03-01T10:00:00Z")},
+        "zed": {f"{ex}/01_x.ipynb": (NOTEBOOK, "2026-03-01T10:00:00Z")},
+    }
+    # names only a hostile server lists: a way out, a lone surrogate, a control character, the same name twice
+    FakeHub.listed = {"mallory": [escape, "../01_up.ipynb", "01_caf\udcff.ipynb", "01_bell\x07.ipynb", "01_ok.ipynb"]}
+    FakeHub.running = set(FakeHub.homes)
+    monkeypatch.setattr(collect, "MAX_FILE", 1 << 20, raising=False)
+    top = tmp_path / "instructor"
+    out = top / "submissions"
+    assert course(["collect", "--hub", hub, str(out)]) == 1
+    said = capsys.readouterr()
+    written = sorted(str(p.relative_to(top)) for p in top.rglob("*") if p.is_file())
+    assert written[0] == "submissions/Zed/01_x.ipynb" and written[2:] == ["submissions/mallory/01_ok.ipynb"]
+    assert written[1] in ("submissions/mallory/01_A.ipynb", "submissions/mallory/01_a.ipynb"), written
+    assert not (tmp_path / "escaped").exists() and not (top / "escaped").exists()
+    assert "name(s) refused" in said.err and "\x07" not in said.out and "\udcff" not in said.out
+    for words in ("would leave its folder", "not valid text", "control character", "ignores letter case"):
+        assert words in said.out, words
+    assert "larger than 1 MB" in said.out
+
+
+def test_names_a_student_chooses_become_paths_only_when_they_stay_in_their_folder():
+    for name in ("01_ok.ipynb", "Zoë Ångström", "ada"):
+        assert collect.name_problem(name) == "", name
+    for name in ("..", "a/b", "a\\b", ".hidden", "x\udcff", "bell\x07", "e\u202eflipped", "x" * 300, "", None):
+        assert collect.name_problem(name) != "", name

@@ -20,9 +20,21 @@ def test_the_course_environment_is_ready(capsys):
 
 def test_the_pins_come_from_the_installed_package_and_match_the_student_requirements():
     lines = [line.split("#")[0].strip() for line in (ROOT / "requirements-student.txt").read_text().splitlines()]
-    pinned = dict(line.lower().split("==") for line in lines if line)
+    pinned = {}
+    for line in filter(None, lines):
+        requirement, _, marker = line.partition(";")
+        if doctor._applies(marker.strip()):
+            name, version = requirement.strip().lower().split("==")
+            pinned[name] = version
     assert doctor._requirements() == pinned
     assert "pytest" not in pinned and "ruff" not in pinned and "nbval" not in pinned, "students need no test tools"
+
+
+def test_a_pin_for_another_platform_is_not_asked_for():
+    assert doctor._applies('sys_platform == "no-such-platform"') is False
+    assert doctor._applies("") is True
+    here = doctor._applies('sys_platform == "linux" and platform_machine == "x86_64"')
+    assert ("triton" in doctor._requirements()) == here  # lesson 10's Triton: Linux on x86-64 only
 
 
 def test_a_missing_kernel_and_a_wrong_pin_are_reported(monkeypatch, capsys):
@@ -68,3 +80,13 @@ def test_run_inside_the_course_folder_it_says_it_checked_the_folder_not_the_inst
     assert not ok and "run the doctor from another folder" in what and str(tmp_path) in what
     monkeypatch.chdir(tmp_path.parent)
     assert doctor._package()[0]
+
+
+def test_a_hub_image_carries_the_solutions_fingerprints_for_grading(monkeypatch):
+    from mha.course import answers
+
+    ok, what = doctor._fingerprints()
+    assert ok and what.startswith("the solutions' fingerprints for grading, lessons 01 to")
+    monkeypatch.setattr(answers, "_shipped", lambda: {})  # an image built without them
+    ok, what = doctor._fingerprints()
+    assert not ok and "ships no fingerprints of the solutions of lesson 01" in what

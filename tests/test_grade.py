@@ -1,13 +1,15 @@
 """Grading a class: honest, wrong, untouched, crashing and looping students; the CSV, the summary and the feedback;
 the same CSV serially, with --jobs 2 and from two shards merged; bad options refused before any work."""
 
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from grading import FUNCTIONS, LESSON01, blank, honest, notebook
+from grading import FUNCTIONS, LESSON01, blank, honest, notebook, sandbox_or_skip
 
 from mha.course import grade, report
 from mha.course.__main__ import main as course
@@ -42,6 +44,7 @@ def small_class(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_same_grades_serially_with_two_jobs_and_from_two_shards(small_class, tmp_path, capsys):
+    sandbox_or_skip()
     common = ["--seed", "7", "--timeout", "90"]
     serial, parallel = tmp_path / "serial.csv", tmp_path / "parallel.csv"
     assert course(["grade", str(small_class), "--csv", str(serial), "--jobs", "1", *common]) == 0
@@ -83,6 +86,7 @@ def test_the_csv_never_starts_a_cell_with_a_formula():
 
 @pytest.mark.slow
 def test_a_crash_and_a_loop_cost_only_themselves(tmp_path):
+    sandbox_or_skip()
     folder = tmp_path / "submissions"
     honest(folder / "cy" / LESSON01, "import os\nos._exit(3)")  # the process dies after defining everything
     honest(folder / "dee" / LESSON01, "while True:\n    pass")  # never ends
@@ -108,11 +112,11 @@ def test_a_crash_and_a_loop_cost_only_themselves(tmp_path):
         (["--timeout", "0"], "timeout must be a positive number"),
         (["--timeout", "nan"], "timeout must be a positive number"),
         (["--memory-mb", "100"], "memory-mb must be at least 512"),
-        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--jobs", "0"], "argument --jobs: expected a whole number of at least 1, got '0'"),
         (["--shard", "2/2"], "--shard takes K/N"),
         (["--shard", "one"], "--shard takes K/N"),
         (["--csv", "/no/such/folder/grades.csv"], "does not exist"),
-        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--seed", "-1"], "argument --seed: expected a seed, a whole number of 0 or more, got '-1'"),
     ],
 )
 def test_bad_options_are_refused_before_grading(tmp_path, capsys, args, words):
@@ -213,6 +217,7 @@ def test_a_broken_notebook_a_link_or_a_huge_file_is_a_note_not_a_stopped_run(tmp
 
 
 def test_a_notebook_the_grader_cannot_handle_stops_nothing_else(tmp_path, monkeypatch):
+    sandbox_or_skip()
     blank(tmp_path / "ada" / LESSON01)
     (tmp_path / "bob").mkdir()
 
@@ -224,3 +229,71 @@ def test_a_notebook_the_grader_cannot_handle_stops_nothing_else(tmp_path, monkey
     notes = {(r["student"], r["exercise"]): r["note"] for r in rows}
     assert notes["ada", "scores"] == "not graded: RuntimeError in the grader (a fault of the grader's)"
     assert notes["bob", ""].startswith("no exercise notebook handed in")
+
+
+def test_any_text_a_notebook_sends_ends_in_the_csv_the_summary_and_feedback_made_safe(tmp_path):
+    nasty = "a lone \udcff surrogate, \x1b[2Jan escape, a\rreturn, a \u202eflip and\nada      6/6"
+    rows = [
+        {"student": s, "notebook": LESSON01, "lesson": "01", "exercise": "scores", "passed": False}
+        | {"note": nasty, "run": nasty, "flags": nasty, "answer": ""}
+        for s in ("bob\nada", "\x1b[31mred", "caf\udce9")
+    ]
+    rows = [report.safe_row(r) for r in rows]
+    out = tmp_path / "grades.csv"
+    out.write_text(report.to_csv(rows), encoding="utf-8-sig")  # raised UnicodeEncodeError: no CSV at all
+    texts = [out.read_text(encoding="utf-8-sig"), report.summary(rows, ["01"])]
+    files = grade.feedback_files(rows)
+    texts += list(files) + list(files.values())
+    for text in texts:
+        text.encode("utf-8")
+        assert not any(c in text for c in "\x1b\r\u202e"), text
+    summary = report.summary(rows, ["01"])
+    assert [line for line in summary.splitlines() if line.startswith("ada")] == [], "no fake row"
+    assert {r["student"] for r in report.from_csv(texts[0])} == {"bob\\x0aada", "\\x1b[31mred", "caf\\xe9"}
+
+
+def test_names_that_are_not_text_are_a_row_and_one_notebook_per_lesson_is_graded(tmp_path):
+    folder = os.fsencode(tmp_path)
+    honest(Path(os.fsdecode(folder + b"/caf\xe9")) / LESSON01)
+    notebook(Path(os.fsdecode(folder + b"/ada/01_caf\xe9.ipynb")), "x = 1")
+    honest(tmp_path / "bob" / LESSON01)
+    os.utime(honest(tmp_path / "bob" / "01_older.ipynb"), (1e9, 1e9))
+    newer = honest(tmp_path / "cy" / "01_newer copy.ipynb")
+    os.utime(honest(tmp_path / "cy" / LESSON01), (newer.stat().st_mtime - 60,) * 2)
+    subs, warnings = grade.collect(tmp_path)
+    by = {(report.safe(s.student), s.notebook): s for s in subs}
+    assert by["caf\\xe9", ""].problem.startswith("the student folder's name is not valid text")
+    assert "name is not valid text" in by["ada", os.fsdecode(b"01_caf\xe9.ipynb")].problem
+    assert [s.notebook for s in subs if s.student == "bob"] == [LESSON01], "the last saved"
+    assert [s.notebook for s in subs if s.student == "cy"] == ["01_newer copy.ipynb"]
+    assert by["bob", LESSON01].others == ["01_older.ipynb"]
+    assert any("bob handed in 2 notebooks for lesson 01: graded" in w for w in warnings)
+
+
+def test_an_answer_larger_than_the_grader_reads_is_refused_before_it_is_read():
+    from mha.course import wire
+
+    read, write = os.pipe()
+    try:
+        os.write(write, b"".join(len(b).to_bytes(8, "big") + b for b in (b'{"arrays": 1}', b'{"array": 0}')))
+        os.write(write, (240 << 20).to_bytes(8, "big"))  # 240 MB announced: refused from the length alone
+        with pytest.raises(wire.WireError, match="over the limit"):
+            wire.receive(read, deadline=time.monotonic() + 5, max_bytes=wire.MAX_REPLY)
+    finally:
+        os.close(read)
+        os.close(write)
+
+
+def test_the_graders_memory_is_its_own_not_that_of_the_program_that_started_it():
+    # Linux carries the high-water mark of a program over exec: a grader started by a large process (a test runner,
+    # a notebook) would report that process's peak as its own.
+    probe = (
+        "import resource; from mha.course.grade import _own_peak_mb; "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, _own_peak_mb())"
+    )
+    ballast = bytearray(b"x") * (600 * 2**20)  # written, so resident
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    inherited, own = map(float, out.split())
+    del ballast
+    assert inherited > 500, "ru_maxrss did not carry over the exec here: the test would show nothing"
+    assert own < 300, f"the grader reports {own:.0f} MB, its parent's memory"

@@ -1,32 +1,39 @@
 """Students who cheat or do harm: each attack gains no marks and harms no other submission, the grader or the machine.
 
-Two classes, each graded once with two jobs at a time. In the first, students try to forge marks; in the second,
-they try to harm others (their notebooks, the CSV, the course, the network) or to exhaust the machine. Honest
-students sit among them and must keep their full marks.
+Three classes, each graded once with two jobs at a time. In the first, students try to forge marks; in the second,
+they try to harm others (their notebooks, the CSV, the course, the network) or to exhaust the machine; in the third,
+a hostile class that knows the grader's code tries to stop or slow the whole grading, to escape the sandbox's
+limits, to hide the flags an instructor reads, and to forge the terminal's output. Honest students sit among them
+and must keep their full marks, and every grading ends with its CSV, its summary and its feedback.
 """
 
 import hashlib
+import json
 import os
 import random
-import shutil
+import re
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from grading import FUNCTIONS, HEADER, LESSON01, answer, blank, honest, notebook, stub
+from grading import FUNCTIONS, HEADER, LESSON01, answer, blank, honest, notebook, sandbox_or_skip, stub
 
 import mha
-from mha.course import report
+from mha.course import report, sandbox
 from mha.course.__main__ import main as course
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = ["scores", "masked_softmax", "causal_mask", "padding_mask", "attention", "design_query"]
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not shutil.which("bwrap") and os.geteuid() != 0, reason="no isolation on this machine"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _isolated():
+    if sandbox_or_skip() == "none":
+        pytest.skip("no isolation on this machine: neither bubblewrap nor root")
 
 
 def _grade(folder: Path, out: Path, *options: str) -> dict:
@@ -144,7 +151,7 @@ def forgers(tmp_path_factory):
     blank(folder / "recorder" / LESSON01, RECORDER)
     blank(folder / "patcher" / LESSON01, PATCHER)
     (folder / "solutions").mkdir(parents=True)
-    shutil.copy(ROOT / "solutions" / LESSON01, folder / "solutions" / LESSON01)
+    (folder / "solutions" / LESSON01).write_bytes((ROOT / "solutions" / LESSON01).read_bytes())
     honest(folder / "beside" / LESSON01)
     for name in (
         "mha/__init__.py",
@@ -187,10 +194,14 @@ def test_a_package_beside_the_notebook_is_never_imported(forgers):
 
 def test_an_ipython_startup_file_reaches_no_later_notebook(forgers, tmp_path):
     folder, canary, out, by = forgers
-    assert not (Path("~root").expanduser() / ".ipython" / "profile_default" / "startup" / "00-pass.py").exists()
+    for home in {Path.home(), Path("~root").expanduser()}:  # the grader's account, and root's
+        try:
+            assert not (home / ".ipython" / "profile_default" / "startup" / "00-pass.py").exists()
+        except PermissionError:  # a home the grader cannot read, no notebook could write
+            pass
     again = tmp_path / "again"
     (again / "zed").mkdir(parents=True)
-    shutil.copy(folder / "zed" / LESSON01, again / "zed" / LESSON01)
+    (again / "zed" / LESSON01).write_bytes((folder / "zed" / LESSON01).read_bytes())
     assert _marks(_grade(again, tmp_path / "again.csv"), "zed") == 0, "nor a notebook of the next grading"
 
 
@@ -295,7 +306,8 @@ def test_nothing_started_by_a_notebook_outlives_the_run_or_rewrites_the_csv(harm
 def test_the_course_the_environment_and_the_network_are_out_of_reach(harm):
     assert harm["course"][0] == harm["course"][1], "the course package was changed"
     assert harm["site"][0] == harm["site"][1], "a file was added to the environment"
-    assert harm["connections"] == 0, "a notebook reached the network"
+    if sandbox.detect() == "bwrap":  # without bubblewrap the network is in reach, and the grader says so
+        assert harm["connections"] == 0, "a notebook reached the network"
     assert _marks(harm["by"], "networker") == 6 and _marks(harm["by"], "tamperer") == 6
 
 
@@ -316,3 +328,221 @@ def test_a_cpu_hog_is_stopped_at_its_cpu_time_limit(tmp_path):
     by = _grade(folder, tmp_path / "grades.csv", "--cpu-seconds", "6", "--timeout", "600")
     run = by["burner", "scores"]["run"]
     assert "killed by SIGXCPU" in run and "CPU time limit (6 s) reached" in run, run
+
+
+# ------------------------------------------------------------------------------------------------ a hostile class
+
+SCORES = "return torch.matmul(q, k.transpose(-1, -2)) / q.shape[-1] ** 0.5"
+NO_ALARM = "import signal\nsignal.setitimer(signal.ITIMER_REAL, 0)\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+UNSHARE = """
+import ctypes, subprocess
+made = ctypes.CDLL(None, use_errno=True).unshare(0x10000000) == 0
+made = made or subprocess.run(["unshare", "-Urm", "true"], capture_output=True).returncode == 0
+if made:
+    raise RuntimeError("made a user namespace")
+"""
+SNOOP = """
+import os
+seen = []
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    for what in ("cmdline", "environ"):
+        try:
+            seen.append(open(f"/proc/{pid}/{what}", "rb").read().decode(errors="replace"))
+        except OSError:
+            pass
+found = [m for m in MARKERS if m in "\\n".join(seen)]
+if found:
+    raise RuntimeError(f"saw the machine: {found}")
+"""
+HOOKS = """
+import gc
+for d in gc.get_objects():  # the runner's own functions, found and replaced
+    if isinstance(d, dict) and "course_origin" in d and "CourseCalls" in d:
+        d["course_origin"] = lambda fn: None
+        d["CourseCalls"].__enter__ = lambda self: self
+        d["_within_limit"] = lambda outcome: outcome
+"""
+THREAD = """
+import threading
+import mha
+def padding_mask(lengths, seq):
+    box = []
+    worker = threading.Thread(target=lambda: box.append(mha.padding_mask(lengths, seq)))
+    worker.start()
+    worker.join()
+    return box[0]
+"""
+RENAMED = """
+import types
+import mha
+code = mha.attention.__code__.replace(co_filename="<my own>")
+attention = types.FunctionType(code, mha.attention.__globals__, "attention", mha.attention.__defaults__)
+"""
+
+
+def _solution_cell(name: str) -> str:
+    cells = json.loads((ROOT / "solutions" / LESSON01).read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    source = next(s for s in sources if s.startswith(f"def {name}("))
+    return source.split("\n\n\ncheck.")[0].replace("### BEGIN SOLUTION", "").replace("### END SOLUTION", "")
+
+
+def _hidden(prefix: str) -> str:
+    """The honest answers under other names, bound to the exercises' names by `globals().update`."""
+    renamed = [answer(f).replace(f"def {f}(", f"def {prefix}{f}(") for f in FUNCTIONS]
+    bind = ", ".join(f"{f}={prefix}{f}" for f in FUNCTIONS)
+    return "\n\n".join(renamed) + f"\n\nglobals().update({bind})"
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    top = tmp_path_factory.mktemp("hostile")
+    folder, out, feedback, tmp = top / "submissions", top / "grades.csv", top / "feedback", top / "tmp"
+    tmp.mkdir()
+    for name in ("ada", "zz", "bob\nada", "\x1b[31mred\x1b[0m"):
+        honest(folder / name / LESSON01)
+    lone = "raise ValueError('a lone \\udcff surrogate, and \\x1b[2J')"
+    honest(folder / "surrogate" / LESSON01, f"raise OSError('\\udcff\\x1b[2J{'x' * 50}')", change=(SCORES, lone))
+    names = os.fsencode(folder / "names")
+    os.makedirs(names)
+    notebook(Path(os.fsdecode(names + b"/01_caf\xe9.ipynb")), HEADER, *[answer(f) for f in FUNCTIONS])
+    honest(Path(os.fsdecode(os.fsencode(folder) + b"/bad\xff")) / LESSON01)
+    deep = "import os\nfor _ in range(1500):\n    os.mkdir('d')\n    os.chdir('d')\nos.chdir(os.environ['HOME'])"
+    honest(folder / "deep" / LESSON01, deep)
+    honest(folder / "filler" / LESSON01, "for i in range(300):\n    open(f'f{i}', 'wb').write(b'x' * (1 << 20))")
+    honest(
+        folder / "manyfiles" / LESSON01,
+        "import os\nos.mkdir('m')\nfor i in range(100_000):\n    open(f'm/{i}', 'w').close()",
+    )
+    notebook(folder / "huge" / LESSON01, HEADER, "x = [" + "0, " * 1_400_000 + "]", *[answer(f) for f in FUNCTIONS])
+    honest(folder / "bigsender" / LESSON01, change=(SCORES, "return torch.zeros(60_000_000)"))
+    honest(folder / "bigforcer" / LESSON01, HOOKS, change=(SCORES, "return torch.zeros(60_000_000)"))
+    honest(
+        folder / "sleeper" / LESSON01, change=(SCORES, NO_ALARM.replace("\n", "; ") + "import time; time.sleep(1000)")
+    )
+    slow = NO_ALARM.replace("\n", "; ") + "import time; time.sleep(4.5)\n    "
+    honest(folder / "slowpoke" / LESSON01, change=("    return ", "    " + slow + "return "))
+    old = blank(folder / "twice" / LESSON01)
+    os.utime(old, (1.6e9, 1.6e9))
+    honest(folder / "twice" / "01_mine.ipynb")
+    honest(folder / "namespace" / LESSON01, UNSHARE)
+    markers = [str(folder), str(top), "pytest", "MHA_SECRET", str(ROOT / "tests")]
+    honest(folder / "snooper" / LESSON01, SNOOP.replace("MARKERS", repr(markers)))
+    notebook(folder / "hooks" / LESSON01, HEADER, HOOKS, answer("scores"), answer("query_for_it"), COURSE_CODE)
+    notebook(folder / "thread" / LESSON01, HEADER, *[answer(f) for f in FUNCTIONS if f != "padding_mask"], THREAD)
+    notebook(folder / "renamed" / LESSON01, HEADER, *[answer(f) for f in FUNCTIONS if f != "attention"], RENAMED)
+    documented = _solution_cell("scores").replace("):\n", '):\n    """My own scores."""\n', 1)
+    notebook(folder / "docstring" / LESSON01, HEADER, documented, *[answer(f) for f in FUNCTIONS[1:]])
+    notebook(folder / "glob1" / LESSON01, HEADER, _hidden("_a_"))
+    notebook(folder / "glob2" / LESSON01, HEADER, _hidden("_other_"))
+
+    limits = ["--timeout", "60", "--call-timeout", "20", "--memory-mb", "2048", "--disk-mb", "64", "--files", "2000"]
+    command = [sys.executable, "-m", "mha.course", "grade", str(folder), "--csv", str(out), "--feedback", str(feedback)]
+    env = {**os.environ, "TMPDIR": str(tmp), "MHA_CHECK_TIME_LIMIT": "5", "MHA_SECRET": "hunter2"}
+    started = time.monotonic()
+    done = subprocess.run(
+        [*command, "--jobs", "2", "--seed", "3", *limits], cwd=ROOT, env=env, capture_output=True, timeout=1500
+    )
+    return {
+        "done": done,
+        "wall": time.monotonic() - started,
+        "by": {(r["student"], r["exercise"]): r for r in report.from_csv(out.read_text(encoding="utf-8-sig"))},
+        "rows": report.from_csv(out.read_text(encoding="utf-8-sig")),
+        "csv": out.read_bytes(),
+        "feedback": {p.name: p.read_bytes() for p in feedback.iterdir()},
+        "left": sorted(os.listdir(tmp)),
+        "stdout": done.stdout.decode("utf-8"),
+        "stderr": re.sub(r"\r?grading:[^\n\r]*", "", done.stderr.decode("utf-8")),  # the progress bar, ours
+    }
+
+
+def _seconds_at_most(stdout: str) -> float:
+    return float(re.search(r"([0-9.]+) s at most", stdout).group(1))
+
+
+def test_the_grading_of_a_hostile_class_ends_with_its_csv_summary_and_feedback(hostile):
+    assert hostile["done"].returncode == 0, hostile["stderr"][-3000:]
+    by, stdout = hostile["by"], hostile["stdout"]
+    assert "for the instructor to look at" in stdout and "wrote" in stdout
+    for student in ("ada", "zz", "deep", "twice", "namespace", "snooper", "thread", "docstring", "glob1", "glob2"):
+        assert _marks(by, student) == 6, (student, [by[student, e]["note"] for e in EXERCISES])
+    assert hostile["left"] == [], "the grader's scratch folders are all removed"
+    ran = next(line for line in hostile["stdout"].splitlines() if " notebooks in " in line)
+    print(f"\nhostile class, {len({r['student'] for r in hostile['rows']})} students: {ran}")
+
+
+def test_text_that_is_not_unicode_is_a_note_never_a_stop(hostile):
+    by = hostile["by"]
+    assert _marks(by, "surrogate") == 4, "scores raises, and attention, which calls it"
+    assert "\\xff surrogate" in by["surrogate", "scores"]["note"]
+    assert "OSError" in by["surrogate", "scores"]["run"], "the cell's error with a lone surrogate is noted"
+    assert by["names", "scores"]["note"].startswith("the notebook's name is not valid text")
+    assert by["names", "scores"]["notebook"] == "01_caf\\xe9.ipynb"
+    assert ["bad\\xff"] == [s for s in {r["student"] for r in hostile["rows"]} if s.startswith("bad")]
+    assert "not valid text" in by["bad\\xff", ""]["note"]
+    hostile["csv"].decode("utf-8-sig")  # the whole CSV is text
+
+
+def test_control_characters_never_reach_the_terminal_or_a_file(hostile):
+    everything = [hostile["stdout"], hostile["stderr"], hostile["csv"].decode("utf-8-sig")]
+    everything += [text.decode("utf-8") for text in hostile["feedback"].values()]
+    everything += list(hostile["feedback"])
+    for text in everything:
+        where = max(text.find("\x1b"), text.find("\r"))
+        assert where < 0, f"a control character in: {text[max(0, where - 300) : where + 30]!r}"
+    rows = [line for line in hostile["stdout"].splitlines() if line.startswith("ada ")]
+    assert len(rows) == 1, "a folder named 'bob\\nada' draws no row of its own"
+    assert _marks(hostile["by"], "bob\\x0aada") == 6 and _marks(hostile["by"], "\\x1b[31mred\\x1b[0m") == 6
+
+
+def test_a_notebooks_disk_is_capped_in_bytes_and_files_and_costs_no_one_else(hostile):
+    by = hostile["by"]
+    for student in ("filler", "manyfiles"):
+        assert "disk limit (64 MB, 2000 files) reached" in by[student, "scores"]["run"], by[student, "scores"]["run"]
+    assert _marks(by, "filler") == 6, "its answers are still graded"
+    assert _marks(by, "zz") == 6 and _marks(by, "deep") == 6, "those graded after it are graded"
+
+
+def test_the_graders_own_memory_stays_bounded_whatever_the_notebooks_size_or_answer(hostile):
+    by = hostile["by"]
+    peak = float(re.search(r"the grader's own memory peaked at ([0-9]+) MB", hostile["stdout"]).group(1))
+    assert peak < 900, f"the grader grew to {peak:.0f} MB"
+    assert _marks(by, "huge") == 6
+    assert "more than the grader reads (16 MB)" in by["bigsender", "scores"]["note"]
+    assert _marks(by, "bigsender") == 4, "scores fails, and attention, which calls it"
+    assert "over the limit" in by["bigforcer", "scores"]["note"], by["bigforcer", "scores"]["note"]
+
+
+def test_a_notebook_that_switches_off_its_alarm_costs_the_graders_deadline_and_no_more(hostile):
+    by = hostile["by"]
+    assert "did not answer within 7 s" in by["sleeper", "scores"]["note"], by["sleeper", "scores"]["note"]
+    assert "used up their 20 s" in " ".join(by["slowpoke", e]["note"] for e in EXERCISES)
+    assert _seconds_at_most(hostile["stdout"]) < 60 + 20 + 30, "no notebook takes longer than its two limits"
+
+
+def test_two_notebooks_for_one_lesson_are_one_result_by_a_stated_rule(hostile):
+    rows = [r for r in hostile["rows"] if r["student"] == "twice"]
+    assert [r["exercise"] for r in rows] == EXERCISES and {r["notebook"] for r in rows} == {"01_mine.ipynb"}
+    assert rows[0]["run"].startswith(f"{report.ONE_OF}2 notebooks for lesson 01 (not graded: {LESSON01})")
+    assert "several notebooks for one lesson" in hostile["stdout"]
+
+
+def test_the_sandbox_gives_no_user_namespace_and_shows_nothing_of_the_machine(hostile):
+    by = hostile["by"]
+    assert "made a user namespace" not in by["namespace", "scores"]["run"]
+    if sandbox.detect() == "bwrap":  # without bubblewrap it sees the machine's processes, and the grader says so
+        assert "saw the machine" not in by["snooper", "scores"]["run"], by["snooper", "scores"]["run"]
+
+
+def test_the_flags_an_instructor_reads_are_read_by_the_grader_not_reported_by_the_notebook(hostile):
+    by = hostile["by"]
+    hooks = lambda e: by["hooks", e]  # noqa: E731
+    for exercise in ("masked_softmax", "causal_mask"):
+        assert not hooks(exercise)["passed"] and "is the course's own code" in hooks(exercise)["flags"]
+    assert "calls the course's own mha.masks.padding_mask" in hooks("padding_mask")["flags"]
+    assert "calls the course's own mha.attention.attention" in hooks("attention")["flags"]
+    assert "calls the course's own mha.masks.padding_mask" in by["thread", "padding_mask"]["flags"]
+    renamed = by["renamed", "attention"]
+    assert not renamed["passed"] and "is the course's own code (mha.attention.attention)" in renamed["flags"]
+    assert "same as the course's solution" in by["docstring", "scores"]["flags"]
+    assert "glob2" in by["glob1", "scores"]["flags"] and "glob1" in by["glob2", "attention"]["flags"]

@@ -11,7 +11,7 @@ from mha.positions import SCHEMES, RotaryMultiHeadAttention, SinusoidalPositions
 from mha.toy import lengths
 from mha.toy import tunnel_vision as tv
 from mha.toy.__main__ import main as cli
-from mha.toy.language import INDEX, VOCAB
+from mha.toy.language import COMPANIES, CONTRAST, INDEX, PRODUCTS, SAME, VOCAB
 from mha.toy.models import AttentionOnlyConfig, build_model, count_parameters
 from mha.toy.tasks import IGNORE_INDEX, OffsetCopyTask
 
@@ -104,18 +104,36 @@ def test_each_scheme_trains_in_the_offset_tasks_command(scheme, tmp_path, capsys
 # --- the length test -------------------------------------------------------------------------------------------------
 
 
-def test_filled_language_puts_the_sentence_last_and_asks_only_at_it():
-    task = lengths.FilledLanguage(40)
-    tokens, targets = task.sample(20, torch.Generator().manual_seed(0))
-    assert tokens.shape == (20, 40) and targets.shape == (20, 40, 3)
-    assert (tokens[:, -1] == INDEX["."]).all() and (tokens[:, -4] == INDEX["it"]).all()
+def test_sentence_stream_asks_at_every_it_about_its_own_sentence():
+    stream = lengths.SentenceStream(60)
+    tokens, targets = stream.sample(30, torch.Generator().manual_seed(0))
+    assert tokens.shape == (30, 60) and targets.shape == (30, 60, 3)
     asked = (targets != IGNORE_INDEX).all(-1)  # (batch, seq)
-    assert asked.sum(1).tolist() == [1] * 20 and asked[:, -4].all()
-    filler_words = {w for phrase in lengths.FILLER for w in phrase}
-    for row in tokens[:, : 40 - 26]:  # the longest sentence has 26 tokens: what comes before is filler
-        assert {VOCAB[int(t)] for t in row} <= filler_words
-    with pytest.raises(ValueError, match="at least 27"):
-        lengths.FilledLanguage(20)
+    assert torch.equal(asked, tokens == INDEX["it"]), "a question at every 'it', and nowhere else"
+    assert (asked.sum(1) >= 2).all(), "60 tokens hold at least two sentences"
+    for b in range(30):
+        words = [VOCAB[int(t)] for t in tokens[b]]
+        for i in asked[b].nonzero()[:, 0].tolist():
+            before = words[:i]
+            last_product = max(j for j, w in enumerate(before) if w in PRODUCTS)
+            last_company = max(j for j, w in enumerate(before) if w in COMPANIES)
+            last_connective = max(j for j, w in enumerate(before) if w in CONTRAST + SAME)
+            product, company, contrast = (VOCAB[int(t)] for t in targets[b, i])
+            assert product == words[last_product] and company == words[last_company], "the last one before 'it'"
+            assert contrast == ("<contrast>" if words[last_connective] in CONTRAST else "<same>")
+    several = [b for b in range(30) if len({VOCAB[int(t)] for t in tokens[b] if VOCAB[int(t)] in PRODUCTS}) > 1]
+    assert several, "earlier sentences hold other products: the answer depends on order"
+    with pytest.raises(ValueError, match="positive integer"):
+        lengths.SentenceStream(0)
+
+
+def test_chance_is_the_score_of_a_guess_that_ignores_the_sequence():
+    assert OffsetCopyTask(vocab=64).chance == 1 / 64
+    assert lengths.SentenceStream().chance == pytest.approx((1 / 10 + 1 / 8 + 1 / 2) / 3)
+    tokens, targets = lengths.SentenceStream(96).sample(400, torch.Generator().manual_seed(1))
+    asked = targets[targets[..., 0] != IGNORE_INDEX]  # (questions, relations)
+    fixed = torch.tensor([INDEX["iphone"], INDEX["apple"], INDEX["<contrast>"]])  # one fixed answer per question
+    assert (asked == fixed).double().mean().item() == pytest.approx(lengths.SentenceStream().chance, abs=0.02)
 
 
 def test_window_mask_keeps_the_last_window_keys():
@@ -149,6 +167,28 @@ def test_score_separates_new_positions_from_trained_ones():
     # relationship i-d has answers at positions d..31, right at d..15: (16 - d) / (32 - d); accuracy is their mean
     assert result["accuracy"] == pytest.approx(sum((16 - d) / (32 - d) for d in (1, 2, 3)) / 3, abs=1e-6)
     assert lengths.score(_RightUpTo(task, 32), task, trained=16, eval_batch=8)["accuracy"] == 1.0
+    assert result["answers_by_position"][:4] == [0, 8, 16, 24] and result["answers_by_position"][4:] == [24] * 28
+
+
+def test_accuracy_by_position_pools_the_answers_of_each_bin():
+    score = {"by_position": [None, 1.0, 0.5, 0.0, None, None], "answers_by_position": [0, 2, 4, 6, 0, 0]}
+    assert lengths.accuracy_by_position(score) == ([0, 1, 2, 3, 4, 5], [None, 1.0, 0.5, 0.0, None, None])
+    starts, pooled = lengths.accuracy_by_position(score, width=2)
+    assert starts == [0, 2, 4] and pooled == [1.0, pytest.approx(2 / 10), None]  # (2 + 2) / 6 then (2 + 0) / 10
+    with pytest.raises(ValueError, match="width must be a positive integer"):
+        lengths.accuracy_by_position(score, width=0)
+
+
+def test_the_most_frequent_token_so_far_is_what_it_says():
+    task = OffsetCopyTask((1,), vocab=4, seq=6)
+    tokens, targets = task.sample(3, torch.Generator().manual_seed(lengths.EVAL_SEED))
+    right = valid = 0
+    for b in range(3):
+        for i in range(4, 6):
+            seen = tokens[b, : i + 1].tolist()
+            guess = min(range(4), key=lambda t: (-seen.count(t), t))  # most frequent, lowest id among ties
+            right, valid = right + int(guess == int(targets[b, i, 0])), valid + 1
+    assert lengths.most_frequent_guess(task, trained=4, eval_batch=3) == right / valid
 
 
 def test_a_learned_tables_rows_past_the_trained_length_never_change():
@@ -161,6 +201,22 @@ def test_a_learned_tables_rows_past_the_trained_length_never_change():
     assert record["lengths"] == [16, 32, 64] and len(record["scores"]) == len(record["window_scores"]) == 3
     rope, _ = lengths.run(lengths.offset_setting("rope", steps=2, d_model=16, eval_batch=16), seed=0, progress=False)
     assert rope["untouched_rows"] is None and rope["params"] == record["params"] - 64 * 16
+    assert rope["looks"] is None and torch.equal(torch.tensor(record["looks"]), lengths.looks_by_position(model))
+
+
+@pytest.mark.parametrize("scheme", ["learned", "sinusoidal"])
+def test_looks_by_position_is_the_favourite_key_of_the_position_only_scores(scheme):
+    model = build_model(AttentionOnlyConfig(vocab=10, seq=9, d_model=16, heads=2, relations=1, positions=scheme), 3)
+    looks = lengths.looks_by_position(model)  # (heads, seq)
+    with torch.no_grad():
+        rows = model.position_embedding(torch.arange(9))  # (seq, d_model)
+        q, k, _ = model.attention.project(rows, rows, rows)
+    for h in range(2):
+        part = slice(8 * h, 8 * h + 8)
+        for m in range(9):
+            scores = [float(q[m, part] @ k[n, part]) for n in range(m + 1)]  # the keys it can see
+            assert looks[h, m] == m - max(range(m + 1), key=scores.__getitem__)
+    assert lengths.looks_by_position(build_model(AttentionOnlyConfig(vocab=10, seq=9, positions="rope"), 0)) is None
 
 
 def test_summary_gives_mean_lowest_and_highest_over_seeds():

@@ -121,6 +121,18 @@ def test_rope_pairs_complex_numbers_and_rotation_matrices_agree(dtype, atol):
     torch.testing.assert_close(by_pairs, by_matrix, atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("form", [apply_rope, apply_rope_complex])
+def test_a_row_of_positions_per_sequence_turns_each_sequence_by_its_own(form):
+    """Positions (batch, seq), as a KV cache under left padding needs them: each sequence as if turned alone."""
+    x = torch.randn(3, 2, 5, 8, generator=_generator(4), dtype=torch.float64)  # (batch, heads, seq, d_head)
+    positions = torch.tensor([[0, 0, 0, 1, 2], [0, 1, 2, 3, 4], [7, 8, 9, 10, 11]])
+    turned = form(x, positions)
+    for b in range(3):
+        torch.testing.assert_close(turned[b], form(x[b], positions[b]), atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match=r"or \(batch, seq\) for x of shape \(batch, heads, seq, d_head\)"):
+        form(x, positions[:2])
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_rope_score_depends_only_on_the_offset(seed):
     """(R_m q) . (R_n k) = (R_{m+s} q) . (R_{n+s} k) for random vectors, positions and shifts, to 1e-5."""

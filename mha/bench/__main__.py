@@ -2,7 +2,7 @@
 
 python -m mha.bench --quick                                  every experiment at tiny sizes, in seconds
 python -m mha.bench --suite cpu --json results.json          the CPU results the lesson shows
-python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 8 minutes)
+python -m mha.bench --device cuda --suite gpu --json ...     the GPU results, in bfloat16 (about 5 minutes)
 python -m mha.bench --device cuda --dry-run                  what the GPU suite runs, and how long it should take
 python -m mha.bench mistakes [--device cuda]                 the classic timing mistakes, wrong then right
 
@@ -21,7 +21,9 @@ import tempfile
 
 import torch
 
-from .._provenance import command_line, stamp, writable, write_results
+from .._commands import check_output, nonempty, positive_float, positive_int
+from .._provenance import command_line, csv_with_provenance, device_name, stamp, writable, write_results
+from .._validate import fmt_bytes
 from .flops import dtype_name
 from .harness import Settings, experiments, memory_budget, prepare, run
 from .mistakes import flash_refuses_mask, format_mistake, run_all
@@ -30,31 +32,22 @@ from .results import Record, figures, format_figures, format_table
 from .suites import Suite, suite
 
 
-def _positive(kind):
-    """An argparse type: a number of `kind` (int or float) above 0, or a one-line error naming what arrived."""
-
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not value > 0:  # NaN too
-            raise argparse.ArgumentTypeError(f"must be {'at least 1' if kind is int else 'more than 0'}, got {text}")
-        return value
-
-    return parse
-
-
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m mha.bench",
         description="Time every implementation of multi-head attention; check each against a float64 reference "
-        "first. Prints one table per shape, then the lesson's figures.",
+        "first. Prints one table per shape, then the lesson's figures.\n\n" + __doc__.split("\n\n")[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--suite", choices=["lesson", "cpu", "gpu"], help="default: cpu on a CPU, gpu on CUDA")
-    parser.add_argument("--only", help="comma-separated experiments of the suite: table, seq, heads, memory")
+    parser.add_argument(
+        "--suite",
+        choices=["lesson", "cpu", "gpu", "flash"],
+        help="default: cpu on a CPU, gpu on CUDA (flash: lesson 10's kernel)",
+    )
+    parser.add_argument(
+        "--only", type=nonempty, help="comma-separated experiments of the suite: table, seq, heads, memory, d64"
+    )
     parser.add_argument("--quick", action="store_true", help="the suite's experiments at tiny sizes (seconds)")
     parser.add_argument(
         "--dry-run",
@@ -62,16 +55,16 @@ def _parser():
         help="print what would run, what the memory guard skips and an estimate of the time, running nothing "
         "(works for cuda without a GPU)",
     )
-    parser.add_argument("--threads", type=_positive(int), help="threads torch uses (default: 1 on a CPU, all on CUDA)")
+    parser.add_argument("--threads", type=positive_int, help="threads torch uses (default: 1 on a CPU, all on CUDA)")
     parser.add_argument(
         "--memory-budget",
-        type=_positive(float),
+        type=positive_float,
         help="GiB an implementation may plan to use (default: 60%% of a GPU, 25%% of RAM)",
     )
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--min-run-time", type=_positive(float), help="seconds of timing per implementation and shape")
-    parser.add_argument("--rounds", type=_positive(int), help="rounds of interleaved timing")
+    parser.add_argument("--min-run-time", type=positive_float, help="seconds of timing per implementation and shape")
+    parser.add_argument("--rounds", type=positive_int, help="rounds of interleaved timing")
     parser.add_argument(
         "--json",
         help="write the records, with device, torch version, date and command, here; {device} in the path "
@@ -84,34 +77,37 @@ def _parser():
 def main(argv=None) -> int:
     """The command: run a suite, print its tables and figures, write JSON and CSV. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["mistakes"]:
+        return mistakes_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return _main(args, argv)
+        return _main(args, argv, parser)
     except ValueError as error:  # bad options explained in one line, not a traceback
         parser.error(str(error))
 
 
-def _main(args, argv) -> int:
+def _main(args, argv, parser) -> int:
     chosen = suite(args.suite or ("gpu" if args.device == "cuda" else "cpu"), args.quick)
     chosen = dataclasses.replace(
         chosen, min_run_time=args.min_run_time or chosen.min_run_time, rounds=args.rounds or chosen.rounds
     )
     dtype = chosen.dtype
     threads = args.threads or (1 if args.device == "cpu" else torch.get_num_threads())
-    only = args.only.split(",") if args.only else None
-    experiments(chosen, only)  # an unknown name is refused before any work
-    budget = int(args.memory_budget * 2**30) if args.memory_budget else None
+    only = [name.strip() for name in args.only.split(",")] if args.only else None
+    try:
+        experiments(chosen, only)  # an unknown name is refused before any work
+    except ValueError as error:
+        parser.error(f"--only {args.only!r}: {error}")
+    budget = _budget(parser, args.memory_budget, args.device)
     if args.dry_run:
         print(_dry_run(chosen, args, dtype, threads, budget, only))
         return 0
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
+    paths = _outputs(parser, args)  # before any work: a long run must not end with nothing written, nor overwrite
     settings = prepare(args.device, dtype, threads, not args.no_compile, not args.no_progress)
     settings.memory_budget = budget or settings.memory_budget
-    device_slug = re.sub(r"[^a-z0-9]+", "-", settings.device_name.lower()).strip("-")
-    paths = [p.format(device=device_slug) if p else None for p in (args.json, args.csv)]
-    for path in paths:  # before any work: a long run must not end with nothing written
-        if path:
-            writable(path)
     meta = _metadata(settings, command_line("python -m mha.bench", argv), chosen.name, args.quick)
     for key in ("device", "torch", "date", "command", "dtype", "threads"):
         print(f"{key}: {meta[key]}")
@@ -134,6 +130,47 @@ def _main(args, argv) -> int:
         if path:
             print(f"wrote {path}")
     return 0
+
+
+CSV_COLUMNS = [f.name for f in dataclasses.fields(Record)] + ["torch", "date", "command"]
+
+
+def _budget(parser, gib: float | None, device: str) -> int | None:
+    """--memory-budget in bytes, refused when more than all the memory of the device (where that is known)."""
+    if gib is None:
+        return None
+    budget = int(gib * 2**30)
+    here = device == "cpu" or torch.cuda.is_available()
+    total = memory_budget(device) / (0.6 if device == "cuda" else 0.25) if here else None
+    if total is not None and budget > total:
+        parser.error(
+            f"--memory-budget {gib:g} GiB is more than all the memory of this {device} ({fmt_bytes(total)}): "
+            f"give a budget it can hold"
+        )
+    return budget
+
+
+def _outputs(parser, args) -> list:
+    """The --json and --csv paths, {device} replaced by the device's name, each checked before any work."""
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name(args.device).lower()).strip("-")
+    paths = []
+    for option, value, judge, what in (
+        ("--json", args.json, None, None),
+        ("--csv", args.csv, csv_with_provenance, "a CSV of timings the course wrote"),
+    ):
+        if value is None:
+            paths.append(None)
+            continue
+        try:
+            path = value.format(device=slug)
+        except (KeyError, IndexError, ValueError):
+            parser.error(
+                f"{option} {value!r}: the one placeholder a path may hold is {{device}} (the device's name, e.g. "
+                f"results_{{device}}.json); write other braces doubled, {{{{ and }}}}"
+            )
+        check_output(parser, path, option, *((judge, what) if judge else ()))
+        paths.append(path)
+    return paths
 
 
 def _dry_run(chosen: Suite, args, dtype, threads, budget, only) -> str:
@@ -207,8 +244,8 @@ def _write(paths, meta: dict, records, done, complete: bool) -> None:
 
 def _write_csv(path, meta: dict, records) -> None:
     """One row per record, with the file's torch version, date and command repeated on each row; atomically."""
-    path = writable(path)
-    names = [f.name for f in dataclasses.fields(Record)] + ["torch", "date", "command"]
+    path = writable(path, csv_with_provenance, "a CSV of timings the course wrote")
+    names = CSV_COLUMNS
     with tempfile.NamedTemporaryFile("w", newline="", dir=path.parent, prefix=f".{path.name}.", delete=False) as f:
         writer = csv.DictWriter(f, fieldnames=names)
         writer.writeheader()
@@ -224,8 +261,8 @@ def mistakes_main(argv) -> int:
         prog="python -m mha.bench mistakes", description="The classic mistakes of timing attention, wrong then right."
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--threads", type=_positive(int), default=1)
-    parser.add_argument("--min-run-time", type=_positive(float), default=0.2)
+    parser.add_argument("--threads", type=positive_int, default=1)
+    parser.add_argument("--min-run-time", type=positive_float, default=0.2)
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda asked for, but torch.cuda.is_available() is False on this machine")
@@ -236,5 +273,4 @@ def mistakes_main(argv) -> int:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    sys.exit(mistakes_main(args[1:]) if args[:1] == ["mistakes"] else main(args))
+    sys.exit(main())

@@ -13,6 +13,8 @@ projections; "core" ones take q, k, v (batch, heads, seq, d_head) and do the att
     core/hand            core   mha.attention: matmul, softmax, matmul
     core/sdpa            core   mha.sdpa (F.scaled_dot_product_attention), PyTorch choosing the kernel
     core/<backend>       core   the same, pinned to one backend (math, flash, efficient, cudnn) with `sdpa_kernel`
+    core/triton          core   lesson 10's FlashAttention kernel in Triton (`mha.flash.kernel`); on a CPU it runs in
+                                Triton's interpreter, far too slow to time but right: only lesson 10's suite uses it
 
 Every problem is self-attention, causal or not: what the lesson times. (Other masks are tested where the core is,
 against PyTorch, in tests/test_multihead.py.) `check` compares each implementation with a float64 reference computed
@@ -21,6 +23,7 @@ gradient of a loss on those rows.
 """
 
 import contextlib
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -206,6 +209,18 @@ def _core(hand_written: bool, backend=None):
     return build
 
 
+def _triton_core():
+    def build(p: Problem):
+        from ..flash.kernel import flash_attention  # imports triton: only the suite that times the kernel pays for it
+
+        def call():
+            return flash_attention(p.q, p.k, p.v, causal=p.causal)
+
+        return call, [p.q, p.k, p.v]
+
+    return build
+
+
 IMPLEMENTATIONS = {
     impl.name: impl
     for impl in (
@@ -219,8 +234,10 @@ IMPLEMENTATIONS = {
         Implementation("core/hand", "core", _core(hand_written=True)),
         Implementation("core/sdpa", "core", _core(hand_written=False), materialises=False),
         *(Implementation(f"core/{b}", "core", _core(False, b), b == "math", b) for b in BACKENDS),
+        Implementation("core/triton", "core", _triton_core(), materialises=False),
     )
 }
+LESSON_10 = ("core/triton",)  # lesson 06's tables leave it out: it is lesson 10's subject, and needs triton
 
 
 def unavailable(impl: Implementation, device) -> str | None:
@@ -228,6 +245,8 @@ def unavailable(impl: Implementation, device) -> str | None:
     device = torch.device(device)
     if impl.backend in CUDA_ONLY_BACKENDS and device.type != "cuda":
         return f"the {impl.backend} backend of scaled_dot_product_attention exists only on CUDA"
+    if impl.name == "core/triton" and importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (pip install triton; it has wheels for Linux only)"
     return None
 
 

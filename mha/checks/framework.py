@@ -230,6 +230,15 @@ class Exercise:
         i, first = failures[0]
         named = next((h for h in first.matches if all(r.agrees(h, first.site) for r in records)), None)
         message = first.named(named) if named else str(first)
+        crashed = [j for j, f in failures if f.site == "call" and outcomes[j]["error"] is not None]
+        if crashed and crashed[0] != i:  # it raised on some cases: that error comes first, whatever the others show
+            j = crashed[0]
+            shown = str(dict(failures)[j])
+            where = "on the one case" if len(cases) - len(crashed) == 1 else "on the cases"
+            head, *rest = message.splitlines()
+            message = "\n".join([shown, f"  it raised on {len(crashed)} of {len(cases)} cases; {where} where it "
+                                  f"returned: {head}", *rest])  # fmt: skip
+            i = j
         if cases[i].drawn and seed is not None:
             message += (
                 f"\n  (a case drawn at random; `check.{self.name}({self.function}, seed={seed})` repeats this run)"

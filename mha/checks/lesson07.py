@@ -1,16 +1,19 @@
 """Checks for lesson 07, sharing keys and values. Use: `from mha.checks import lesson07 as check`.
 
 Cases vary the numbers of query and key/value heads (multi-head, grouped and multi-query), the sizes (q_pos != k_pos,
-an empty cache, one or several new positions, odd d_head), and the dtype (float32 and float64); two are drawn afresh
-on every run.
+an empty cache, one or several new positions, odd d_head, weights and biases), and the dtype (float32 and float64);
+the generation loop runs on small decoders with random weights (`mha.decoding.model.StepDecoder`), on batches of
+prompts of different lengths. Some cases are drawn afresh on every run.
 """
 
 import math
+import re
 
 import torch
 
+from ..decoding.model import DecoderConfig, StepDecoder, build_decoder, left_pad
 from ..kv_cache import cache_bytes as reference_cache_bytes
-from . import Build, Case, Exercise, builder, items, register, verify, verify_number
+from . import Build, Case, CheckFailed, Exercise, builder, items, register, verify, verify_number
 
 LESSON = "07"
 DTYPES = (torch.float32, torch.float64)
@@ -104,7 +107,9 @@ def _grouped_judge(case: Case, got, changed) -> None:
 
 
 def _explain_heads(error: dict, case: Case):
-    if error["type"] == "RuntimeError" and "must match the size" in error["message"]:
+    torch_says = error["type"] == "RuntimeError" and "must match the size" in error["message"]  # q @ k, torch's SDPA
+    course_says = error["type"] == "ValueError" and "must share their leading dimensions" in error["message"]  # mha
+    if torch_says or course_says:
         return "q has `heads` heads and k, v only `kv_heads`: repeat each key/value head for its group first"
     return None
 
@@ -227,10 +232,23 @@ def _bytes_cases(seed: int) -> list[Case]:
     return cases
 
 
+# What the exercise's last cell does with the answer: `f"{size:,d}"` and `fmt_bytes(size)`. A Python int passes, and so
+# does a numpy integer (made a Python int before it is judged); a float fails `:,d`, a tensor fails `fmt_bytes`.
+_NOT_AN_INT = {
+    "float": "a float ({got!r}); return an int: bytes are a whole number, and the last cell prints it with "
+    "`:,d`, which refuses floats. Multiply whole numbers (no `/`), or wrap the result in int(...)",
+    "tensor": "a tensor ({got}); return an int: the last cell formats the size with `fmt_bytes`, which a tensor "
+    "breaks. Multiply plain numbers (dtype.itemsize is one), or take `.item()`",
+}
+
+
 def _bytes_judge(case: Case, got, changed) -> None:
     layers, heads, kv_heads, d_head, batch, seq, dtype = case.inputs()
     size = dtype.itemsize
     expected = reference_cache_bytes(layers, batch, kv_heads, d_head, seq, size)
+    kind = "float" if isinstance(got, float) else "tensor" if isinstance(got, torch.Tensor) else None
+    if kind is not None:
+        raise CheckFailed("returned " + _NOT_AN_INT[kind].format(got=got), case.what, site="form")
     verify_number(
         got,
         expected,
@@ -343,26 +361,189 @@ decode_step = register(
 )
 
 
-# --- exercise 5: pool_kv_heads -----------------------------------------------------------------------------------
+# --- exercise 5: generate ----------------------------------------------------------------------------------------
+
+
+@builder("step_decoder")
+def _step_decoder(seed: int, vocab: int, seq: int, d_model: int, heads: int, layers: int) -> StepDecoder:
+    """A small decoder with random weights (float64), called as libraries call theirs (`StepDecoder`)."""
+    config = DecoderConfig(vocab=vocab, seq=seq, d_model=d_model, heads=heads, layers=layers)
+    return StepDecoder(build_decoder(config, seed))
+
+
+def _generate_cases(seed: int) -> list[Case]:
+    g = torch.Generator().manual_seed(seed)
+    # (model seed, prompt lengths, new tokens): padded batches, one without padding, and one that only prefills
+    fixed = [(0, [4, 2, 6], 5), (1, [1, 5], 4), (2, [3], 3), (3, [3, 3, 7, 2], 6), (4, [5, 2], 1)]
+    drawn = []
+    for _ in range(2):
+        lengths = [_int(g, 1, 8) for _ in range(_int(g, 2, 4))]
+        drawn.append((_int(g, 10, 10**6), lengths, _int(g, 2, 8)))
+    cases = []
+    for i, (model_seed, lengths, new_tokens) in enumerate(fixed + drawn):
+        model = Build(
+            "step_decoder", {"seed": model_seed, "vocab": 32, "seq": 20, "d_model": 32, "heads": 2, "layers": 2}
+        )
+        prompts = [[_int(g, 1, 31) for _ in range(n)] for n in lengths]  # token 0 is the padding of left_pad
+        what = f"generate of {new_tokens} token(s) after prompts of lengths {lengths}"
+        cases.append(Case((model, prompts, new_tokens), what=what, drawn=i >= len(fixed)))
+    return cases
+
+
+def _greedy(model: StepDecoder, prompts, new_tokens: int, mistake: str = "") -> torch.Tensor:
+    """Greedy generation through `model`, right or with one classic mistake (the judge's own loop).
+
+    Shape:
+        returns (batch, new_tokens), int64.
+    """
+    tokens, mask = left_pad(prompts)  # (batch, prompt)
+    batch, prompt = tokens.shape
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (batch, prompt): real tokens before each one
+    if mistake == "padded start":
+        positions = torch.arange(prompt).expand(batch, prompt)
+    if mistake == "padding attended":
+        mask = torch.ones_like(mask)
+    cache = model.new_cache(batch)
+    logits = model(tokens, positions, mask, cache)  # (batch, prompt, vocab)
+    last = logits[:, -1]  # every prompt ends in the last column
+    if mistake == "right padding":
+        last = logits[torch.arange(batch), mask.sum(dim=1) - 1]  # where a prompt padded on the right would end
+    nxt = tokens[:, -1:] if mistake == "last token twice" else last.argmax(dim=-1, keepdim=True)  # (batch, 1)
+    out = [] if mistake == "last token twice" else [nxt]
+    while len(out) < new_tokens:
+        position = mask.sum(dim=1, keepdim=True)  # (batch, 1): the real tokens so far
+        if mistake in ("padded start", "decode padded"):
+            position = torch.full((batch, 1), mask.shape[1])
+        mask = torch.cat([mask, torch.full((batch, 1), mistake != "new as padding")], dim=1)  # (batch, past + 1)
+        nxt = model(nxt, position, mask, cache)[:, -1].argmax(dim=-1, keepdim=True)  # (batch, 1)
+        out.append(nxt)
+    return torch.cat(out, dim=1)
+
+
+_GENERATE_MISTAKES = {
+    "padded start": "the positions were counted from the padded start: a token's position counts the real tokens "
+    "before it, so every sequence starts at 0 after its padding: (mask.cumsum(dim=1) - 1).clamp(min=0), and a new "
+    "token's position is mask.sum(dim=1), the real tokens so far",
+    "decode padded": "the prompt's positions are right, but each new token's position counted the padding: the next "
+    "position of a sequence is its number of real tokens so far, mask.sum(dim=1), not mask.shape[1]",
+    "new as padding": "the mask was extended with False: the new tokens were marked as padding, so no later step "
+    "(nor the token itself) may attend to them; extend it with True",
+    "padding attended": "the padding was attended to: the mask must be False on the padding that left_pad adds "
+    "(use the mask it returns), else every real token also averages the pad tokens' values",
+    "last token twice": "the last prompt token was run twice: the prefill's logits at the last position already "
+    "predict the first new token; take it from them, then feed each new token once",
+    "right padding": "the first new token was read where a prompt padded on the right would end; left_pad pads on "
+    "the left, so every prompt ends in the last column: logits[:, -1]",
+}
+
+
+def _generate_judge(case: Case, got, changed) -> None:
+    model, prompts, new_tokens = case.inputs()
+    expected = _greedy(model, prompts, new_tokens)
+    mistakes = [(_greedy(model, prompts, new_tokens, mistake), hint) for mistake, hint in _GENERATE_MISTAKES.items()]
+    verify(
+        got,
+        expected,
+        mistakes,
+        what=case.what,
+        shape_hint="(batch, new_tokens): the new tokens only, not the prompt",
+        form_hint=f"a tensor {tuple(expected.shape)} of token ids",
+    )
+    state = changed.get("model", {}).get("after") or {}
+    batch, prompt = len(prompts), max(len(p) for p in prompts)
+    once = batch * (prompt + new_tokens - 1)  # the prompt once, then one position per new token but the last
+    if state.get("positions_run", 0) > once + batch:  # (running the last new token too does no harm)
+        raise CheckFailed(
+            f"the tokens are right, but `generate` ran {state['positions_run']} positions in {state['calls']} calls; "
+            f"a cached loop runs {once} ({batch} sequences x the padded prompt of {prompt}, once, then one position "
+            f"per new token): the prompt, or the text so far, was run again at every step. After the prefill, pass "
+            f"only the newest token, (batch, 1), with the same cache",
+            case.what,
+            site="calls",
+        )
+
+
+_MASK_WRONG = re.compile(
+    r"mask covers (\d+) positions of \d+ sequences, but the cache holds (\d+) and this call adds (\d+)"
+)
+_NO_ROOM = re.compile(r"the cache has room for \d+ positions; it holds (\d+) and this call adds (\d+)")
+
+
+def _explain_generate(error: dict, case: Case):
+    message = error["message"]
+    rerun = (
+        "the prompt was run again into a cache that already holds it: after the prefill, pass only the newest token "
+        "of each sequence, (batch, 1)"
+    )
+    wrong_mask, no_room = _MASK_WRONG.search(message), _NO_ROOM.search(message)
+    if wrong_mask:
+        covered, past, new = (int(x) for x in wrong_mask.groups())
+        if past > 0 and new > 1:
+            return rerun
+        if covered == past:
+            return (
+                "the mask was not extended: each step adds a position to the cache, so add a True column for the "
+                "new token before the call, torch.cat([mask, torch.ones(batch, 1, dtype=torch.bool)], dim=1)"
+            )
+        if covered == new:
+            return "the mask covers the new positions only; it must cover the cached ones too: (batch, past + new)"
+    if no_room:
+        past, new = (int(x) for x in no_room.groups())
+        return rerun if past > 0 and new > 1 else "the cache is too small: leave max_seq out of model.new_cache(batch)"
+    if "positions must lie in" in message and re.search(r"got -\d", message):
+        return (
+            "a padding slot got position -1: mask.cumsum(dim=1) - 1 is -1 before a sequence's first real token; "
+            ".clamp(min=0) it (the padding is masked, so its position does not matter)"
+        )
+    if "positions must have the shape of tokens" in message:
+        return "each call needs one position per new token: (batch, prompt) for the prefill, (batch, 1) for a step"
+    if "must be int64 tensors" in message and "torch.bool" in message:
+        return "the model is called model(tokens, positions, mask, cache): the positions come before the mask"
+    if error["type"] == "TypeError" and "positional argument" in message:
+        return (
+            "the model is called model(tokens, positions, mask, cache), and the cache comes from model.new_cache(batch)"
+        )
+    return None
+
+
+generate = register(
+    Exercise(
+        LESSON,
+        "generate",
+        function="generate",
+        signature="generate(model, prompts, new_tokens)",
+        cases=_generate_cases,
+        judge=_generate_judge,
+        mutable=("model",),
+        explain=_explain_generate,
+    )
+)
+
+
+# --- exercise 6: pool_kv_heads -----------------------------------------------------------------------------------
 
 
 def _pool_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    # (heads, kv_heads, d_head, d_model, dtype)
+    # (heads, kv_heads, d_head, d_model, dtype); d_model None: a bias, (heads * d_head,)
     fixed = [
         (8, 2, 3, 5, torch.float32),
         (6, 3, 2, 4, torch.float64),
         (4, 1, 3, 6, torch.float32),  # one key/value head: multi-query
         (6, 2, 1, 3, torch.float32),  # d_head 1
+        (8, 2, 3, None, torch.float64),  # a bias
+        (4, 1, 2, None, torch.float32),  # a bias, multi-query
+        (6, 3, 4, 1, torch.float32),  # d_model 1: a weight that looks like a column
     ]
     drawn = []
-    for _ in range(2):
+    for d_model in (_int(g, 2, 8), None):  # a weight and a bias
         heads, kv_heads = _heads(g)
-        drawn.append((heads, kv_heads, _int(g, 1, 5), _int(g, 2, 8), _pick(g, DTYPES)))
+        drawn.append((heads, kv_heads, _int(g, 1, 5), d_model, _pick(g, DTYPES)))
     cases = []
     for i, (heads, kv_heads, d_head, d_model, dtype) in enumerate(fixed + drawn):
-        w = _randn(g, heads * d_head, d_model, dtype=dtype)
-        what = f"pool_kv_heads on w {_shape(w)} with heads={heads}, kv_heads={kv_heads} (d_head {d_head})"
+        w = _randn(g, heads * d_head, *([] if d_model is None else [d_model]), dtype=dtype)
+        name = "the bias b" if d_model is None else "w"
+        what = f"pool_kv_heads on {name} {_shape(w)} with heads={heads}, kv_heads={kv_heads} (d_head {d_head})"
         cases.append(Case((w, heads, kv_heads), what=what, drawn=i >= len(fixed)))
     return cases
 
@@ -370,34 +551,51 @@ def _pool_cases(seed: int) -> list[Case]:
 def _pool_judge(case: Case, got, changed) -> None:
     w, heads, kv_heads = case.inputs()
     w64 = w.double()
-    group, d_head, d_model = heads // kv_heads, w.shape[0] // heads, w.shape[1]
-    grouped = w64.reshape(kv_heads, group, d_head, d_model)  # the heads of a group on dim 1
+    group, d_head, rest = heads // kv_heads, w.shape[0] // heads, tuple(w.shape[1:])  # rest: (d_model,) or ()
+    grouped = w64.reshape(kv_heads, group, d_head, *rest)  # the heads of a group on dim 1
+    expected = grouped.mean(dim=1).reshape(kv_heads * d_head, *rest)
+    bias = w.ndim == 1
     verify(
         got,
-        grouped.mean(dim=1).reshape(kv_heads * d_head, d_model),
+        expected,
         [
             (
-                w64.reshape(group, kv_heads, d_head, d_model).mean(dim=0).reshape(-1, d_model),
+                w64.reshape(group, kv_heads, d_head, *rest).mean(dim=0).reshape(-1, *rest),
                 "your groups take every kv_heads-th head; a group is neighbouring heads: heads 0..group-1, then "
                 "group..2*group-1, ...",
             ),
-            (grouped.sum(dim=1).reshape(-1, d_model), "that is the sum of each group; take the mean"),
-            (grouped[:, 0].reshape(-1, d_model), "you kept the first head of each group; average all its heads"),
+            (grouped.sum(dim=1).reshape(-1, *rest), "that is the sum of each group; take the mean"),
+            (grouped[:, 0].reshape(-1, *rest), "you kept the first head of each group; average all its heads"),
             (
-                w64.reshape(kv_heads * d_head, group, d_model).mean(dim=1),
+                w64.reshape(kv_heads * d_head, group, *rest).mean(dim=1),
                 "you averaged neighbouring rows, not heads: the rows of one head are d_head consecutive rows; view "
                 "w as (kv_heads, group, d_head, d_model)",
             ),
             (
-                w64.reshape(kv_heads, -1, d_model).mean(dim=1),
+                w64.reshape(kv_heads, -1, *rest).mean(dim=1),
                 "you averaged away the d_head rows of each head; keep them: view w as (kv_heads, group, d_head, "
                 "d_model) and average over the group",
+            ),
+            (
+                expected[:, None] if bias else expected,  # a weight: right, so the hint is judged on the biases
+                "a bias (heads * d_head,) came back as a column (kv_heads * d_head, 1): keep w's trailing shape, "
+                "w.shape[1:], which is () for a bias",
             ),
         ],
         what=case.what,
         dtype=w.dtype,
-        shape_hint="(kv_heads * d_head, d_model)",
+        shape_hint="(kv_heads * d_head,) for a bias" if bias else "(kv_heads * d_head, d_model)",
     )
+
+
+def _explain_pool(error: dict, case: Case):
+    w = case.args[0]
+    if isinstance(w, torch.Tensor) and w.ndim == 1:
+        return (
+            "this w is a bias, (heads * d_head,), with no d_model dimension: pool it the same way, keeping w's "
+            "trailing shape, w.shape[1:] (empty for a bias): w.reshape(kv_heads, group, d_head, *w.shape[1:])"
+        )
+    return None
 
 
 pool_kv_heads = register(
@@ -408,5 +606,6 @@ pool_kv_heads = register(
         signature="pool_kv_heads(w, heads, kv_heads)",
         cases=_pool_cases,
         judge=_pool_judge,
+        explain=_explain_pool,
     )
 )

@@ -1,20 +1,18 @@
 """Checks for lesson 09, positions. Use: `from mha.checks import lesson09 as check`.
 
 Cases vary the sizes (seq, d_model and d_head, leading batch and head dimensions), the dtype (float32 and float64)
-and the positions (from 0, shuffled, far from 0); two are drawn afresh on every run. The encoders and layers that
-the last two exercises receive are built from plain specs (`Build`), the same in the learner's process and the
-judge's.
+the positions (from 0, shuffled, far from 0), the distance looked back and the positions already cached; two are
+drawn afresh on every run. The answers' forms are judged by what the cell after the exercise does with them: a
+list, a bool or a tensor of another shape is refused with the reason. (When the learner's function raises on some
+cases and returns on others, the message leads with the error, as in every lesson: `mha.checks.framework`.)
 """
 
 import math
 
+import numpy as np
 import torch
-from torch import nn
 
-from ..multihead import MultiHeadAttention
-from ..positions import RotaryMultiHeadAttention
-from ..positions import apply_rope as reference_rope
-from . import Build, Case, CheckFailed, Exercise, builder, register, verify
+from . import Case, CheckFailed, Exercise, items, register, verify
 
 LESSON = "09"
 BASE = 10000.0
@@ -259,198 +257,179 @@ rotary_attention = register(
 )
 
 
-# --- exercise 4: shift_error -------------------------------------------------------------------------------------
-
-ENCODERS = {
-    "rope": "RoPE",
-    "added": "an added position vector",
-    "square": "a turn by position squared",
-}
+# --- exercise 4: look_back -----------------------------------------------------------------------------------------
 
 
-@builder("lesson09_encoder")
-def build_encoder(scheme: str, d: int = 8, seed: int = 12):
-    """rotate(x (d,), position) -> x encoded at that position: RoPE, a random table added, or a turn by position^2."""
-    if scheme == "rope":
-
-        def rope(x, position):
-            return reference_rope(x[None], torch.tensor([position]))[0]
-
-        return rope
-    if scheme == "added":
-        table = torch.randn(64, d, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-        def add_position(x, position):  # an absolute scheme: add a position vector
-            return x + table[position].to(x.dtype)
-
-        return add_position
-    if scheme == "square":
-
-        def turn_by_square(x, position):  # an absolute rotation: the angle grows like position squared
-            return reference_rope(x[None], torch.tensor([position * position]))[0]
-
-        return turn_by_square
-    raise ValueError(f"unknown encoder {scheme!r}: expected one of {list(ENCODERS)}")
-
-
-def _shift_cases(seed: int) -> list[Case]:
+def _look_back_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    setups = [
-        ("rope", 5, 2, 7, torch.float64),
-        ("rope", 1, 9, 20, torch.float32),
-        ("added", 5, 2, 7, torch.float64),
-        ("added", 1, 9, 20, torch.float32),
-        ("square", 5, 2, 7, torch.float64),
-    ]
+    setups = [(8, 3, torch.float32), (4, 1, torch.float64), (16, 7, torch.float32)]
     for _ in range(2):
-        m, n, shift = (int(p) for p in torch.randint(0, 21, (3,), generator=g))
-        setups.append((_pick(g, list(ENCODERS)), m, n, shift, _pick(g, DTYPES)))
-    fixed = torch.Generator().manual_seed(12)  # the fixed cases' vectors include a negative difference
+        setups.append((2 * int(torch.randint(2, 9, (), generator=g)), int(torch.randint(1, 13, (), generator=g)),
+                       _pick(g, DTYPES)))  # fmt: skip
     cases = []
-    for i, (scheme, m, n, shift, dtype) in enumerate(setups):
-        q, k = _randn(fixed if i < 5 else g, 2, 8, dtype=dtype)
-        what = f"shift_error with {ENCODERS[scheme]}, q and k (8,) {_name(dtype)}, m={m}, n={n}, shift={shift}"
-        cases.append(Case((Build("lesson09_encoder", {"scheme": scheme}), q, k, m, n, shift), what=what, drawn=i >= 5))
+    for i, (d_head, d, dtype) in enumerate(setups):
+        k = 0.5 + _randn(g, d_head, dtype=dtype).abs()  # never of length 1, so that a normalised q shows
+        cases.append(Case((k, d), what=f"look_back(k ({d_head},) {_name(dtype)}, d={d})", drawn=i >= 3))
     return cases
 
 
-def _number(value: float) -> torch.Tensor:
-    return torch.tensor(value, dtype=torch.float64)
+def _refuse_bool(got, what: str, expected: str) -> None:
+    """A bool where a tensor or a number is due: say so (compared as numbers, True would read as 1)."""
+    if isinstance(got, bool) or (isinstance(got, torch.Tensor) and got.dtype == torch.bool):
+        value = got if isinstance(got, bool) else "a tensor of booleans"
+        raise CheckFailed(f"returned {value}, a yes-or-no answer; expected {expected}", what, site="form")
 
 
-def _shift_judge(case: Case, got, changed) -> None:
-    rotate, q, k, m, n, s = case.inputs()
-    dtype = q.dtype
-    q, k = q.double(), k.double()  # judged in float64, with the tolerance of the learner's dtype
+def _refuse_unusable(got, shape: tuple, what: str, expected: str, next_use: str) -> None:
+    """Forms the next cell cannot use: a list or a numpy array for a tensor, a shape other than `shape`."""
+    if isinstance(got, list | tuple | np.ndarray):
+        kind = "a numpy array" if isinstance(got, np.ndarray) else f"a {type(got).__name__}"
+        raise CheckFailed(f"returned {kind}; {next_use}, which needs {expected}", what, site="form")
+    if isinstance(got, torch.Tensor) and tuple(got.shape) != shape and got.numel() == math.prod(shape):
+        raise CheckFailed(f"has shape {tuple(got.shape)}; {next_use}, which needs shape {shape}", what, site="form")
 
-    def score(a, b):
-        return float(rotate(q, a) @ rotate(k, b))
 
-    before, after = score(m, n), score(m + s, n + s)
-    signed = before - after
+def _look_back_judge(case: Case, got, changed) -> None:
+    k, d = case.inputs()
+    k64, d_head = k.double(), k.shape[-1]
+    expected_form = f"the query, a tensor ({d_head},)"
+    _refuse_bool(got, case.what, expected_form)
+    _refuse_unusable(got, (d_head,), case.what, expected_form, "the next cell turns it with your apply_rope")
+
+    def turned(by: int) -> torch.Tensor:
+        return _rope(k64[None], torch.tensor([by]))[0]
+
+    right = turned(-d)
     verify(
         got,
-        _number(abs(signed)),
+        right,
         [
-            (_number(abs(before - score(m + s, n))), "you moved only the query; move both positions by the same shift"),
-            (_number(abs(before - score(m, n + s))), "you moved only the key; move both positions by the same shift"),
-            (_number(signed), "return the size of the difference (abs)"),
             (
-                _number(abs(before - score(n + s, m + s))),
-                "you swapped the query's and the key's positions after the shift",
+                turned(d),
+                "you turned k forward by d: that query scores highest on the key d positions *ahead* of it, which a "
+                "causal mask hides; turn k back, by -d",
             ),
-            (_number(before), "that is a score; return the difference between the two scores"),
+            (k64, "q = k scores highest at distance 0, the query's own position: turn k back by d"),
+            (-right, "that query scores *lowest* on the key d back: q must point along k turned back by d"),
+            (right / right.norm(), "q must be as long as k; yours has length 1 (you normalised it)"),
+            (turned(-d - 1), "you turned k back by d + 1: the key d back sits at position m - d"),
+            (turned(-d + 1), "you turned k back by d - 1: the key d back sits at position m - d"),
         ],
         what=case.what,
-        dtype=dtype,
-        shape_hint="one number",
-        form_hint="one number, |score(m, n) - score(m + shift, n + shift)|",
+        dtype=k.dtype,
+        shape_hint=f"({d_head},): one query, as long as k",
+        form_hint=expected_form,
     )
 
 
-shift_error = register(
+look_back = register(
     Exercise(
         LESSON,
-        "shift_error",
-        function="shift_error",
-        signature="shift_error(rotate, q, k, m, n, shift)",
-        cases=_shift_cases,
-        judge=_shift_judge,
+        "look_back",
+        function="look_back",
+        signature="look_back(k, d)",
+        cases=_look_back_cases,
+        judge=_look_back_judge,
+        uses=("apply_rope",),
     )
 )
 
 
-# --- exercise 5: permutation_gap ---------------------------------------------------------------------------------
-
-LAYERS = {
-    "plain": "MultiHeadAttention",
-    "rotary": "RotaryMultiHeadAttention",
-    "causal": "MultiHeadAttention with a causal mask",
-}
+# --- exercise 5: rotary_decode_step -------------------------------------------------------------------------------
 
 
-class _Causal(torch.nn.Module):
-    """A layer that always applies the causal mask."""
-
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-
-    def forward(self, x):
-        return self.layer(x, causal=True)
-
-
-@builder("lesson09_layer")
-def build_layer(kind: str, dtype: str = "float64", d_model: int = 16, heads: int = 2, seed: int = 13) -> nn.Module:
-    """An attention layer with weights drawn from `seed` (the learner's random state untouched), in `dtype`."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if kind == "plain":
-            layer = MultiHeadAttention(d_model, heads)
-        elif kind == "rotary":
-            layer = RotaryMultiHeadAttention(d_model, heads)
-        elif kind == "causal":
-            layer = _Causal(MultiHeadAttention(d_model, heads))
-        else:
-            raise ValueError(f"unknown layer {kind!r}: expected one of {list(LAYERS)}")
-    return layer.to(getattr(torch, dtype))
-
-
-def _gap_cases(seed: int) -> list[Case]:
+def _decode_cases(seed: int) -> list[Case]:
     g = torch.Generator().manual_seed(seed)
-    perm = [2, 0, 5, 1, 3, 4]  # not its own inverse: applying it the wrong way is caught
-    setups = [("plain", 6, perm, torch.float32), ("rotary", 6, perm, torch.float64), ("causal", 6, perm, torch.float32)]
+    setups = [((1, 1, 4), 3, torch.float32), ((2, 3, 8), 5, torch.float64), ((1, 2, 4), 1, torch.float32)]
     for _ in range(2):
-        seq = int(torch.randint(3, 10, (), generator=g))
-        drawn = torch.randperm(seq, generator=g)
-        while torch.equal(drawn[drawn], torch.arange(seq)):  # its own inverse: a wrong direction would pass
-            drawn = torch.randperm(seq, generator=g)
-        setups.append((_pick(g, list(LAYERS)), seq, drawn.tolist(), _pick(g, DTYPES)))
-    fixed = torch.Generator().manual_seed(14)  # the fixed cases' inputs include a negative largest gap
+        sizes = tuple(int(s) for s in torch.randint(1, 4, (2,), generator=g))
+        d_head, past = 2 * int(torch.randint(1, 7, (), generator=g)), int(torch.randint(0, 12, (), generator=g))
+        setups.append(((*sizes, d_head), past, _pick(g, DTYPES)))
     cases = []
-    for i, (kind, seq, order, dtype) in enumerate(setups):
-        x = _randn(fixed if i < 3 else g, 2, seq, 16, dtype=dtype)
-        layer = Build("lesson09_layer", {"kind": kind, "dtype": _name(dtype)})
-        what = f"permutation_gap with {LAYERS[kind]}, x (2, {seq}, 16) {_name(dtype)}, perm {order}"
-        cases.append(Case((layer, x, torch.tensor(order)), what=what, drawn=i >= 3))
+    for i, ((batch, heads, d_head), past, dtype) in enumerate(setups):
+        q, k, v = (_randn(g, batch, heads, 1, d_head, dtype=dtype) for _ in range(3))
+        raw = _randn(g, batch, heads, past, d_head, dtype=torch.float64)
+        cached_k = _rope(raw, torch.arange(past)).to(dtype)  # keys of positions 0 .. past - 1, already turned
+        cached_v = _randn(g, batch, heads, past, d_head, dtype=dtype)
+        what = f"rotary_decode_step after {past} cached positions, q, k, v {(batch, heads, 1, d_head)} {_name(dtype)}"
+        cases.append(Case((q, k, v, cached_k, cached_v), what=what, drawn=i >= 3))
     return cases
 
 
-def _gap_judge(case: Case, got, changed) -> None:
-    layer, x, perm = case.inputs()
-    dtype = x.dtype
-    layer, x = layer.double(), x.double()  # judged in float64, with the tolerance of the learner's dtype
-    out, out_of_permuted = layer(x)[0], layer(x[:, perm])[0]
-    gap = out_of_permuted - out[:, perm]
+def _decode_judge(case: Case, got, changed) -> None:
+    q, k, v, cached_k, cached_v = case.inputs()
+    q64, k64, v64, ck, cv = (t.double() for t in (q, k, v, cached_k, cached_v))
+    past, dtype = cached_k.shape[-2], q.dtype
+    expected_form = "two things, (output, keys)"
+    _refuse_bool(got, case.what, expected_form)
+    if isinstance(got, list | tuple) and len(got) == 3:
+        raise CheckFailed(
+            "returned three things; return two, (output, keys): the next cell unpacks `output, keys = ...` "
+            "(the values need no turning: the caller appends v itself)",
+            case.what,
+            site="form",
+        )
+    output, keys = items(got, 2, what=case.what, names="(output, keys)")
+
+    def at(x: torch.Tensor, position: int) -> torch.Tensor:
+        return _rope(x, torch.tensor([position]))
+
+    right_keys = torch.cat((ck, at(k64, past)), dim=-2)  # (batch, heads, past + 1, d_head)
+    twice = torch.cat((_rope(ck, torch.arange(past)), at(k64, past)), dim=-2)
+    shape = (*q.shape[:2], past + 1, q.shape[-1])
+    _refuse_unusable(keys, shape, case.what, f"keys {shape}", "the next call gets them back as cached_k")
     verify(
-        got,
-        gap.abs().max(),
+        keys,
+        right_keys,
         [
-            (
-                (out_of_permuted - out[:, perm.argsort()]).abs().max(),
-                "you permuted the output with the inverse permutation; index it with perm, as the input",
-            ),
-            (
-                (out_of_permuted - out).abs().max(),
-                "compare with the output permuted the same way as the input, layer(x)[0][:, perm]",
-            ),
-            (gap.abs().mean(), "that is the mean difference; return the largest, .max()"),
-            (gap.max(), "return the largest absolute difference: take .abs() before .max()"),
+            (torch.cat((ck, k64), dim=-2), "you cached the new key without turning it: turn it at its position first"),
+            (torch.cat((ck, at(k64, past + 1)), dim=-2), _OFF_BY_ONE),
+            (torch.cat((ck, at(k64, past - 1)), dim=-2), _OFF_BY_ONE),
+            (twice, "the cached keys are already turned, each at its own position: you turned them again"),
+            (at(k64, past), "return every key, the cached ones and the new one after them (torch.cat on dim -2)"),
         ],
         what=case.what,
+        site="keys",
         dtype=dtype,
-        shape_hint="one number",
-        form_hint="one number, the largest absolute difference",
+        shape_hint="(batch, heads, past + 1, d_head): the cached keys, then the new one",
+    )
+    out_shape = tuple(q.shape)
+    _refuse_unusable(output, out_shape, case.what, f"an output {out_shape}", "the next cell joins the outputs on q_pos")
+    values = torch.cat((cv, v64), dim=-2)
+    turned_q = at(q64, past)
+    verify(
+        output,
+        _attend(turned_q, right_keys, values),
+        [
+            (_attend(q64, right_keys, values), "you did not turn the query: it sits at position past, turn it there"),
+            (_attend(at(q64, past + 1), right_keys, values), _OFF_BY_ONE),
+            (_attend(at(q64, past - 1), right_keys, values), _OFF_BY_ONE),
+            (
+                _attend(turned_q, right_keys, torch.cat((cv, at(v64, past)), dim=-2)),
+                "you turned the new value: values carry what a token says, not where it is; turn only q and k",
+            ),
+            (_attend(turned_q, right_keys, values, scale=False), "the scores are not scaled: divide by sqrt(d_head)"),
+        ],
+        what=case.what,
+        site="output",
+        dtype=dtype,
+        shape_hint="(batch, heads, 1, d_head): the new token's output",
     )
 
 
-permutation_gap = register(
+_OFF_BY_ONE = (
+    "off by one: positions start at 0, so after `past` cached positions the new token sits at position past "
+    "= cached_k.shape[-2]"
+)
+
+rotary_decode_step = register(
     Exercise(
         LESSON,
-        "permutation_gap",
-        function="permutation_gap",
-        signature="permutation_gap(layer, x, perm)",
-        cases=_gap_cases,
-        judge=_gap_judge,
+        "rotary_decode_step",
+        function="rotary_decode_step",
+        signature="rotary_decode_step(q, k, v, cached_k, cached_v)",
+        cases=_decode_cases,
+        judge=_decode_judge,
+        uses=("apply_rope",),
     )
 )

@@ -3,6 +3,7 @@
 exercises.py   generate exercises/ from solutions/ (never overwriting a learner's work), and check they match
 grade.py       grade a folder of submitted exercise notebooks, one sub-folder per student, in parallel or in shards
 sandbox.py     run one notebook's process sealed off (bubblewrap, else an unprivileged user), with limits
+_seal.py       the first program of every sandbox: capped work area, no user namespaces, its own user
 _runner.py     the notebook's side of grading: run its cells, then answer the grader's calls
 wire.py        plain data between the two processes: JSON and .npy arrays on a pipe, sizes capped, never pickle
 judging.py     what grading uses of the exercise checks: cases, the learner's half of a check, the verdict

@@ -7,15 +7,28 @@ doctor      check in seconds that this environment can run the course
 release     commit the course without its solutions on a branch, for students (a JupyterHub's nbgitpuller link)
 link        print the nbgitpuller link of every exercise notebook
 collect     copy every student's exercise notebooks from a JupyterHub into submissions/<student>/
+marks       marks from gradings: each exercise weighs its importance; later gradings replace earlier ones
+cost        measure what each lesson costs a machine (CPU seconds, memory), for sizing a hub or a grader
 """
 
 import argparse
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
-from . import collect, doctor, exercises, grade, judging, release, report, sandbox
+from .._commands import (
+    check_output,
+    check_output_folder,
+    nonempty,
+    positive_int,
+    repository,
+    seed_number,
+    url,
+)
+from .._provenance import csv_with_header, writable
+from . import answers, collect, cost, doctor, exercises, grade, judging, marks, release, report, sandbox
 
 PROG = "python -m mha.course"
 
@@ -25,29 +38,40 @@ def _exercises(argv) -> int:
     parser.add_argument(
         "--check", action="store_true", help="fail if exercises/ is out of sync or fails ruff as generated (for CI)"
     )
-    parser.add_argument("--root", type=Path, default=exercises.ROOT, help="course folder (default: this checkout)")
+    parser.add_argument("--root", type=_path, default=exercises.ROOT, help="course folder (default: this checkout)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "solutions/NN_*.ipynb", "the course's folder")
+    if not any((args.root / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        parser.error(
+            f"--root {args.root}: no solutions/NN_*.ipynb in it; expected the course's folder, which holds solutions/"
+        )
     if args.check:
-        problems = exercises.check(args.root) + exercises.lint(args.root)
+        problems = exercises.check(args.root) + answers.fingerprint_problems(args.root) + exercises.lint(args.root)
         for problem in problems:
             print(f"✗ {problem}")
         if problems:
             print("Run `make exercises` and commit the result.")
             return 1
-        print("✓ exercises/ matches solutions/, and passes ruff as generated")
+        print("✓ exercises/ and the fingerprints match solutions/, and exercises/ passes ruff as generated")
         return 0
     exercises.generate(args.root)
+    path, changed = answers.write_fingerprints(args.root)
+    print(f"{'written    ' if changed else 'up to date '} {path.relative_to(args.root)} (the solutions' fingerprints)")
     return 0
 
 
 LIMITS = {
     "timeout": "seconds to run a notebook's cells",
-    "memory_mb": "address space per process, MiB",
+    "call_timeout": "seconds for all of a notebook's exercise calls afterwards",
+    "memory_mb": "memory per process, and of all a notebook's processes together, MiB",
     "processes": "processes and threads at once",
     "file_size_mb": "largest file a notebook may write, MiB",
+    "disk_mb": "bytes a notebook's work area may hold, MiB",
+    "files": "files a notebook's work area may hold",
     "cpu_seconds": "CPU seconds per process",
     "output_mb": "output read per notebook, MiB; the rest is discarded",
 }
+FRACTIONAL = ("timeout", "call_timeout", "output_mb")
 
 
 def _grade(argv) -> int:
@@ -58,13 +82,22 @@ def _grade(argv) -> int:
         description=grade.__doc__.split("\n\n")[0],
         epilog=f"To join the CSVs of shards: {PROG} grade merge SHARD.csv ... --csv grades.csv",
     )
-    parser.add_argument("folder", type=Path, help="one sub-folder per student, holding exercise notebooks")
-    parser.add_argument("--csv", type=Path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
-    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="notebooks at once (default: cores)")
+    parser.add_argument("folder", type=_path, help="one sub-folder per student, holding exercise notebooks")
+    parser.add_argument("--csv", type=_path, default=None, help="where to write the CSV (default: FOLDER/grades.csv)")
+    parser.add_argument("--feedback", type=_path, default=None, help="write one feedback file per student here")
+    parser.add_argument(
+        "--jobs", type=positive_int, default=os.cpu_count() or 1, help="notebooks at once (default: cores)"
+    )
     parser.add_argument("--shard", default="0/1", help="K/N: grade only share K (0 to N-1) of N (default 0/1)")
-    parser.add_argument("--seed", type=int, default=None, help="seed of the cases (default: a fresh one)")
+    parser.add_argument("--seed", type=seed_number, default=None, help="seed of the cases (default: a fresh one)")
     parser.add_argument("--isolation", choices=["auto", *sandbox.MODES], default="auto", help="default: auto")
+    parser.add_argument(
+        "--course",
+        type=_path,
+        default=None,
+        help="the course's folder, whose solutions/ the answers are compared with (default: this checkout's; an "
+        "installed package uses the fingerprints of the solutions it ships)",
+    )
     defaults = sandbox.Limits()
     for name, text in LIMITS.items():
         value = getattr(defaults, name)
@@ -74,15 +107,16 @@ def _grade(argv) -> int:
     problems = sandbox.Limits(**raw).problems()
     if problems:
         parser.error("; ".join(p.replace("_", "-") for p in problems))
-    whole = {name: int(value) for name, value in raw.items() if name not in ("timeout", "output_mb")}
-    limits = sandbox.Limits(timeout=raw["timeout"], output_mb=raw["output_mb"], **whole)
-    if not args.folder.is_dir():
-        parser.error(f"{args.folder} is not a folder")
+    limits = sandbox.Limits(**{name: value if name in FRACTIONAL else int(value) for name, value in raw.items()})
+    _folder(parser, "folder", args.folder, "one sub-folder per student", "the folder of submissions")
+    if _is_course(args.folder):
+        parser.error(
+            f"folder {args.folder} is the course's own folder (it holds mha/ and solutions/), not a folder of "
+            f"submissions: give the folder that holds one sub-folder per student"
+        )
+    if args.course is not None:
+        _folder(parser, "--course", args.course, "solutions/NN_*.ipynb", "the course's folder")
     part = _shard(parser, args.shard)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
-    if args.seed is not None and args.seed < 0:
-        parser.error(f"--seed must be 0 or more, got {args.seed}")
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
     if args.feedback is not None:
@@ -95,10 +129,11 @@ def _grade(argv) -> int:
             part=part,
             seed=args.seed,
             isolation=args.isolation,
-            log=lambda line: print(_loud(line), file=sys.stderr),
+            course=args.course or grade.ROOT,
+            log=lambda line: print(_loud(report.safe(line)), file=sys.stderr),
         )
     except (ValueError, RuntimeError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {report.safe(error)}", file=sys.stderr)
         return 2
     _write(out, report.to_csv(grading.rows))
     if args.feedback is not None:
@@ -123,33 +158,69 @@ def _shard(parser, text: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+# What the grader writes, recognised by its content: only such files are ever replaced (`mha._provenance.writable`).
+GRADES = (csv_with_header(report.COLUMNS), "a grades CSV the grader wrote")
+FEEDBACK = (lambda text: text.startswith("Feedback for "), "a feedback file the grader wrote")
+
+
+def _path(value: str) -> Path:
+    """A path typed on the command line: not empty (an empty one would mean the current folder)."""
+    return Path(nonempty(value))
+
+
+def _folder(parser, option: str, path: Path, holds: str, what: str) -> None:
+    """Refuse, naming the option, a path that is not an existing folder."""
+    if not path.exists():
+        parser.error(f"{option} {path}: no such folder; expected {what}, holding {holds}")
+    if not path.is_dir():
+        parser.error(f"{option} {path} is a file; expected {what}, a folder holding {holds}")
+
+
+def _is_course(folder: Path) -> bool:
+    return (folder / "mha" / "__init__.py").is_file() and (folder / "solutions").is_dir()
+
+
 def _output(parser, path: Path, folder: Path | None) -> Path:
-    """The CSV's path, refused before any work if it cannot be written or would land in a student's folder."""
-    if path.is_dir():
-        parser.error(f"--csv {path} is a folder; give a file name, e.g. {path / 'grades.csv'}")
-    if not path.parent.is_dir():
+    """The CSV's path, refused before any work if it may not be written or would land in a student's folder."""
+    if not path.is_dir() and not path.parent.is_dir():
         parser.error(f"--csv {path}: the folder {path.parent} does not exist")
-    if not os.access(path.parent, os.W_OK):
-        parser.error(f"--csv {path}: the folder {path.parent} cannot be written")
     if folder is not None:
         inside = path.resolve().parent
         if inside != folder.resolve() and folder.resolve() in inside.parents:
             parser.error(f"--csv {path} is inside a student's folder; write it elsewhere")
+    check_output(parser, str(path), "--csv", *GRADES)
     return path
 
 
-def _feedback_folder(parser, path: Path, folder: Path) -> None:
-    resolved = path.resolve()
-    if resolved == folder.resolve() or folder.resolve() in resolved.parents:
-        parser.error(f"--feedback {path} is inside {folder}, where it would be taken for a student; write it elsewhere")
-    if path.exists() and not path.is_dir():
-        parser.error(f"--feedback {path} is a file, not a folder")
+def _feedback_folder(parser, path: Path, folder: Path | None) -> None:
+    """The feedback folder, refused before any work if it holds a file the grader did not write."""
+    check_output_folder(parser, path, "--feedback")
     if not path.exists() and not path.parent.is_dir():
         parser.error(f"--feedback {path}: the folder {path.parent} does not exist")
+    if folder is not None:
+        resolved = path.resolve()
+        if resolved == folder.resolve() or folder.resolve() in resolved.parents:
+            parser.error(
+                f"--feedback {path} is inside {folder}, where it would be taken for a student; write it elsewhere"
+            )
+    theirs = [p.name for p in sorted(path.iterdir()) if not _feedback_file(p)] if path.is_dir() else []
+    if theirs:
+        parser.error(
+            f"--feedback {path} holds {', '.join(theirs[:3])}{', ...' if len(theirs) > 3 else ''}, which the grader "
+            f"did not write: give a new or empty folder, so that nothing of yours is replaced"
+        )
+
+
+def _feedback_file(path: Path) -> bool:
+    try:
+        return path.is_file() and FEEDBACK[0](path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def _write(path: Path, text: str) -> None:
     """Write a file whole or not at all (a temporary file in the same folder, then renamed)."""
+    writable(path, *GRADES)  # checked before the work; again now, in case a file appeared meanwhile
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(text, encoding="utf-8-sig")
     os.replace(temporary, path)
@@ -158,25 +229,41 @@ def _write(path: Path, text: str) -> None:
 def _write_feedback(folder: Path, rows: list[dict]) -> None:
     folder.mkdir(exist_ok=True)
     for name, text in grade.feedback_files(rows).items():
-        (folder / name).write_text(text, encoding="utf-8")
+        try:
+            writable(folder / name, *FEEDBACK)  # never a file the grader did not write
+            (folder / name).write_text(text, encoding="utf-8")
+        except (OSError, ValueError) as error:  # one file that cannot be written costs only that student's feedback
+            why = error.strerror if isinstance(error, OSError) else error
+            print(f"warning: {report.safe(folder / name)} could not be written ({why})", file=sys.stderr)
 
 
 def _merge(argv) -> int:
     parser = argparse.ArgumentParser(
         prog=f"{PROG} grade merge", description="Join the CSVs of the shards of one grading into one CSV."
     )
-    parser.add_argument("parts", type=Path, nargs="+", help="the shards' CSV files")
-    parser.add_argument("--csv", type=Path, required=True, help="where to write the joined CSV")
-    parser.add_argument("--feedback", type=Path, default=None, help="write one feedback file per student here")
-    parser.add_argument("--submissions", type=Path, default=None, help="check that every student folder is graded")
+    parser.add_argument("parts", type=_path, nargs="+", help="the shards' CSV files")
+    parser.add_argument("--csv", type=_path, required=True, help="where to write the joined CSV")
+    parser.add_argument("--feedback", type=_path, default=None, help="write one feedback file per student here")
+    parser.add_argument("--submissions", type=_path, default=None, help="check that every student folder is graded")
     args = parser.parse_args(argv)
+    texts = []
     for part in args.parts:
         if not part.is_file():
-            parser.error(f"{part} is not a file")
+            parser.error(f"{part} is not a file; expected a grades CSV written by `{PROG} grade`")
+        try:
+            texts.append((str(part), part.read_bytes().decode("utf-8-sig")))
+        except UnicodeDecodeError:
+            parser.error(f"{part} is not a grades CSV: it is not text (UTF-8)")
     out = _output(parser, args.csv, None)
+    if args.feedback is not None:
+        _feedback_folder(parser, args.feedback, None)
+    if args.submissions is not None:
+        _folder(parser, "--submissions", args.submissions, "one sub-folder per student", "the folder of submissions")
+        if not any(p.is_dir() and not p.name.startswith(".") for p in args.submissions.iterdir()):
+            parser.error(f"--submissions {args.submissions} holds no student folder; expected one per student")
     try:
-        rows = report.merge([(str(p), p.read_text(encoding="utf-8-sig")) for p in args.parts])
-    except (ValueError, UnicodeDecodeError) as error:
+        rows = report.merge(texts)
+    except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _write(out, report.to_csv(rows))
@@ -189,7 +276,8 @@ def _merge(argv) -> int:
         folders = sorted(p.name for p in args.submissions.iterdir() if p.is_dir() and not p.name.startswith("."))
         missing = [name for name in folders if report.cell(name) not in graded]
         if missing:
-            print(f"error: no rows for {len(missing)} student(s): {', '.join(missing)}; is a shard missing?")
+            names = report.safe(", ".join(missing))
+            print(f"error: no rows for {len(missing)} student(s): {names}; is a shard missing?")
             return 1
     return 0
 
@@ -199,6 +287,7 @@ def _doctor(argv) -> int:
     parser.add_argument(
         "--hub",
         metavar="VERSION",
+        type=_version,
         default=None,
         help="also check a JupyterHub single-user image: jupyterhub at the hub's VERSION, and nbgitpuller",
     )
@@ -212,12 +301,33 @@ def _doctor(argv) -> int:
     return 1 if failed else 0
 
 
+def _version(value: str) -> str:
+    """A version number such as 5.2.1 (what `pip install jupyterhub==VERSION` takes)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*([.+-]?[A-Za-z0-9]+)*", value.strip()):
+        raise argparse.ArgumentTypeError(f"expected a version number such as 5.2.1, got {value!r}")
+    return value.strip()
+
+
 def _release(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} release", description=release.__doc__.split("\n\n")[0])
-    parser.add_argument("--branch", default=release.BRANCH, help=f"the release branch (default {release.BRANCH})")
-    parser.add_argument("--ref", default="HEAD", help="the commit to release (default HEAD: the last commit)")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's checkout (default: here)")
+    parser.add_argument(
+        "--branch", type=nonempty, default=release.BRANCH, help=f"the release branch (default {release.BRANCH})"
+    )
+    parser.add_argument(
+        "--ref", type=nonempty, default="HEAD", help="the commit to release (default HEAD: the last commit)"
+    )
+    parser.add_argument("--root", type=_path, default=Path.cwd(), help="the course's checkout (default: here)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "the course's git checkout", "the course's checkout")
+    top = _git(args.root, "rev-parse", "--show-toplevel")
+    if top is None:
+        parser.error(f"--root {args.root} is not a git checkout; expected the course's checkout (git clone)")
+    if Path(top).resolve() != args.root.resolve():
+        parser.error(f"--root {args.root} is a folder inside the checkout {top}; expected the checkout itself: {top}")
+    if _git(args.root, "check-ref-format", "--branch", args.branch) is None:
+        parser.error(f"--branch {args.branch!r} is not a name git accepts for a branch; expected e.g. student")
+    if _git(args.root, "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}") is None:
+        parser.error(f"--ref {args.ref!r} is not a commit of {args.root}; expected e.g. HEAD, main or a commit hash")
     try:
         done = release.release(args.root, args.branch, args.ref)
     except ValueError as error:
@@ -231,18 +341,40 @@ def _release(argv) -> int:
     return 0
 
 
+def _git(root: Path, *args: str) -> str | None:
+    """git's output in `root`, or None when git says no."""
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _home_folder(value: str) -> str:
+    """A folder inside each student's home: a relative path, without '..'."""
+    value = nonempty(value).strip()
+    if Path(value).is_absolute() or ".." in Path(value).parts:
+        raise argparse.ArgumentTypeError(f"expected a folder inside each home, like mha-course, got {value!r}")
+    return value
+
+
 def _link(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} link", description=release.nbgitpuller_link.__doc__.split("\n")[0])
-    parser.add_argument("--hub", required=True, help="the hub's address, e.g. https://hub.example.edu")
-    parser.add_argument("--repo", required=True, help="the repository students pull from (the student release)")
-    parser.add_argument("--branch", default="main", help="its branch (default main)")
-    parser.add_argument("--folder", default=release.FOLDER, help=f"the folder in each home (default {release.FOLDER})")
-    parser.add_argument("--root", type=Path, default=Path.cwd(), help="the course's folder (default: here)")
+    parser.add_argument("--hub", type=url, required=True, help="the hub's address, e.g. https://hub.example.edu")
+    parser.add_argument(
+        "--repo", type=repository, required=True, help="the repository students pull from (the student release)"
+    )
+    parser.add_argument("--branch", type=nonempty, default="main", help="its branch (default main)")
+    parser.add_argument(
+        "--folder",
+        type=_home_folder,
+        default=release.FOLDER,
+        help=f"the folder in each home (default {release.FOLDER})",
+    )
+    parser.add_argument("--root", type=_path, default=Path.cwd(), help="the course's folder (default: here)")
     args = parser.parse_args(argv)
+    _folder(parser, "--root", args.root, "exercises/NN_*.ipynb", "the course's folder")
     try:
         notebooks = release.exercise_notebooks(args.root)
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(f"--root: {error}")
     for notebook in notebooks:
         link = release.nbgitpuller_link(args.hub, args.repo, notebook, args.branch, args.folder)
         print(f"{Path(notebook).stem}: {link}")
@@ -251,35 +383,50 @@ def _link(argv) -> int:
 
 def _collect(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} collect", description=collect.__doc__.split("\n\n")[0])
-    parser.add_argument("out", type=Path, help="the submissions folder (one sub-folder per student is made in it)")
-    parser.add_argument("--hub", required=True, help="the hub's address, e.g. https://hub.example.edu")
+    parser.add_argument("out", type=_path, help="the submissions folder (one sub-folder per student is made in it)")
+    parser.add_argument("--hub", type=url, required=True, help="the hub's address, e.g. https://hub.example.edu")
     parser.add_argument(
-        "--folder", default=release.FOLDER, help=f"the course's folder in each home (default {release.FOLDER})"
+        "--folder",
+        type=_home_folder,
+        default=release.FOLDER,
+        help=f"the course's folder in each home (default {release.FOLDER})",
     )
     parser.add_argument("--start", action="store_true", help="start stopped servers to collect, then stop them again")
     parser.add_argument(
-        "--student", action="append", default=None, help="only this user (repeat for several; default: every user)"
+        "--student",
+        type=nonempty,
+        action="append",
+        default=None,
+        help="only this user (repeat for several; default: every user)",
     )
     parser.add_argument(
         "--lesson", action="append", default=None, help="only this lesson's notebook, e.g. 01 (repeat for several)"
     )
     args = parser.parse_args(argv)
-    if args.lesson and not all(len(x) == 2 and x.isdigit() for x in args.lesson):
-        parser.error(f"--lesson takes a lesson number of two digits, like 01; got {' '.join(args.lesson)}")
-    if args.out.exists() and not args.out.is_dir():
-        parser.error(f"{args.out} is a file; give a folder")
+    bad = [x for x in args.lesson or [] if not (len(x) == 2 and x.isdigit())]
+    if bad:
+        parser.error(f"--lesson takes a lesson number of two digits, like 01; got {bad[0]!r}")
+    check_output_folder(parser, args.out, "out")
     try:
         hub = collect.Hub(args.hub, os.environ.get("MHA_COLLECT_TOKEN", ""))
         rows = collect.collect(hub, args.out, args.folder, args.start, args.student, args.lesson)
     except collect.HubError as error:
-        print(f"✗ {error}", file=sys.stderr)
+        print(f"✗ {report.safe(error)}", file=sys.stderr)
         return 1
     for row in rows:
-        print(f"{row.student:<16} {row.notebook or '-':<36} {row.status:<10} {row.saved}")
+        student, notebook = report.safe(row.student), report.safe(row.notebook) or "-"
+        print(f"{student:<16} {notebook:<36} {row.status:<10} {report.safe(row.saved)}")
     kept = [row for row in rows if row.status == "kept"]
+    refused = [row for row in rows if row.status == "refused"]
     got = sum(row.status == "collected" for row in rows)
     students = len({row.student for row in rows if row.status in ("collected", "unchanged")})
     print(f"\n{got} notebook(s) collected from {students} student(s) into {args.out}")
+    if refused:
+        print(
+            f"✗ {len(refused)} name(s) refused (they would leave their folder, are not valid text, or collide): "
+            f"nothing was written for them",
+            file=sys.stderr,
+        )
     if kept:
         print(
             f"✗ {len(kept)} notebook(s) differ from the copy already in {args.out} and were not overwritten: "
@@ -287,6 +434,64 @@ def _collect(argv) -> int:
             file=sys.stderr,
         )
         return 1
+    return 1 if refused else 0
+
+
+def _marks(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} marks", description=marks.__doc__.split("\n\n")[0])
+    parser.add_argument("gradings", type=_path, nargs="+", help="grades CSVs, earliest first (later ones replace)")
+    parser.add_argument("--csv", type=_path, required=True, help="where to write the marks")
+    parser.add_argument("--lessons", nargs="+", default=None, help="the lessons the module grades (default: all)")
+    args = parser.parse_args(argv)
+    for path in args.gradings:
+        if not path.is_file():
+            parser.error(f"{path} is not a file")
+    out = _output(parser, args.csv, None)
+    try:
+        rows = marks.marks(marks.read(args.gradings), args.lessons)
+    except (ValueError, UnicodeDecodeError) as error:
+        print(f"error: {report.safe(error)}", file=sys.stderr)
+        return 2
+    _write(out, marks.to_csv(rows))
+    lessons = [k for k in (rows[0] if rows else {}) if len(k) == 2 and k.isdigit()]
+    print("student".ljust(20) + "".join(f"{lesson:>7}" for lesson in lessons) + "  exercises")
+    for row in rows:
+        replaced = sorted({row[f"{x} from"] for x in lessons} - {args.gradings[0].name, "nothing handed in"})
+        cells = "".join(f"{row[lesson]:>7.1f}" for lesson in lessons)
+        note = f"  (from {', '.join(replaced)})" if replaced else ""
+        print(f"{report.safe(row['student'])[:19]:<20}{cells}  {row['exercises']:>9.1f}{note}")
+    print(f"\nwrote {out}")
+    return 0
+
+
+def _cost(argv) -> int:
+    parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
+    parser.add_argument("--lessons", nargs="+", default=None, help="only these lessons, e.g. 05 08 (default: all)")
+    parser.add_argument("--grading", action="store_true", help="also grade the solved exercises, as one student")
+    parser.add_argument("--root", type=_path, default=cost.ROOT, help="the course's folder (default: this checkout)")
+    parser.add_argument("--json", type=_path, default=None, help="write the measurements to this file")
+    args = parser.parse_args(argv)
+    if args.lessons and not all(len(x) == 2 and x.isdigit() for x in args.lessons):
+        parser.error(f"--lessons takes lesson numbers of two digits, like 05; got {' '.join(args.lessons)}")
+    from .._provenance import command_line, stamp, writable, write_results
+
+    try:
+        if args.json:
+            writable(args.json)
+        found = cost.measure(args.root, args.lessons, args.grading)
+    except ValueError as error:
+        parser.error(str(error))
+    if "grading" in found:
+        graded = found["grading"]
+        for number, m in graded["per_lesson"].items():
+            print(
+                f"graded {number}: {m['cpu_seconds']:6.1f} CPU s {m['wall_seconds']:6.1f} s, "
+                f"{m['passed']}/{m['exercises']} passed"
+            )
+        print(f"grader's own peak memory {graded['grader_peak_mb']} MB ({graded['isolation']})")
+    if args.json:
+        write_results(args.json, stamp(command_line(PROG, ["cost", *argv])), found)
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -297,10 +502,15 @@ COMMANDS = {
     "release": _release,
     "link": _link,
     "collect": _collect,
+    "marks": _marks,
+    "cost": _cost,
 }
 
 
 def main(argv=None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # a terminal that cannot show a student's name gets an escape, not a stop
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] not in COMMANDS:
         parser = argparse.ArgumentParser(

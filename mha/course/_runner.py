@@ -1,8 +1,9 @@
 """The student's side of grading: run one notebook's cells, then answer the grader's calls (inside the sandbox).
 
-    python -I -m mha.course._runner NOTEBOOK --requests FD --replies FD [--uid UID] [--rlimits JSON]
+    python -I -m mha.course._runner NOTEBOOK --requests FD --replies FD [--rlimits JSON]
 
-Before any cell runs, the process becomes the unprivileged user it is given (if any) and sets its resource limits.
+It starts sealed (`mha.course._seal`: its own user, its work area, no user namespaces); before any cell runs, it
+sets its resource limits.
 It then runs every code cell of NOTEBOOK in one IPython shell, going on after errors, as a kernel would, and sends
 the grader a summary of the run. After that it serves calls: the grader names a function the notebook defined and
 sends inputs as plain data; each answer goes back as plain data (see `mha.course.wire`).
@@ -24,7 +25,7 @@ from pathlib import Path
 import mha
 
 from . import judging, wire
-from .sandbox import apply_limits, drop_privileges
+from .sandbox import apply_limits
 
 _COURSE = str(Path(mha.__file__).resolve().parent) + os.sep
 _TOOLS = (_COURSE + "checks" + os.sep, _COURSE + "course" + os.sep)  # ours, but not the course's implementation
@@ -121,10 +122,22 @@ def answer(shell, request: dict) -> dict:
     outcomes, calls = [], CourseCalls()
     for case in request["cases"]:
         with calls:
-            outcomes.append(judging.run_case(exercise, fn, judging.case_from_plain(case)))
+            outcomes.append(_within_limit(judging.run_case(exercise, fn, judging.case_from_plain(case))))
         if outcomes[-1].get("timed_out"):
             break  # every other case would wait as long
     return {"missing": False, "origin": course_origin(fn), "calls": sorted(calls.called), "outcomes": outcomes}
+
+
+def _within_limit(outcome: dict) -> dict:
+    """The outcome, its answer described instead of sent if it is larger than the grader reads (`wire.MAX_REPLY`)."""
+    text, arrays = wire.encode(outcome)
+    size = len(text) + sum(len(a) for a in arrays)
+    if size <= wire.MAX_REPLY * 0.9:
+        return outcome
+    from ..checks import unusual
+
+    what = f"{size / 2**20:.0f} MB of data, more than the grader reads ({wire.MAX_REPLY >> 20} MB)"
+    return {**outcome, "got": unusual(what, kind="too large")}
 
 
 def main(argv=None) -> int:
@@ -132,13 +145,9 @@ def main(argv=None) -> int:
     parser.add_argument("notebook", type=Path)
     parser.add_argument("--requests", type=int, required=True)
     parser.add_argument("--replies", type=int, required=True)
-    parser.add_argument("--uid", type=int, default=None)
     parser.add_argument("--rlimits", default="{}")
     args = parser.parse_args(argv)
-    # before any of the notebook's code: the user it runs as, and its limits
-    apply_limits(json.loads(args.rlimits))
-    if args.uid is not None:
-        drop_privileges(args.uid)
+    apply_limits(json.loads(args.rlimits))  # before any of the notebook's code
     for fd in (args.requests, args.replies):
         os.set_inheritable(fd, False)  # processes the notebook starts do not get the grader's pipes
     started = time.monotonic()

@@ -8,7 +8,8 @@ the package is installed (a checkout, or a plain `pip install .` into an image):
 - what lesson 05 reads: the pretrained model's wheel and files, and the reference outputs shipped in the package;
 - that attention computes what PyTorch computes;
 - with `--hub VERSION`, what a JupyterHub's single-user server needs: `jupyterhub` at the hub's version, and
-  nbgitpuller for the course's links.
+  nbgitpuller for the course's links; and, for grading in that image, the solutions' fingerprints the package ships
+  for every lesson the grader knows.
 It ends with a one-line verdict and exits 1 if anything fails.
 """
 
@@ -36,9 +37,19 @@ def _requirements() -> dict[str, str]:
     pins = {}
     for line in declared:
         match = _PIN.match(line)
-        if match and not (match.group(3) or "").strip("; ").startswith("extra"):
+        marker = (match.group(3) or "").strip("; ") if match else ""
+        if match and not marker.startswith("extra") and _applies(marker):
             pins[match.group(1).lower()] = match.group(2)
     return pins
+
+
+def _applies(marker: str) -> bool:
+    """Whether a pin's environment marker (e.g. `sys_platform == "linux"`, Triton's) holds here; no marker: True."""
+    if not marker:
+        return True
+    from packaging.markers import Marker  # installed with JupyterLab
+
+    return Marker(marker).evaluate()
 
 
 def _version(name: str) -> str | None:
@@ -164,6 +175,22 @@ def _hub(version: str) -> list[tuple[bool, str]]:
     return results
 
 
+def _fingerprints() -> tuple[bool, str]:
+    """The solutions' fingerprints the grader compares answers with where there is no `solutions/` (an image)."""
+    from . import answers, judging
+
+    lessons = judging.lessons()
+    missing = [lesson for lesson in lessons if answers.shipped_answers(lesson) is None]
+    if missing:
+        return (
+            False,
+            f"the package ships no fingerprints of the solutions of lesson {', '.join(missing)} "
+            f"({answers.FINGERPRINTS}): grading here cannot compare answers with the solutions; run `make exercises` "
+            f"in the course and install it again",
+        )
+    return True, f"the solutions' fingerprints for grading, lessons {lessons[0]} to {lessons[-1]}"
+
+
 def checks(hub: str | None = None) -> list[tuple[bool, str]]:
     """(ok, what) for every check, in order; each runs even if an earlier one failed.
 
@@ -181,6 +208,7 @@ def checks(hub: str | None = None) -> list[tuple[bool, str]]:
     results.append(_attention_agrees())
     if hub:
         results.extend(_hub(hub))
+        results.append(_fingerprints())
     return results
 
 

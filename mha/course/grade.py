@@ -4,21 +4,28 @@
     python -m mha.course grade merge SHARD.csv ... --csv grades.csv
 
 SUBMISSIONS holds one folder per student, each with any of the exercise notebooks (`01_*.ipynb`, ...). Every
-notebook is read once, before anything runs, and runs in a process of its own (see `mha.course.sandbox`), in a
-fresh private folder holding only its own copy, with limits on time, memory, processes, file size and output.
+notebook is checked once before anything runs (its size, that it is a notebook, a hash of its bytes) and read again
+when its turn comes (a notebook changed in between is not graded). It runs in a process of its own (see
+`mha.course.sandbox`), in a fresh private work area holding only its own copy, with limits on time, memory,
+processes, disk, file size and output; its work area is removed as soon as it is graded.
 
 The notebook's process reports nothing the grade depends on. Once its cells have run, the grader draws each
-exercise's cases afresh (from the grading's seed), sends the inputs to that process as plain data, and receives
-what the learner's function returned, as plain data; it then judges the answers in its own process with the
-exercise checks' own diagnoses (`mha.checks`). So nothing a notebook writes, patches or prints can change a grade:
-only what its functions compute.
+exercise's cases afresh (from the grading's seed), sends the inputs to that process as plain data, one case at a
+time under the grader's own deadline, and receives what the learner's function returned, as plain data; it then
+judges the answers in its own process with the exercise checks' own diagnoses (`mha.checks`). So nothing a notebook
+writes, patches or prints can change a grade: only what its functions compute.
 
-For the instructor, not for the marks, each row also carries flags: an answer that is the course's own code (it
-fails, as in the notebook) or calls it, an answer cell identical to the course's solution, identical answers
-between students. The course's solutions notebook handed in as it is gets no marks.
+For the instructor, not for the marks, each row also carries flags, read by the grader from the notebook's text
+(`mha.course.answers`) and, as the notebook's own process reports them, from its run: an answer that is the
+course's own code (it fails, as in the notebook) or calls it, an answer identical to the course's solution,
+identical answers between students. The course's solutions notebook handed in as it is gets no marks.
 
-Copies named `NN_name.fresh.ipynb` (left by `make exercises`) are not graded; notebooks of a lesson the course
-does not have are skipped with a warning; a student folder with nothing to grade gets one row saying so.
+One notebook per student and lesson is graded: if a student hands in several for one lesson, the last saved (the
+latest modification time; on a tie, the one named as the course names it, then the first by name), and its rows
+say which others were not graded. Copies named `NN_name.fresh.ipynb` (left by `make exercises`) are not graded;
+notebooks of a lesson the course does not have are skipped with a warning; a student folder with nothing to grade
+gets one row saying so, and so does a name that is not valid text (UTF-8). Whatever a notebook does, the grading
+ends with every row: a notebook the grader cannot handle is a row with a note.
 """
 
 import hashlib
@@ -26,7 +33,8 @@ import json
 import os
 import random
 import re
-import shutil
+import resource
+import stat
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -39,19 +47,32 @@ from .exercises import FRESH, ROOT
 from .sandbox import Limits
 
 NOTEBOOK = re.compile(r"^([0-9]{2})_.*\.ipynb$")
-MAX_NOTEBOOK_BYTES = 32 << 20
+MAX_NOTEBOOK_BYTES = 16 << 20
 SOLUTIONS_NOTEBOOK = "the course's own solutions notebook, handed in as it is: no marks"
+NOT_TEXT = "name is not valid text (UTF-8): rename it to have it graded"
 
 
 @dataclass
 class Submission:
-    """One notebook to grade, read once before anything runs (or a student folder with nothing to grade)."""
+    """One notebook to grade, checked before anything runs (or a student folder with nothing to grade)."""
 
     student: str
     notebook: str  # file name; "" for a folder with nothing to grade
     lesson: str
-    text: str | None = None
+    text: str | None = None  # its text, once read (`load`)
     problem: str = ""  # why it cannot be run, if it cannot
+    path: Path | None = None
+    sha256: str = ""  # of its bytes when it was checked
+    others: list[str] = field(default_factory=list)  # the student's other notebooks for this lesson, not graded
+
+    def load(self) -> str:
+        """Its text, read again now; ValueError if it changed since it was checked."""
+        if self.text is None:
+            data = _read_bytes(self.path)
+            if hashlib.sha256(data).hexdigest() != self.sha256:
+                raise ValueError("the notebook changed while the class was being graded")
+            self.text = data.decode("utf-8")
+        return self.text
 
 
 @dataclass
@@ -66,57 +87,121 @@ class Grading:
     wall: float = 0.0
     cpu: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> CPU seconds used
     jobs: int = 1
+    peak_mb: float = 0.0  # the grader's own largest resident memory, MiB
 
 
 # --------------------------------------------------------------------------------------------------- collecting
 
 
+def _is_text(name: str) -> bool:
+    """A name Python could decode from the file system as UTF-8 (no undecodable byte, no lone surrogate)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def collect(folder: Path) -> tuple[list[Submission], list[str]]:
-    """Every notebook to grade, read now, and warnings (skipped files); ValueError if there is no student folder."""
+    """Every notebook to grade, checked now, and warnings (skipped files); ValueError if there is no student folder."""
     broken = judging.load()
     lessons = set(judging.lessons())
     warnings = [
         f"the course's checks for lesson {lesson} could not be loaded ({why}): not graded"
         for lesson, why in sorted(broken.items())
     ]
-    students = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    students = sorted((p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir()), key=_name_order)
     if not students:
         raise ValueError(f"{folder} has no sub-folders: expected one folder per student")
     subs = []
     for student in students:
-        mine, others = [], []
-        if student.is_symlink():
-            warnings.append(f"{student.name}: a link to a folder, not a folder: not graded")
-            subs.append(Submission(student.name, "", "", problem="the student folder is a link: not graded"))
+        name = student.name
+        if not _is_text(name):
+            warnings.append(f"{report.safe(name)}: the folder's {NOT_TEXT}")
+            subs.append(Submission(name, "", "", problem=f"the student folder's {NOT_TEXT}"))
             continue
-        for path in sorted(student.iterdir()):
-            match = NOTEBOOK.match(path.name)
-            if not match or FRESH.search(path.name):
-                others.append(path.name)
-                continue
-            if match.group(1) in broken:
-                problem = f"the course's checks for lesson {match.group(1)} could not be loaded: not graded"
-                mine.append(Submission(student.name, path.name, match.group(1), problem=problem))
-                continue
-            if match.group(1) not in lessons:
-                warnings.append(f"{student.name}/{path.name}: the course has no lesson {match.group(1)}: skipped")
-                others.append(path.name)
-                continue
-            mine.append(_read(student.name, path, match.group(1)))
-        for lesson in sorted({s.lesson for s in mine}):
-            count = sum(s.lesson == lesson for s in mine)
-            if count > 1:
-                warnings.append(f"{student.name} handed in {count} notebooks for lesson {lesson}: each is graded")
-        if not mine:
-            listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
-            found = f" (the folder holds: {listed})" if others else ""
-            subs.append(Submission(student.name, "", "", problem="no exercise notebook handed in" + found))
-        subs.extend(mine)
+        if student.is_symlink():
+            warnings.append(f"{report.safe(name)}: a link to a folder, not a folder: not graded")
+            subs.append(Submission(name, "", "", problem="the student folder is a link: not graded"))
+            continue
+        try:
+            subs.extend(_student(name, student, broken, lessons, warnings))
+        except OSError as error:  # a folder that cannot be read costs only its student
+            subs.append(Submission(name, "", "", problem=f"the folder could not be read ({type(error).__name__})"))
     return subs, warnings
 
 
-def _read(student: str, path: Path, lesson: str) -> Submission:
-    sub = Submission(student, path.name, lesson)
+def _name_order(path: Path) -> str:
+    return path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _student(name: str, folder: Path, broken: dict, lessons: set, warnings: list[str]) -> list[Submission]:
+    mine, others = [], []
+    for path in sorted(folder.iterdir(), key=_name_order):
+        match = NOTEBOOK.match(path.name)
+        if not match or FRESH.search(path.name):
+            others.append(report.safe(path.name))
+            continue
+        if not _is_text(path.name):
+            warnings.append(f"{report.safe(name)}/{report.safe(path.name)}: the notebook's {NOT_TEXT}")
+            mine.append(Submission(name, path.name, match.group(1), problem=f"the notebook's {NOT_TEXT}"))
+            continue
+        if match.group(1) in broken:
+            problem = f"the course's checks for lesson {match.group(1)} could not be loaded: not graded"
+            mine.append(Submission(name, path.name, match.group(1), problem=problem))
+            continue
+        if match.group(1) not in lessons:
+            warnings.append(
+                f"{report.safe(name)}/{report.safe(path.name)}: the course has no lesson {match.group(1)}: skipped"
+            )
+            others.append(report.safe(path.name))
+            continue
+        mine.append(_check(name, path, match.group(1)))
+    chosen = []
+    for lesson in sorted({s.lesson for s in mine}):
+        handed = [s for s in mine if s.lesson == lesson and _is_text(s.notebook)]
+        chosen += [s for s in mine if s.lesson == lesson and not _is_text(s.notebook)]
+        if not handed:
+            continue
+        graded = max(handed, key=_last_saved)
+        graded.others = [s.notebook for s in handed if s is not graded]
+        if graded.others:
+            warnings.append(
+                f"{report.safe(name)} handed in {len(handed)} notebooks for lesson {lesson}: graded "
+                f"{report.safe(graded.notebook)}, the last saved (not graded: {report.safe(', '.join(graded.others))})"
+            )
+        chosen.append(graded)
+    if not chosen:
+        listed = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+        found = f" (the folder holds: {listed})" if others else ""
+        return [Submission(name, "", "", problem="no exercise notebook handed in" + found)]
+    return chosen
+
+
+def _last_saved(sub: Submission) -> tuple:
+    """The order that picks one notebook of a lesson: the latest saved, then the course's own name, then by name."""
+    try:
+        saved = sub.path.lstat().st_mtime if sub.path else 0.0
+    except OSError:
+        saved = 0.0
+    course_name = (ROOT / "exercises" / sub.notebook).is_file() or sub.notebook in answers.shipped_notebooks()
+    return (saved, course_name, [-ord(c) for c in sub.notebook])
+
+
+def _read_bytes(path: Path) -> bytes:
+    """A notebook's bytes, never following a link and never more than MAX_NOTEBOOK_BYTES."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a plain file")
+        data = f.read(MAX_NOTEBOOK_BYTES + 1)
+    if len(data) > MAX_NOTEBOOK_BYTES:
+        raise ValueError(f"over {MAX_NOTEBOOK_BYTES >> 20} MB")
+    return data
+
+
+def _check(student: str, path: Path, lesson: str) -> Submission:
+    sub = Submission(student, path.name, lesson, path=path)
     if path.is_symlink() or not path.is_file():
         sub.problem = "not a plain file (a link or a folder): not graded"
         return sub
@@ -125,23 +210,46 @@ def _read(student: str, path: Path, lesson: str) -> Submission:
         sub.problem = f"the notebook is {size / 2**20:.0f} MB, over the limit of {MAX_NOTEBOOK_BYTES >> 20} MB"
         return sub
     try:
-        sub.text = path.read_bytes().decode("utf-8")
-        answers.code_cells(sub.text)
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
-        sub.text, sub.problem = None, f"not a notebook that can be read ({type(error).__name__})"
+        data = _read_bytes(path)
+        answers.code_cells(data.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError, MemoryError) as error:
+        sub.problem = f"not a notebook that can be read ({type(error).__name__})"
+        return sub
+    sub.sha256 = hashlib.sha256(data).hexdigest()
     return sub
+
+
+def course_references(course: Path, lesson: str) -> dict | None:
+    """The course's side of a lesson's exercises: from `course`'s solutions, else as the package ships them.
+
+    The same from a checkout and from an installed package (a JupyterHub image), whose `mha/course/fingerprints.json`
+    `make exercises` writes from the solutions; None where neither has the lesson.
+    """
+    return answers.course_answers(Path(course), lesson) or answers.shipped_answers(lesson)
+
+
+UNCHECKED = (
+    "lesson {lesson}: the course's solutions are not here (no {where}, and the package ships no fingerprints for "
+    "it), so no answer was compared with the solution, the solutions notebook handed in was not recognised, and "
+    "notebooks left untouched may show as 'same answer as' each other: pass --course with the course's folder"
+)
 
 
 def shard(subs: list[Submission], index: int, count: int) -> list[Submission]:
     """The share of shard `index` (0-based) of `count`: every count-th student, in name order."""
-    students = sorted({s.student for s in subs})
+    students = sorted({s.student for s in subs}, key=_sort_key)
     mine = set(students[index::count])
     return [s for s in subs if s.student in mine]
 
 
+def _sort_key(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def notebook_seed(seed: int, sub: Submission) -> int:
     """The seed of one notebook's cases: the grading's seed and the notebook, whatever the order or the shard."""
-    digest = hashlib.sha256(f"{seed}\0{sub.student}\0{sub.notebook}".encode()).digest()
+    text = f"{seed}\0{sub.student}\0{sub.notebook}"
+    digest = hashlib.sha256(text.encode("utf-8", "surrogateescape")).digest()
     return int.from_bytes(digest[:4], "big") % 1_000_000
 
 
@@ -168,12 +276,14 @@ def grade(
         part: (index, count): grade only shard `index` of `count` (default all: (0, 1)).
         seed: the seed the cases are drawn from (default: a fresh one; the same seed repeats a grading).
         isolation: "auto" (the best available), "bwrap", "uid" or "none" (see `mha.course.sandbox`).
-        course: the course folder whose `solutions/` the answers are compared with.
+        course: the course folder whose `solutions/` the answers are compared with (where it has none, the
+            fingerprints of the solutions shipped with the package are used; a lesson with neither is a warning).
         progress: show a progress bar.
         log: function of a line, told what happens before grading starts (default: nothing).
 
     Returns:
-        a Grading: the rows (see `mha.course.report`), warnings, the seed, the isolation, seconds per notebook.
+        a Grading: the rows (see `mha.course.report`, every text made safe), warnings, the seed, the isolation,
+        seconds per notebook, the grader's own peak memory.
     """
     limits = limits or Limits()
     problems = limits.problems()
@@ -186,6 +296,9 @@ def grade(
     log(sandbox.describe(mode))
     subs, warnings = collect(folder)
     subs = shard(subs, *part)
+    for lesson in sorted({s.lesson for s in subs if s.lesson and not s.problem}):
+        if course_references(course, lesson) is None:
+            warnings.append(UNCHECKED.format(lesson=lesson, where=Path(course) / "solutions" / f"{lesson}_*.ipynb"))
     for line in warnings:
         log(f"warning: {line}")
     users = sandbox.Users(jobs) if os.geteuid() == 0 and mode != "none" else None
@@ -205,48 +318,71 @@ def grade(
 
     def one(index: int, sub: Submission) -> list[dict]:
         uid = free.get()
-        began, timing = time.monotonic(), {}
+        began, timing, workdir = time.monotonic(), {}, scratch / f"{index}"
         try:
-            workdir = scratch / f"{index}"
             return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), workdir, course, timing)
         except Exception as error:  # noqa: BLE001 - one notebook the grader could not handle stops nothing else
-            failed = Submission(sub.student, sub.notebook, sub.lesson, problem=f"not graded: {type(error).__name__}")
-            failed.problem += f" in the grader ({str(error)[:200]})"
-            return grade_notebook(failed, limits, mode, uid, 0, scratch / f"{index}-failed", course)
+            return _failed(sub, f"not graded: {type(error).__name__} in the grader ({str(error)[:200]})")
         finally:
+            try:
+                sandbox.remove_tree(workdir)  # now, not at the end: a full disk costs no one else
+            except OSError as error:
+                grading.warnings.append(f"{report.safe(sub.student)}: its work folder {workdir} stays ({error})")
             grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
             grading.cpu[(sub.student, sub.notebook)] = timing.get("cpu", 0.0)
             free.put(uid)
 
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(one, i, sub) for i, sub in enumerate(subs)]
+            futures = {pool.submit(one, i, sub): sub for i, sub in enumerate(subs)}
             done = as_completed(futures)
             if progress:
                 from tqdm.auto import tqdm
 
                 done = tqdm(done, total=len(futures), desc="grading", unit="notebook")
             for future in done:
-                grading.rows.extend(future.result())
+                try:
+                    grading.rows.extend(future.result())
+                except Exception as error:  # noqa: BLE001 - even a fault outside grade_notebook is one row
+                    grading.rows.extend(_failed(futures[future], f"not graded: {type(error).__name__}"))
     finally:
-        _remove(scratch)
+        try:
+            sandbox.remove_tree(scratch)
+        except OSError as error:
+            grading.warnings.append(f"the grader's scratch folder {scratch} stays ({error})")
         if users:
             users.release()
     grading.wall = time.monotonic() - started
-    grading.rows = report.mark_same_answers(sorted(grading.rows, key=report.order))
+    rows = [report.safe_row(row) for row in grading.rows]
+    grading.rows = report.mark_same_answers(sorted(rows, key=report.order))
+    grading.peak_mb = _own_peak_mb()
     return grading
 
 
-def _remove(path: Path) -> None:
-    def unlock(function, name, excinfo):
-        try:
-            os.chmod(Path(name).parent, 0o700)
-            os.chmod(name, 0o700)
-            function(name)
-        except OSError:
-            pass
+def _own_peak_mb() -> float:
+    """The most memory this process has held, in MB: its own, not its parent's.
 
-    shutil.rmtree(path, onerror=unlock)
+    Linux carries `ru_maxrss` over an exec (the high-water mark of the program that started this one: a test runner,
+    a notebook), so where /proc says it, this reads the current program's own high-water mark, VmHWM.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _failed(sub: Submission, note: str) -> list[dict]:
+    """The rows of a notebook the grader could not handle, made without anything that could fail again."""
+    base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson, "passed": False}
+    base.update(note=note, run="", flags="", answer="")
+    try:
+        names = [e.name for e in judging.lesson_exercises(sub.lesson)] if sub.lesson else []
+    except Exception:  # noqa: BLE001
+        names = []
+    return [{**base, "exercise": name} for name in names] or [{**base, "exercise": ""}]
 
 
 def grade_notebook(
@@ -259,35 +395,76 @@ def grade_notebook(
     course: Path = ROOT,
     timing: dict | None = None,
 ) -> list[dict]:
-    """The rows of one notebook: run it sealed off, ask for its answers, judge them here.
+    """The rows of one notebook: read its answers, run it sealed off, ask for its answers, judge them here.
 
     `timing`, if given, receives "cpu": the CPU seconds its processes used.
     """
     exercises = judging.lesson_exercises(sub.lesson) if sub.lesson else []
     base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson}
+    if not sub.problem and sub.text is None and sub.path is not None:
+        try:
+            sub.load()
+        except (OSError, ValueError) as error:
+            sub.problem = f"not graded: {error}"
     if sub.problem:
         if not exercises:
             return [{**base, "exercise": "", "passed": False, "note": sub.problem, "run": ""}]
         return [{**base, "exercise": e.name, "passed": False, "note": sub.problem, "run": ""} for e in exercises]
     cells = answers.code_cells(sub.text)
-    theirs = answers.course_answers(course, sub.lesson)
-    rows = {}
+    code = answers.Code(cells)
+    theirs = course_references(course, sub.lesson) or {}
+    bodies = code.bodies()
+    rows, read = {}, {}
     for e in exercises:
-        digest = answers.digest(answers.answer_cell(cells, e.function))
-        solution, stub = (theirs or {}).get(e.function, ("", ""))
-        flags = ["same as the course's solution"] if digest and digest == solution else []
-        answer = "" if not digest or digest == stub else digest
+        found = read[e.name] = code.answer(e.function)
+        reference = theirs.get(e.function)
+        flags = []
+        if reference and (found.digest == reference.solution or (reference.body and reference.body in bodies)):
+            if reference.solution != reference.stub:
+                flags.append("same as the course's solution")
+        answer = "" if not found.digest or (reference and found.digest == reference.stub) else found.digest
         rows[e.name] = {**base, "exercise": e.name, "passed": False, "note": "", "run": "", "flags": flags}
         rows[e.name]["answer"] = answer
-    if answers.is_solutions_notebook(cells, [e.function for e in exercises], theirs):
+    if answers.is_solutions_notebook(code, cells, [e.function for e in exercises], theirs):
         for row in rows.values():
             row.update(note=SOLUTIONS_NOTEBOOK, flags=[SOLUTIONS_NOTEBOOK], answer="")
         return _finish(rows)
+    unreadable = code.dynamic or code.unread
+    del code, cells, bodies  # the grader keeps no notebook's code longer than it needs it
     run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing)
+    if sub.others:
+        run = f"{report.ONE_OF}{len(sub.others) + 1} notebooks for lesson {sub.lesson} (not graded: " + (
+            f"{', '.join(sub.others)}); {run}"
+        )
     for e in exercises:
-        rows[e.name].update(run=run, **{k: v for k, v in results[e.name].items() if k != "flags"})
-        rows[e.name]["flags"] += results[e.name].get("flags", [])
+        result = results[e.name]
+        rows[e.name].update(run=run, **{k: v for k, v in result.items() if k not in ("flags", "origin", "calls")})
+        reference = theirs.get(e.function)
+        rows[e.name]["flags"] += _course_flags(read[e.name], result, reference, sub.lesson, unreadable)
+        if read[e.name].origin and result.get("passed"):
+            note = f"`{e.function}` is the course's own code ({read[e.name].origin[:80]}); the check is for the "
+            rows[e.name].update(passed=False, note=note + "function you write yourself")
     return _finish(rows)
+
+
+def _course_flags(found, result: dict, reference, lesson: str, unreadable: bool) -> list[str]:
+    """The flags about the course's own code, from the notebook's text (read here) and from its process (its word).
+
+    A course function that the solution itself calls (lesson 08's `local_forward` uses `mha.split_heads`) is no news.
+    """
+    flags = []
+    origin = found.origin or result.get("origin")
+    if isinstance(origin, str):
+        flags.append(f"is the course's own code ({origin[:80]})")
+    references = judging.reference_names(lesson)
+    allowed = {name.rsplit(".", 1)[-1] for name in (reference.uses if reference else ())}
+    called = set(found.uses) | {c for c in result.get("calls", []) if isinstance(c, str)}
+    named = sorted({c for c in called if c.rsplit(".", 1)[-1] in references - allowed})
+    if named:
+        flags.append("calls the course's own " + ", ".join(c[:80] for c in named[:3]))
+    if not found.digest and not result.get("missing") and unreadable:
+        flags.append("defined by code the grader cannot read (exec of built text, computed names, or a huge cell)")
+    return flags
 
 
 def _finish(rows: dict) -> list[dict]:
@@ -297,12 +474,12 @@ def _finish(rows: dict) -> list[dict]:
 def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -> tuple[str, dict]:
     """Run the notebook in its sandbox, then judge each exercise; (how the run went, {exercise: result})."""
     workdir.mkdir(mode=0o700)
-    (workdir / "submission.ipynb").write_text(sub.text, encoding="utf-8")
+    with open(workdir / "submission.ipynb", "w", encoding="utf-8") as f:
+        f.write(sub.text if sub.text is not None else sub.load())
+    sub.text = None
     if uid is not None:
         for path in (workdir, workdir / "submission.ipynb"):
             os.chown(path, uid, uid)
-    if mode == "none":
-        (workdir / ".tmp").mkdir()
     requests_r, requests_w = os.pipe()
     replies_r, replies_w = os.pipe()
     rlimits = limits.rlimits()
@@ -310,8 +487,6 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
         rlimits["RLIMIT_NPROC"] += sandbox.count_tasks(os.getuid())
     argv = sandbox.course_command(mode, "mha.course._runner", "submission.ipynb")
     argv += ["--requests", str(requests_r), "--replies", str(replies_w), "--rlimits", json.dumps(rlimits)]
-    if mode == "bwrap" and uid is not None:
-        argv += ["--uid", str(uid)]
     extra_env = {k: v for k, v in os.environ.items() if k == "MHA_CHECK_TIME_LIMIT"}
     process = sandbox.Process(mode, workdir, argv, limits, uid, (requests_r, replies_w), extra_env)
     results = {}
@@ -322,11 +497,12 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
         requests_r = replies_w = -1
         os.set_blocking(requests_w, False)
         run, ended = _await_cells(process, replies_r, limits)
+        budget = time.monotonic() + limits.call_timeout  # all the calls of this notebook, the grader's own deadline
         for e in exercises:
             if ended:
                 results[e.name] = {"note": f"not graded: {ended}"}
                 continue
-            results[e.name], ended = _ask(process, e, seed, requests_w, replies_r, sub.lesson)
+            results[e.name], ended = _ask(process, e, seed, requests_w, replies_r, sub.lesson, budget, limits)
     finally:
         if timing is not None:
             timing["cpu"] = process.cpu_seconds()
@@ -370,65 +546,91 @@ def _await_cells(process: "sandbox.Process", replies: int, limits: Limits) -> tu
     return text, ""
 
 
-def _ask(process, exercise, seed: int, requests: int, replies: int, lesson: str) -> tuple[dict, str]:
-    """Judge one exercise: send its cases, receive the outcomes, judge them here; (result, why no more can be asked)."""
+def _ask(process, exercise, seed: int, requests: int, replies: int, lesson: str, budget: float, limits: Limits):
+    """Judge one exercise: send its cases one at a time, each under the grader's own deadline (its check's limit and
+    SLACK, within what is left of the notebook's `call_timeout`), judge the outcomes here.
+
+    Returns (result, why no more can be asked: "" if more can).
+    """
     drawn = judging.cases(exercise, seed)
     if not drawn:
         return {"note": "this exercise's check cannot yet be run by the grader (it has no cases to send)"}, ""
-    allowed = judging.time_allowed(exercise, len(drawn))
-    deadline = time.monotonic() + allowed
-    request = {"op": "call", "lesson": lesson, "exercise": exercise.name}
-    request["cases"] = [judging.case_to_plain(c) for c in drawn]
-    try:
-        wire.send(requests, request, deadline=deadline, spec_of=judging.spec_of)
-        reply = wire.receive(replies, deadline=deadline)
-    except wire.TooLate:
-        ended = f"`{exercise.function}` ran past {allowed:g} s and the notebook's process was stopped"
-        return {"note": f"`{exercise.function}` did not answer within {allowed:g} s"}, ended
-    except wire.Closed:
-        ended = f"the notebook's process ended while answering exercise '{exercise.name}'{_how_it_ended(process)}"
-        return {"note": ended}, ended
-    except wire.WireError as error:
-        return {"note": f"the answer could not be read ({error})"}, "its process broke the protocol"
+    outcomes, calls, name = [], set(), f"`{exercise.function}`"
+
+    def so_far(note: str) -> dict:
+        return {"note": note, "calls": sorted(calls)}
+
+    for case in drawn:
+        left = budget - time.monotonic()
+        if left <= 0:
+            why = f"the notebook's calls used up their {limits.call_timeout:g} s (--call-timeout)"
+            return so_far(f"not graded: {why}"), why
+        allowed = min(judging.time_allowed(exercise), left)
+        deadline = time.monotonic() + allowed
+        request = {"op": "call", "lesson": lesson, "exercise": exercise.name, "cases": [judging.case_to_plain(case)]}
+        try:
+            wire.send(requests, request, deadline=deadline, spec_of=judging.spec_of)
+            reply = wire.receive(replies, deadline=deadline, max_bytes=wire.MAX_REPLY)
+        except wire.TooLate:
+            if allowed < judging.time_allowed(exercise):  # the notebook's budget ran out, not this case's limit
+                why = f"the notebook's calls used up their {limits.call_timeout:g} s (--call-timeout)"
+                return so_far(f"not graded: {why}"), why + " and its process was stopped"
+            ended = f"{name} ran past {allowed:.3g} s and the notebook's process was stopped"
+            return so_far(f"{name} did not answer within {allowed:.3g} s"), ended
+        except wire.Closed:
+            ended = f"the notebook's process ended while answering exercise '{exercise.name}'{_how_it_ended(process)}"
+            return so_far(ended), ended
+        except wire.WireError as error:
+            return so_far(f"the answer could not be read ({error})"), "its process broke the protocol"
+        if not isinstance(reply, dict) or reply.get("missing") is not False or isinstance(reply.get("origin"), str):
+            return _judge(exercise, [case], reply, seed, lesson), ""  # no function, or the course's own (its word)
+        if isinstance(reply.get("calls"), list):
+            calls |= {c for c in reply["calls"] if isinstance(c, str)}
+        got = reply.get("outcomes")
+        if not isinstance(got, list) or len(got) != 1:
+            return so_far("the answer could not be read (no outcome)"), ""
+        outcomes.append(got[0])
+        if isinstance(got[0], dict) and got[0].get("timed_out") is True:
+            break  # every other case would wait as long
+    reply = {"missing": False, "origin": None, "calls": sorted(calls), "outcomes": outcomes}
     return _judge(exercise, drawn, reply, seed, lesson), ""
 
 
 def _judge(exercise, drawn: list, reply, seed: int, lesson: str) -> dict:
-    """The result of one exercise from the notebook's reply: judged here, with the check's own verdict."""
+    """The result of one exercise from the notebook's replies: judged here, with the check's own verdict.
+
+    What the notebook's process says of its function (that it is the course's own code, the course functions it
+    called) is kept as "origin" and "calls", for the flags: its word, which it could leave out.
+    """
     name = f"`{exercise.function}`"
     if not isinstance(reply, dict):
         return {"note": "the answer could not be read (not a reply)"}
     if reply.get("missing") is True:
         if reply.get("why") == "no such exercise":
-            return {"note": "the notebook's process could not find this exercise's check"}
+            return {"note": "the notebook's process could not find this exercise's check", "missing": True}
         kind = reply.get("type")
         if isinstance(kind, str):
-            return {"note": f"{name} is a {kind[:40]}, not a function"}
-        return {"note": f"{name} is not defined in the notebook"}
-    flags = []
-    origin = reply.get("origin")
-    if isinstance(origin, str):
-        flags.append(f"is the course's own code ({origin[:80]})")
+            return {"note": f"{name} is a {kind[:40]}, not a function", "missing": True}
+        return {"note": f"{name} is not defined in the notebook", "missing": True}
+    origin = reply.get("origin") if isinstance(reply.get("origin"), str) else None
+    calls = [c for c in reply.get("calls", []) if isinstance(c, str)] if isinstance(reply.get("calls"), list) else []
+    said = {"origin": origin, "calls": calls}
+    if origin:
         note = f"{name} is the course's own code ({origin[:80]}); the check is for the function you write yourself"
-        return {"note": note, "flags": flags}
-    calls = reply.get("calls") if isinstance(reply.get("calls"), list) else []
-    references = judging.reference_names(lesson)
-    course_calls = sorted({c for c in calls if isinstance(c, str) and c.rsplit(".", 1)[-1] in references})
-    if course_calls:
-        flags.append("calls the course's own " + ", ".join(c[:80] for c in course_calls[:3]))
+        return {"note": note, **said}
     outcomes = reply.get("outcomes")
     if not isinstance(outcomes, list) or not outcomes or len(outcomes) > len(drawn):
-        return {"note": "the answer could not be read (no outcomes)", "flags": flags}
+        return {"note": "the answer could not be read (no outcomes)", **said}
     clean = [_outcome(o) for o in outcomes]
     if any(o is None for o in clean):
-        return {"note": "the answer could not be read (a malformed outcome)", "flags": flags}
+        return {"note": "the answer could not be read (a malformed outcome)", **said}
     try:
         message = judging.verdict(exercise, drawn[: len(clean)], clean, seed)
     except Exception as error:  # noqa: BLE001 - an answer the judge cannot take is a failed answer, not a stop
         message = f"the answer could not be judged ({type(error).__name__}: {str(error)[:200]})"
     if message is None and len(clean) < len(drawn):
         message = f"{name} answered {len(clean)} of {len(drawn)} cases"
-    return {"passed": message is None, "note": message or "", "flags": flags}
+    return {"passed": message is None, "note": message or "", **said}
 
 
 def _outcome(o) -> dict | None:
@@ -491,8 +693,12 @@ def _limit_notes(process, status, limits: Limits) -> str:
         signal_number = -status if status < 0 else status - 128 if status > 128 else 0
     if signal_number == 24:
         notes.append(f"CPU time limit ({limits.cpu_seconds:g} s) reached")
-    if "MemoryError" in errors or "can't allocate memory" in errors or "not enough memory" in errors:
+    if process.over == "memory":
+        notes.append(f"memory limit ({limits.memory_mb} MB, all its processes together) reached: stopped")
+    elif "MemoryError" in errors or "can't allocate memory" in errors or "not enough memory" in errors:
         notes.append(f"memory limit ({limits.memory_mb} MB) reached")
+    if process.over == "files" or "No space left on device" in errors or "Disk quota" in errors:
+        notes.append(f"disk limit ({limits.disk_mb} MB, {limits.files} files) reached")
     if "File too large" in errors or signal_number == 25:
         notes.append(f"file size limit ({limits.file_size_mb} MB) reached")
     if "Resource temporarily unavailable" in errors or "can't start new thread" in errors:
@@ -517,7 +723,8 @@ def summary(grading: Grading) -> str:
             f"{len(timed)} notebooks in {grading.wall:.1f} s with {grading.jobs} at once "
             f"({sum(timed) / len(timed):.1f} s per notebook on average, {timed[-1]:.1f} s at most; "
             f"{sum(grading.cpu.values()):.1f} CPU seconds in the notebooks' processes); "
-            f"seed {grading.seed} (`--seed {grading.seed}` draws the same cases again)"
+            f"seed {grading.seed} (`--seed {grading.seed}` draws the same cases again); the grader's own memory "
+            f"peaked at {grading.peak_mb:.0f} MB"
         )
     lines.append(sandbox.describe(grading.isolation))
     return "\n".join(lines)
@@ -525,8 +732,13 @@ def summary(grading: Grading) -> str:
 
 def feedback_files(rows: list[dict]) -> dict[str, str]:
     """One short text per student (file name -> text): each exercise's result and the check's message."""
-    out = {}
+    out, taken = {}, set()
     for student in sorted({r["student"] for r in rows}):
-        safe = re.sub(r"[/\\\0]", "_", student).lstrip(".") or "student"
-        out[f"{safe}.txt"] = report.feedback(student, rows)
+        safe = re.sub(r"[/\\]", "_", report.safe(student)).lstrip(".")[:100] or "student"
+        name, number = f"{safe}.txt", 1
+        while name.casefold() in taken:  # names that one file system takes for one (letter case) get two files
+            number += 1
+            name = f"{safe}-{number}.txt"
+        taken.add(name.casefold())
+        out[name] = report.feedback(student, rows)
     return out

@@ -6,9 +6,12 @@
 The release is made from a commit of the course (default HEAD), never from the working tree, and never touches the
 working tree or the current branch. It keeps what a student works with: the lessons (`notebooks/`, with their
 recorded results), the exercises (`exercises/`), the package's code to read beside the lessons (`mha/`), the
-licence, and a README for students. It leaves out `solutions/`, the tests (which compare against the solutions),
-the instructor guide and the maintainers' files; the sentences of the notebooks that point at `solutions/` are
-removed, and any other mention of `solutions/` stops the release with an error that names the notebook and cell.
+licence, a README for students, and what installs the course on a laptop without the solutions: `install.py`
+(Linux, macOS, Windows; PyTorch's CPU build on Linux), `requirements-student.txt`, `pyproject.toml`, the JupyterLab
+settings (`jupyter/`) and a Makefile of the students' own (`make lab`). It leaves out `solutions/`, the tests
+(which compare against the solutions), the instructor guide and the maintainers' files; the sentences of the
+notebooks that point at `solutions/` are removed, and any other mention of `solutions/` stops the release with an
+error that names the notebook and cell.
 
 Each release is a new commit on the branch, whose parent is the previous release: the branch's history holds
 student releases only (none of the course's own history, which holds the solutions), and a student's next click
@@ -31,14 +34,59 @@ from .exercises import fingerprint, to_text
 BRANCH = "student"
 FOLDER = "mha-course"  # the folder the course lands in, in each student's home (nbgitpuller's targetpath)
 LEFT_OUT = ("solutions/", "tests/", ".ci/", "notebooks/INSTRUCTOR_GUIDE.md")
-KEPT = ("notebooks/", "exercises/", "mha/", "LICENSE", "README.md", ".gitignore")
+KEPT = (
+    "notebooks/",
+    "exercises/",
+    "mha/",
+    "LICENSE",
+    "README.md",
+    ".gitignore",
+    "install.py",
+    "requirements-student.txt",
+    "pyproject.toml",
+    "jupyter/",
+)
+# The students' Makefile: the maintainers' one runs the tests, which the release does not hold.
+STUDENT_MAKEFILE = """# The course on your own computer: `make lab` sets it up the first time (minutes), then opens
+# JupyterLab. It runs install.py, which needs only Python 3.11 or newer (without make, as on Windows:
+# `py -3.11 install.py --lab`).
+# On Linux it installs PyTorch's CPU build; `make lab GPU=1` installs the default one, with CUDA (gigabytes).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+GPU_FLAG := $(if $(GPU),--gpu,)
+
+.PHONY: lab setup doctor
+
+lab:
+\t$(PYTHON) install.py --lab $(GPU_FLAG)
+
+setup:
+\t$(PYTHON) install.py $(GPU_FLAG)
+
+doctor:
+\tcd .venv && bin/python -m mha.course doctor
+"""
 TRAILER = "Released-from:"
 
 # "(solutions in `solutions/`)" and "The full solutions are in `solutions/` (same file name)."
 _POINTER_PARENTHESIS = re.compile(r"[ \t]*\([^()\n]*`solutions/`[^()\n]*\)")
 _POINTER_SENTENCE = re.compile(r"(?:(?<=^)|(?<=[.!?] ))[^.!?\n]*`solutions/`[^\n]*?[.!?](?= |$)", re.MULTILINE)
 
-STUDENT_README_END = """## Working on the course here
+STUDENT_README_END = """## On your own computer
+
+You need Python 3.11 or newer; nothing else. In this folder:
+
+```bash
+python3 install.py --lab     # Linux and macOS (or `make lab`)
+py -3.11 install.py --lab    # Windows
+```
+
+The first run takes a few minutes: it makes a virtual environment in `.venv`, installs the course's packages
+(PyTorch's CPU build on Linux; add `--gpu` for the CUDA one, gigabytes), registers the kernel *Python (mha
+course)*, checks it all (`python -m mha.course doctor`), then opens JupyterLab and prints a link with a token.
+Later runs skip the set-up. Lesson 10's Triton sections need Linux on x86-64; elsewhere the lesson shows what they
+would run. On a JupyterHub, none of this: the course's link sets everything up.
+
+## Working on the course here
 
 Open a lesson in `notebooks/`, then its exercise notebook in `exercises/` (same file name), with the kernel
 *Python (mha course)*. Replace each `raise NotImplementedError()` with your code and run the cell: the check under
@@ -165,6 +213,8 @@ def release(root: Path, branch: str = BRANCH, ref: str = "HEAD") -> Released:
             if new != text:
                 sha = _git(root, "hash-object", "-w", "--stdin", data=new.encode()).decode().strip()
         entries.append(f"{mode} {sha}\t{path}")
+    makefile = _git(root, "hash-object", "-w", "--stdin", data=STUDENT_MAKEFILE.encode()).decode().strip()
+    entries.append(f"100644 {makefile}\tMakefile")
     index = root / _git(root, "rev-parse", "--git-path", "mha-release.index").decode().strip()
     env = {"GIT_INDEX_FILE": str(index)}  # a scratch index: the checkout's own index is not touched
     try:

@@ -13,16 +13,52 @@ a spreadsheet reads as a formula (`= + - @`, tab, carriage return): such a cell 
 
 import csv
 import io
+import re
 from collections import Counter, defaultdict
 
 COLUMNS = ["student", "notebook", "lesson", "exercise", "passed", "note", "run", "flags", "answer"]
 SAME_AS = "same answer as "
+ONE_OF = "was graded as the last saved of "  # how `run` starts when a student handed in several for one lesson
 _FORMULA = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")  # and their full-width forms
+# control characters (C0 but the line break, DEL, C1), line and paragraph separators, the marks that reorder text
+# (bidirectional controls), and lone surrogates (text that is not Unicode: a file name's undecodable byte)
+_UNSAFE = "\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE_LINES = re.compile(f"[{_UNSAFE}]")
+_UNSAFE_ONE_LINE = re.compile(f"[\n{_UNSAFE}]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    if 0xDC80 <= code <= 0xDCFF:  # a byte Python could not decode (a file name): shown as that byte
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def safe(text, lines: bool = False) -> str:
+    """Text fit for a file or a terminal, whoever wrote it: every control character, and whatever UTF-8 cannot
+    encode, written as a visible escape (`\\x1b`, `\\xff` for an undecodable byte of a file name).
+
+    Args:
+        text: any text (None is "").
+        lines: keep line breaks (default False: they are escaped too, `\\x0a`, so that the text stays on one line).
+    """
+    if text is None:
+        return ""
+    return (_UNSAFE_LINES if lines else _UNSAFE_ONE_LINE).sub(_escape, str(text))
+
+
+def safe_row(row: dict) -> dict:
+    """A row whose every text is safe (names on one line; notes may keep their line breaks)."""
+    out = dict(row)
+    for key, value in row.items():
+        if isinstance(value, str):
+            out[key] = safe(value, lines=key in ("note", "run"))
+    return out
 
 
 def cell(text) -> str:
-    """A CSV cell that no spreadsheet runs as a formula, on one line."""
-    text = " ".join(line.strip() for line in str(text).splitlines() if line.strip()) if text is not None else ""
+    """A CSV cell that no spreadsheet runs as a formula, on one line, safe (see `safe`)."""
+    text = " ".join(line.strip() for line in safe(text, lines=True).splitlines() if line.strip())
     return "'" + text if text.startswith(_FORMULA) else text
 
 
@@ -98,14 +134,14 @@ def summary(rows: list[dict], lessons: list[str]) -> str:
         if r["exercise"]:
             best = by_student[r["student"]][r["lesson"]]
             best[r["exercise"]] = best.get(r["exercise"], False) or r["passed"]
-    width = max([len(s) for s in students] + [7]) + 2
+    width = max([len(safe(s)) for s in students] + [7]) + 2
     lines = ["student".ljust(width) + "  ".join(f"lesson {lesson}" for lesson in lessons)]
     for student in students:
         marks = []
         for lesson in lessons:
             got = by_student[student].get(lesson)
             marks.append(f"{sum(got.values()):>3}/{len(got):<5}" if got else f"{'-':>3}{'':6}")
-        lines.append(student.ljust(width) + " ".join(marks))
+        lines.append(safe(student).ljust(width) + " ".join(marks))
     lines += ["", f"exercise                        passed (of {len(students)} students)   commonest reason it did not"]
     per_exercise = defaultdict(dict)
     for r in rows:
@@ -118,17 +154,24 @@ def summary(rows: list[dict], lessons: list[str]) -> str:
         passed = sum(r["passed"] for r in by.values())
         reasons = Counter(_reason(r["note"]) for r in by.values() if not r["passed"])
         reasons.pop("", None)
-        common = f"{reasons.most_common(1)[0][0][:70]} ({reasons.most_common(1)[0][1]})" if reasons else ""
-        lines.append(f"{lesson} {exercise:<28} {passed:>4}   {common}")
+        common = f"{safe(reasons.most_common(1)[0][0])[:70]} ({reasons.most_common(1)[0][1]})" if reasons else ""
+        lines.append(f"{safe(lesson)} {safe(exercise):<28} {passed:>4}   {common}")
     flagged = [r for r in rows if r.get("flags")]
     if flagged:
         lines += ["", "for the instructor to look at:"]
-        lines += [f"  {r['student']} · {r['notebook']} · {r['exercise'] or '-'}: {r['flags']}" for r in flagged]
+        lines += [f"  {_where(r)} · {safe(r['exercise']) or '-'}: {safe(r['flags'])}" for r in flagged]
+    noted = {f"  {_where(r)}: {safe(r['run'].split(';')[0])}" for r in rows if r.get("run", "").startswith(ONE_OF)}
+    if noted:
+        lines += ["", "several notebooks for one lesson (one is graded):", *sorted(noted)]
     missing = [r for r in rows if not r["exercise"]]
     if missing:
         lines += ["", "not graded:"]
-        lines += [f"  {r['student']}{' · ' + r['notebook'] if r['notebook'] else ''}: {r['note']}" for r in missing]
+        lines += [f"  {_where(r)}: {safe(r['note'])}" for r in missing]
     return "\n".join(lines)
+
+
+def _where(row: dict) -> str:
+    return safe(row["student"]) + (" · " + safe(row["notebook"]) if row.get("notebook") else "")
 
 
 def _reason(note: str) -> str:
@@ -140,8 +183,8 @@ def _reason(note: str) -> str:
 
 def feedback(student: str, rows: list[dict]) -> str:
     """A short text for one student: each exercise's result and the check's message, notebook by notebook."""
-    mine = [r for r in rows if r["student"] == student]
-    lines = [f"Feedback for {student}", ""]
+    mine = [safe_row(r) for r in rows if r["student"] == student]
+    lines = [f"Feedback for {safe(student)}", ""]
     for notebook in sorted({r["notebook"] for r in mine}):
         graded = [r for r in mine if r["notebook"] == notebook]
         if not notebook:

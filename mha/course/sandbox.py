@@ -3,23 +3,30 @@
 Three levels of isolation, the best the machine allows (`detect`):
 
 - `bwrap`: bubblewrap. The process sees a fresh root holding only the system's programs, Python and the course's
-  environment (all read-only), its own working folder, and private `/tmp` and home; no network, its own process
-  namespace (every process it starts dies with it), no way to gain privileges. Run as root, it also drops to an
-  unprivileged user of its own, one per parallel job.
-- `uid`: root without bubblewrap. The process runs as an unprivileged user of its own, one per parallel job; every
-  process of that user is killed at the end. It can still read what any user may read and reach the network.
+  environment (all read-only); its home (its work area, holding a copy of its notebook), `/tmp` and `/dev/shm` are
+  private size-capped memory file systems that vanish with it; no network, its own process namespace (every process
+  it starts dies with it, and `/proc` shows none of the machine's), no way to gain privileges. Run as root, it also
+  drops to an unprivileged user of its own, one per parallel job.
+- `uid`: root without bubblewrap. The process runs as an unprivileged user of its own, one per parallel job, with
+  its work area, `/tmp`, `/var/tmp` and `/dev/shm` private size-capped memory file systems; every process of that
+  user is killed at the end. It can still read what any user may read and reach the network.
 - `none`: neither. The process runs as you, with your permissions: it can read and change your files. Every
   process it starts is killed at the end, unless it escapes on purpose.
 
-Limits, set before the notebook runs: memory (address space per process), processes (tasks of the user), the
-largest file written, CPU time per process, wall time, and the output kept (the rest is read and discarded).
+Limits, set before the notebook runs and beyond its reach: memory (address space per process, and the resident
+memory of all its processes together, watched from outside), processes (tasks of the user), the largest file
+written, the bytes and the number of files of its work area, CPU time per process, wall time, and the output kept
+(the rest is read and discarded). At every level, no process of the notebook may create a user namespace (a
+seccomp filter), so none can gain the capabilities that come with one.
 """
 
+import json
 import os
 import pwd
 import resource
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -30,6 +37,8 @@ from pathlib import Path
 MODES = ("bwrap", "uid", "none")
 HOME = "/home/student"  # the working folder, as the process sees it under bubblewrap
 COURSE = "/opt/mha-course"  # under bubblewrap, the folder holding the grader's own mha package (read-only)
+SCRATCH_MB = 64  # /tmp and /dev/shm (and /var/tmp without bubblewrap): each a memory file system of this size
+WATCH_SECONDS = 0.5  # how often the resident memory (and, where the kernel cannot cap it, the files) is looked at
 
 # Runs a module of the course package the grader itself imported, whatever the notebook's Python would find:
 # `python -I -c BOOT COURSE_PARENT MODULE ARGS...`. -I keeps the submission's folder, PYTHONPATH and user site out.
@@ -67,26 +76,33 @@ class Limits:
 
     Args:
         timeout: wall seconds to run the notebook's cells (default 120).
-        call_timeout: wall seconds for the calls of one exercise afterwards (default 30).
-        memory_mb: address space of each process, in MiB (default 4096).
+        call_timeout: wall seconds for all the exercise calls of one notebook afterwards, the grader's own deadline
+            (default 60); each case also gets at most its check's time limit and 2 s.
+        memory_mb: address space of each process, and resident memory of all its processes together, in MiB
+            (default 4096).
         processes: processes and threads the notebook may have at once (default 128).
         file_size_mb: largest file it may write, in MiB (default 256).
+        disk_mb: bytes its work area (its home) may hold, in MiB (default 512); `/tmp` and `/dev/shm` hold 64 MiB.
+        files: files and folders its work area may hold (default 20000), and `/tmp` and `/dev/shm` each.
         cpu_seconds: CPU time of each process (default 600).
         output_mb: output read and kept; the rest is read and discarded (default 8).
     """
 
     timeout: float = 120.0
-    call_timeout: float = 30.0
+    call_timeout: float = 60.0
     memory_mb: int = 4096
     processes: int = 128
     file_size_mb: int = 256
+    disk_mb: int = 512
+    files: int = 20000
     cpu_seconds: int = 600
     output_mb: float = 8.0
 
     def problems(self) -> list[str]:
         """What is wrong with these limits (empty: all fine)."""
         out = []
-        for name in ("timeout", "call_timeout", "memory_mb", "processes", "file_size_mb", "cpu_seconds", "output_mb"):
+        names = ("timeout", "call_timeout", "memory_mb", "processes", "file_size_mb", "disk_mb", "files")
+        for name in (*names, "cpu_seconds", "output_mb"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not value > 0 or value != value or value == float("inf"):
                 out.append(f"{name} must be a positive number, got {value!r}")
@@ -94,6 +110,10 @@ class Limits:
             out.append(f"memory_mb must be at least 512 (Python and PyTorch alone need that), got {self.memory_mb}")
         if not out and self.processes < 8:
             out.append(f"processes must be at least 8, got {self.processes}")
+        if not out and self.disk_mb < 16:
+            out.append(f"disk_mb must be at least 16 (the notebook's copy and its settings), got {self.disk_mb}")
+        if not out and self.files < 100:
+            out.append(f"files must be at least 100, got {self.files}")
         return out
 
     def rlimits(self) -> dict[str, int]:
@@ -126,23 +146,24 @@ def describe(mode: str) -> str:
     """One paragraph on what this level of isolation protects, for the instructor."""
     if mode == "bwrap":
         return (
-            "isolation: bubblewrap. Each notebook sees only its own copy, read-only Python and course, private /tmp "
-            "and home, no network; every process it starts dies with it"
+            "isolation: bubblewrap. Each notebook sees only its own copy, read-only Python and course, a private "
+            "size-capped home and /tmp, no network, none of the machine's processes; every process it starts dies "
+            "with it, and none may create a user namespace"
             + ("; it runs as an unprivileged user of its own." if os.geteuid() == 0 else ".")
         )
     if mode == "uid":
         return (
             "ISOLATION IS PARTIAL (without bubblewrap): each notebook runs as an unprivileged user of its "
-            "own and its processes are killed at the end, but it can read every file any user may read (other "
-            "submissions too, if they are world-readable) and reach the network. Install bubblewrap "
-            "(e.g. `apt-get install bubblewrap`) for full isolation."
+            "own, in a private size-capped work folder and /tmp, and its processes are killed at the end, but it can "
+            "read every file any user may read (other submissions too, if they are world-readable) and reach the "
+            "network. Install bubblewrap (e.g. `apt-get install bubblewrap`) for full isolation."
         )
     return (
         "NO ISOLATION (without bubblewrap, and not as root): every notebook runs AS YOU, with your "
-        "permissions. It can read and change your files, other submissions and this course's environment, and "
-        "reach the network; a process started on purpose to escape may outlive the run. Grades come only from "
-        "what its functions compute, but grade untrusted submissions in a container or an account of their own, "
-        "or install bubblewrap (e.g. `apt-get install bubblewrap`)."
+        "permissions. It can read and change your files, other submissions and this course's environment, fill "
+        "the disk, and reach the network; a process started on purpose to escape may outlive the run. Grades come "
+        "only from what its functions compute, but grade untrusted submissions in a container or an account of "
+        "their own, or install bubblewrap (e.g. `apt-get install bubblewrap`)."
     )
 
 
@@ -203,7 +224,9 @@ class Process:
 
     Args:
         mode: one of MODES.
-        workdir: its private working folder (it holds the notebook's copy).
+        workdir: a folder of the grader's holding the files to copy into the process's work area (its notebook):
+            under bubblewrap they are copied into a private memory file system; without bubblewrap, as root, such a
+            file system is mounted on the folder, for that process alone; with no isolation, it is the work area.
         argv: the command run inside (Python and its arguments).
         limits: the Limits.
         uid: the unprivileged user to run as (root only; None: stay who we are).
@@ -221,36 +244,65 @@ class Process:
         self.output_bytes = 0
         self._tail = bytearray()
         self._reader: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._ended = threading.Event()
+        self._inner: int | None = None  # under bubblewrap, its first process inside (to see its file systems)
         self.killed_by_us = False
+        self.over: str = ""  # "memory" or "files": the watcher stopped it for that
+        self.peak_memory = 0  # bytes: the most its processes held in memory together, as the watcher saw it
 
     # ------------------------------------------------------------------------------------------ start
 
     def start(self) -> None:
         env = self._environment()
-        if self.mode == "bwrap":
-            cmd, cwd, preexec = self._bwrap_command(env), None, None
-        elif self.mode == "uid":
-            cmd, cwd, preexec = self.argv, self.workdir, _dropper(self.uid)
-        else:
-            reaper = Path(__file__).with_name("_reaper.py")
-            cmd, cwd, preexec = [sys.executable, "-I", "-S", str(reaper), "--", *self.argv], self.workdir, None
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=None if self.mode == "bwrap" else env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=self.pass_fds,
-            start_new_session=True,
-            preexec_fn=preexec,
-        )
+        fds, opened, info = list(self.pass_fds), [], None
+        try:
+            if self.mode == "bwrap":
+                cmd, info = self._bwrap_command(env, fds, opened)
+                cwd, environment = None, {"PATH": "/usr/bin:/bin"}  # bubblewrap's own process: nothing of ours
+            elif self.mode == "uid":
+                cmd, info, cwd, environment = self._sealed(self._uid_spec()), None, self.workdir, env
+            else:
+                (self.workdir / ".tmp").mkdir(exist_ok=True)  # its TMPDIR
+                reaper = [sys.executable, "-I", "-S", str(Path(__file__).with_name("_reaper.py")), "--"]
+                cmd, info, cwd, environment = reaper + self._sealed({"require_seccomp": False}), None, self.workdir, env
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                pass_fds=fds,
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in info or ():
+                os.close(fd)
+            raise
+        finally:
+            for fd in opened:
+                os.close(fd)
+        if info is not None:
+            os.close(info[1])
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, args=(info[0] if info else None,), daemon=True)
+        self._watcher.start()
+
+    def _sealed(self, spec: dict, seal: str | None = None) -> list[str]:
+        seal = seal or str(Path(__file__).with_name("_seal.py"))
+        return [sys.executable, "-I", "-S", seal, json.dumps(spec), "--", *self.argv]
+
+    def _uid_spec(self) -> dict:
+        size, files = int(self.limits.disk_mb) << 20, int(self.limits.files)
+        scratch = [[path, SCRATCH_MB << 20, files, 0o1777] for path in ("/tmp", "/var/tmp", "/dev/shm")]
+        mounts = [[str(self.workdir), size, files, 0o700]] + [m for m in scratch if Path(m[0]).is_dir()]
+        return {"mount": mounts, "uid": self.uid, "reach": _python_paths()}
 
     def _environment(self) -> dict[str, str]:
         home = HOME if self.mode == "bwrap" else str(self.workdir)
-        tmp = "/tmp" if self.mode == "bwrap" else str(self.workdir / ".tmp")
+        tmp = str(self.workdir / ".tmp") if self.mode == "none" else "/tmp"
         return {
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
             "HOME": home,
@@ -270,10 +322,13 @@ class Process:
             **self.extra_env,
         }
 
-    def _bwrap_command(self, env: dict[str, str]) -> list[str]:
-        cmd = ["bwrap", "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
+    def _bwrap_command(self, env: dict[str, str], fds: list[int], opened: list[int]) -> tuple[list[str], tuple]:
+        """bubblewrap's command: its options travel in a file descriptor (`--args`), so that the sandbox's first
+        process shows nothing of the machine (its folders, the grader's environment) in `/proc/1/cmdline`."""
+        root = os.geteuid() == 0
+        cmd = ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net", "--unshare-ipc"]
         cmd += ["--unshare-uts", "--unshare-cgroup-try", "--hostname", "sandbox"]
-        if os.geteuid() != 0:
+        if not root:
             cmd += ["--unshare-user", "--disable-userns"]
         made: set[str] = set()
 
@@ -283,7 +338,9 @@ class Process:
                     made.add(str(parent))
                     cmd.extend(["--perms", "0755", "--dir", str(parent)])
 
-        cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(256 << 20), "--tmpfs", "/tmp"]
+        scratch = str(SCRATCH_MB << 20)
+        cmd += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", scratch, "--tmpfs", "/dev/shm"]
+        cmd += ["--remount-ro", "/dev", "--perms", "1777", "--size", scratch, "--tmpfs", "/tmp"]
         system = []
         for top in ("usr", "bin", "sbin", "lib", "lib32", "lib64", "etc"):
             path = Path("/") / top
@@ -302,10 +359,31 @@ class Process:
         directory(COURSE + "/mha")
         cmd += ["--ro-bind", str(Path(mha.__file__).resolve().parent), COURSE + "/mha"]
         directory(HOME)
-        cmd += ["--bind", str(self.workdir), HOME, "--chdir", HOME, "--clearenv"]
+        # its home: a memory file system of its own, writable by the user it becomes, that vanishes with it
+        cmd += ["--perms", "0777" if root else "0700", "--size", str(int(self.limits.disk_mb) << 20), "--tmpfs", HOME]
+        for entry in sorted(os.scandir(self.workdir), key=lambda e: e.name):
+            if entry.is_file(follow_symlinks=False):
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW)
+                opened.append(fd)
+                fds.append(fd)
+                cmd += ["--perms", "0644", "--file", str(fd), f"{HOME}/{entry.name}"]
+        cmd += ["--chdir", HOME, "--clearenv"]
         for key, value in env.items():
             cmd += ["--setenv", key, value]
-        return [*cmd, "--", *self.argv]
+        options = os.memfd_create("bwrap-options", 0)
+        opened.append(options)
+        os.write(options, b"".join(arg.encode() + b"\0" for arg in cmd))
+        os.lseek(options, 0, os.SEEK_SET)
+        fds.append(options)
+        info = os.pipe()
+        fds.append(info[1])
+        files = int(self.limits.files)
+        spec: dict = {"uid": self.uid if root else None}
+        if root:  # bubblewrap sets their size; the number of files is set from inside, as root, before anything runs
+            spec["remount"] = [[HOME, int(self.limits.disk_mb) << 20, files]]
+            spec["remount"] += [[path, SCRATCH_MB << 20, files] for path in ("/tmp", "/dev/shm")]
+        sealed = self._sealed(spec, f"{COURSE}/mha/course/_seal.py")
+        return ["bwrap", "--args", str(options), "--info-fd", str(info[1]), "--", *sealed], info
 
     def _drain(self) -> None:
         """Read the process's output as it comes, keeping only the last bytes and the count."""
@@ -322,6 +400,69 @@ class Process:
             if self.output_bytes - len(chunk) < limit:
                 self._tail += chunk
                 del self._tail[: max(0, len(self._tail) - _TAIL)]
+
+    def _watch(self, info: int | None) -> None:
+        """Watch from outside what the kernel cannot cap per notebook: the memory of all its processes together, and
+        (bubblewrap without root) the number of files in its file systems; stop it when it goes past a limit."""
+        if info is not None:
+            data = b""
+            while len(data) < 4096:
+                chunk = os.read(info, 4096)
+                if not chunk:
+                    break
+                data += chunk
+            os.close(info)
+            try:
+                self._inner = int(json.loads(data)["child-pid"])
+            except (ValueError, KeyError, TypeError):
+                self._inner = None
+        memory = int(self.limits.memory_mb) << 20
+        while not self._ended.wait(WATCH_SECONDS):
+            pids = processes_of(self.uid) if self.mode == "uid" and self.uid is not None else self._tree()
+            resident = sum(_resident(pid) for pid in pids)
+            self.peak_memory = max(self.peak_memory, resident)
+            files = self._files() if self.mode == "bwrap" and os.geteuid() != 0 else 0
+            if resident > memory or files > self.limits.files:
+                self.over = "memory" if resident > memory else "files"
+                self._kill()
+                return
+
+    def _tree(self) -> set[int]:
+        """The process and all its descendants, by their parent ids in /proc."""
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                fields = _stat_fields(int(entry))
+                if fields:
+                    parents[int(entry)] = int(fields[1])
+        mine, grew = {self.proc.pid}, True
+        while grew:
+            more = {pid for pid, parent in parents.items() if parent in mine} - mine
+            grew, mine = bool(more), mine | more
+        return mine
+
+    def _files(self) -> int:
+        """Files and folders in the sandbox's home, /tmp and /dev/shm, seen through its first process."""
+        if self._inner is None:
+            return 0
+        used = 0
+        for path in (HOME, "/tmp", "/dev/shm"):
+            try:
+                info = os.statvfs(f"/proc/{self._inner}/root{path}")
+            except OSError:
+                continue
+            used += max(0, info.f_files - info.f_ffree - 1)  # the root folder is not the notebook's
+        return used
+
+    def _kill(self) -> None:
+        self.killed_by_us = True
+        _signal_group(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        if self.mode == "uid" and self.uid is not None:
+            kill_user(self.uid)
 
     # ------------------------------------------------------------------------------------------ end
 
@@ -346,21 +487,12 @@ class Process:
         """CPU seconds used so far by the process and all its descendants, as the kernel counts them."""
         if self.proc is None:
             return 0.0
-        parents, times = {}, {}
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                except (OSError, IndexError):
-                    continue
-                parents[int(entry)] = int(fields[1])
-                times[int(entry)] = sum(int(x) for x in fields[11:15])  # utime, stime, and of reaped children
-        mine, grew = {self.proc.pid}, True
-        while grew:
-            more = {pid for pid, parent in parents.items() if parent in mine} - mine
-            grew, mine = bool(more), mine | more
-        return sum(times.get(pid, 0) for pid in mine) / os.sysconf("SC_CLK_TCK")
+        ticks = 0
+        for pid in self._tree():
+            fields = _stat_fields(pid)
+            if fields:
+                ticks += sum(int(x) for x in fields[11:15])  # utime, stime, and of reaped children
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int | None:
         """End the process and every process it started; its exit status (None if we had to kill it)."""
@@ -378,24 +510,55 @@ class Process:
             _signal_group(self.proc.pid, signal.SIGKILL)
             self.proc.kill()
         self.proc.wait()
+        self._ended.set()
         if self.mode in ("uid", "bwrap") and self.uid is not None:
             kill_user(self.uid)
         if self._reader is not None:
             self._reader.join(timeout=5)
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
         if self.proc.stdout:
             self.proc.stdout.close()
         return None if self.killed_by_us else status
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command's name (state, parent, ...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _resident(pid: int) -> int:
+    """Bytes of memory a process holds, its pages shared with others counted in proportion (forked children share
+    their parent's pages: the proportional set size), else its resident set."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) << 10
+    except (OSError, ValueError, IndexError):
+        pass
+    fields = _stat_fields(pid)
+    try:
+        return int(fields[21]) * os.sysconf("SC_PAGE_SIZE") if fields else 0  # rss, in pages
+    except (IndexError, ValueError):
+        return 0
+
+
 PROBE = (
-    "import importlib.util, os, sys\n"
-    "if sys.argv[1] != '-':\n"
-    "    os.setgroups([]); os.setgid(int(sys.argv[1])); os.setuid(int(sys.argv[1]))\n"
+    "import ctypes, importlib.util, os, sys\n"
     "import IPython\n"
     "course = importlib.util.find_spec('mha')\n"
     "assert course, 'the course package mha cannot be found'\n"
     "open(os.path.join(os.path.dirname(course.origin), 'course', '_runner.py')).close()\n"
+    "open(os.path.join(os.environ['TMPDIR'], 'probe'), 'w').write('ok')\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "assert libc.unshare(0x10000000) != 0, 'the sandbox can create a user namespace'\n"
     "open('probe', 'w').write('ok')\n"
+    "print('probe: sealed', flush=True)\n"
 )
 
 
@@ -409,20 +572,23 @@ def probe(mode: str, uid: int | None, limits: Limits = Limits()) -> str | None:
         os.chmod(folder, 0o711)
         if uid is not None:
             os.chown(workdir, uid, uid)
-        inside = str(uid) if mode == "bwrap" and uid is not None else "-"
         code = "import sys; sys.path.insert(0, sys.argv.pop(1))\n" + PROBE  # the grader's course, as the runner
-        process = Process(mode, workdir, [sys.executable, "-I", "-c", code, _course_parent(mode), inside], limits, uid)
+        process = Process(mode, workdir, [sys.executable, "-I", "-c", code, _course_parent(mode)], limits, uid)
         try:
             process.start()
         except OSError as error:
-            return (
-                f"could not start Python as an unprivileged user ({error}): every folder on the way to Python, "
-                f"its environment and the course must be readable by other users; or install bubblewrap"
-            )
+            return f"could not start the sandbox ({error})"
         status = process.wait_briefly(120)
         process.stop()
-        if status != 0 or not (workdir / "probe").exists():
-            return f"a test run ended with status {status}: {process.last_line() or 'no output'}"
+        if status != 0 or "probe: sealed" not in process.last_line():
+            said = process.last_line() or "no output"
+            advice = ""
+            if mode == "uid" or (mode == "bwrap" and uid is not None):
+                advice = (
+                    "; an unprivileged user must be able to read Python, its environment and the course "
+                    "(their files: the folders above them may be private)"
+                )
+            return f"a test run ended with status {status}: {said}{advice}"
     return None
 
 
@@ -454,24 +620,6 @@ def drop_privileges(uid: int) -> None:
     os.setuid(uid)
     if os.getuid() != uid or os.geteuid() != uid:
         raise OSError(f"could not become user {uid}")
-
-
-def _dropper(uid: int | None):
-    if uid is None:
-        return None
-
-    def drop() -> None:
-        drop_privileges(uid)
-        die_with_parent()  # after the change of user, which clears it
-
-    return drop
-
-
-def die_with_parent(sig: int = signal.SIGKILL) -> None:
-    """Ask the kernel to send `sig` to this process when the thread that started it ends (Linux)."""
-    import ctypes
-
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 def processes_of(uid: int) -> list[int]:
@@ -530,3 +678,60 @@ def count_tasks(uid: int) -> int:
         except OSError:
             continue
     return total
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a folder and everything in it, however deep, without recursion, never following a link.
+
+    It walks down holding one open folder at a time and comes back up through "..", so that neither Python's
+    recursion limit, nor the number of open files, nor the length of a path limits the depth. Folders a notebook
+    made unreadable are opened up first. Meant for folders nothing else writes to any more (a graded notebook's).
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(info.st_mode):
+        os.unlink(path)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+
+    def enter(name: str, parent: int | None) -> int:
+        try:
+            return os.open(name, flags, dir_fd=parent)
+        except PermissionError:
+            os.chmod(name, 0o700, dir_fd=parent)
+            return os.open(name, flags, dir_fd=parent)
+
+    fd, names = enter(str(path), None), []  # names: the folders entered below `path`, top first
+    try:
+        while True:
+            try:
+                os.fchmod(fd, 0o700)  # ours or root's: writable, so that what it holds can go
+            except OSError:
+                pass
+            below = None
+            with os.scandir(fd) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        below = below or entry.name
+                    else:
+                        try:
+                            os.unlink(entry.name, dir_fd=fd)
+                        except FileNotFoundError:
+                            pass
+            if below is not None:
+                inner = enter(below, fd)
+                os.close(fd)
+                fd = inner
+                names.append(below)
+                continue
+            if not names:
+                break
+            outer = os.open("..", flags, dir_fd=fd)
+            os.close(fd)
+            fd = outer
+            os.rmdir(names.pop(), dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(path)

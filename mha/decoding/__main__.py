@@ -1,8 +1,9 @@
 """`python -m mha.decoding NAME [options]`: the experiments of lesson 07, from a shell.
 
     cache-sizes   the KV cache of published models at 8k and 128k tokens: as published, as MHA, as MQA
+    intensity     FLOPs against bytes read in one cached decoding step, against a GPU's balance point
     speed         time per new token with and without the cache; a cached step against kv_heads
-    sharing       accuracy against kv_heads on lesson 02's task and lesson 04's sentences
+    sharing       accuracy against kv_heads on lesson 02's task, lesson 04's sentences and a task of six bits
     write         train the small decoder on the template language and complete prompts, with and without the cache
 
 Each prints the tables its lesson prints and, with `--json PATH`, writes them with the exact command that made them
@@ -17,7 +18,7 @@ from tqdm.auto import tqdm
 
 from .._commands import run_subcommand, subcommand_parser
 from .._provenance import rounded, stamp, writable, write_results
-from . import configs, sharing, speed, writer
+from . import configs, intensity, sharing, speed, writer
 
 PROG = "python -m mha.decoding"
 
@@ -47,6 +48,27 @@ def _cache_sizes(args) -> None:
     if args.json:
         content = {"bytes_per_number": configs.BYTES_PER_NUMBER, "rows": rows}
         write_results(args.json, stamp(args.command), content, one_line_lists=("rows",))
+        print(f"\nwrote {args.json}")
+
+
+def _intensity_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", choices=sorted(intensity.BANDWIDTH), default="H100 SXM", help="the GPU (default: H100 SXM)"
+    )
+    parser.add_argument("--json", metavar="PATH", help="write the table to PATH")
+
+
+def _intensity(args) -> None:
+    if args.json:
+        writable(args.json)
+    rows = intensity.intensity_table(device=args.device)
+    print(intensity.format_intensity(rows))
+    print("\nsources:")
+    print(f"  {intensity.LLAMA_3_1_8B.name}: {intensity.LLAMA_3_1_8B.source}")
+    bandwidth, source = intensity.BANDWIDTH[args.device] / 1e12, intensity.machine(args.device).source
+    print(f"  {args.device}: peak FLOP/s and memory bandwidth ({bandwidth:.2f} TB/s), {source}")
+    if args.json:
+        write_results(args.json, stamp(args.command), {"rows": rows}, one_line_lists=("rows",))
         print(f"\nwrote {args.json}")
 
 
@@ -112,14 +134,19 @@ def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
         help="key/value heads (default: 8 4 2 1)",
     )
     parser.add_argument(
-        "--d-models", type=_positive, nargs="+", default=[64], help="widths d_model, 8 query heads each (default: 64)"
+        "--d-models",
+        type=_positive,
+        nargs="+",
+        default=None,
+        help="widths d_model, 8 query heads each, for every task (default: each task's own, 64, and 16 for bits)",
     )
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _sharing(args) -> None:
-    settings = sharing.settings_for(args.tasks, tuple(args.kv_heads), tuple(args.d_models))
+    d_models = None if args.d_models is None else tuple(args.d_models)
+    settings = sharing.settings_for(args.tasks, tuple(args.kv_heads), d_models)
     if args.json:
         writable(args.json)
     records = sharing.run_all(settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr)
@@ -158,6 +185,7 @@ def _write(args) -> None:
 # name -> (module whose docstring is the command's help, add the options, run)
 COMMANDS = {
     "cache-sizes": (configs, _cache_sizes_arguments, _cache_sizes),
+    "intensity": (intensity, _intensity_arguments, _intensity),
     "speed": (speed, _speed_arguments, _speed),
     "sharing": (sharing, _sharing_arguments, _sharing),
     "write": (writer, _write_arguments, _write),

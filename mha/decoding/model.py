@@ -11,6 +11,10 @@ keys and values of the earlier ones from one `mha.kv_cache.KVCache` per layer.
 
 Prompts of different lengths are padded on the left (`mask` False on padding); each token's position counts the
 real tokens before it, so padding changes no number of a real token.
+
+`StepDecoder` is the same model called the way the decoders of real libraries are: the caller passes each call's
+positions and the mask of every position the cache holds, and writes the generation loop itself (lesson 07's
+exercise).
 """
 
 from dataclasses import dataclass
@@ -228,3 +232,94 @@ def generate(model: Decoder, prompts: list[list[int]], new_tokens: int, use_cach
             tokens = torch.cat([tokens, out[-1][:, None]], dim=1)  # (batch, seq + 1)
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
     return torch.stack(out, dim=1)  # (batch, new_tokens)
+
+
+class StepDecoder:
+    """A `Decoder` called as real libraries call theirs: the caller gives the positions and the whole mask.
+
+    `model(tokens, positions, mask, cache)` runs the new positions, appends their keys and values to `cache`, and
+    returns the logits at the new positions. Nothing is worked out for the caller: which positions the new tokens
+    sit at, and which of the cached positions are real, are the caller's to say (as `position_ids` and
+    `attention_mask` are in Hugging Face's transformers). It keeps count of the calls and of the positions run
+    (`state()`), so that a check can tell a loop that runs each position once from one that runs the prompt again.
+
+    Args:
+        decoder: the model.
+
+    Shape:
+        see `__call__`.
+    """
+
+    def __init__(self, decoder: Decoder):
+        self._decoder = decoder.eval()
+        self.calls = 0
+        self.positions_run = 0  # sequences x positions, summed over the calls
+
+    @property
+    def config(self) -> DecoderConfig:
+        return self._decoder.config
+
+    def new_cache(self, batch: int, max_seq: int | None = None) -> list[KVCache]:
+        """One empty cache per layer for `batch` sequences of up to `max_seq` positions (default: config.seq)."""
+        return self._decoder.new_cache(batch, max_seq)
+
+    @torch.no_grad()
+    def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: list[KVCache]):
+        """Next-token logits at the new positions; their keys and values join `cache`.
+
+        Args:
+            tokens: the new tokens (the padded prompt at first, then one token per sequence).
+            positions: where each new token sits in its own sequence, counted in real tokens (padding has none;
+                give it any position in range, 0 say).
+            mask: bool, True = a real token, over every position the cache holds after this call: the `past` it
+                held before, then the `new` ones.
+            cache: from `new_cache`.
+
+        Shape:
+            tokens and positions (batch, new), int64; mask (batch, past + new); returns logits (batch, new, vocab).
+        """
+        decoder = self._decoder
+        check_rank("tokens", tokens, (2,), "(batch, new)")
+        if tokens.dtype != torch.int64 or not isinstance(positions, torch.Tensor) or positions.dtype != torch.int64:
+            raise TypeError(f"tokens and positions must be int64 tensors, got {_kind(tokens)} and {_kind(positions)}")
+        if positions.shape != tokens.shape:
+            raise ValueError(
+                f"positions must have the shape of tokens {fmt_shape(tokens.shape)}, one per new token, got "
+                f"{fmt_shape(positions.shape)}"
+            )
+        if not isinstance(cache, list) or len(cache) != len(decoder.blocks):
+            raise TypeError(f"cache must be what model.new_cache(batch) returns, got {type(cache).__name__}")
+        batch, new = tokens.shape
+        past = cache[0].length
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.ndim != 2:
+            raise TypeError(f"mask must be a bool tensor (batch, past + new), got {_kind(mask)}")
+        if tuple(mask.shape) != (batch, past + new):
+            raise ValueError(
+                f"mask covers {mask.shape[1]} positions of {mask.shape[0]} sequences, but the cache holds {past} "
+                f"and this call adds {new}: it must cover {past + new}, shape (batch, past + new) = "
+                f"{fmt_shape((batch, past + new))}"
+            )
+        if past + new > cache[0].max_seq:
+            raise ValueError(
+                f"the cache has room for {cache[0].max_seq} positions; it holds {past} and this call adds {new}"
+            )
+        low, high = int(positions.min()), int(positions.max())
+        if low < 0 or high >= decoder.config.seq:
+            raise ValueError(f"positions must lie in 0..{decoder.config.seq - 1}, got {low}..{high}")
+        x = decoder.token_embedding(tokens) + decoder.position_embedding(positions)  # (batch, new, d_model)
+        for block, layer_cache in zip(decoder.blocks, cache):
+            layer_cache.real[:, :past] = mask[:, :past]  # the caller's mask says which cached positions are real
+            x = block.forward_cached(x, layer_cache, mask[:, past:])
+        self.calls += 1
+        self.positions_run += batch * new
+        return decoder.head(decoder.norm(x))  # (batch, new, vocab)
+
+    def state(self) -> dict:
+        """What it has run: {"calls": calls so far, "positions_run": sequences x positions, summed}."""
+        return {"calls": self.calls, "positions_run": self.positions_run}
+
+
+def _kind(value) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"{value.dtype} {fmt_shape(value.shape)}"
+    return type(value).__name__

@@ -34,49 +34,98 @@ def per_token(rows: list[dict], title: str = "time of the next token", ax=None):
     return ax
 
 
+def _marks(row: dict) -> str:
+    """The cache table's marks: + past the context the model was published for, * a sliding window caps it."""
+    return ("+" if row["context"] > row["context_trained"] else "") + ("*" if row["context"] > row["held"] else "")
+
+
 def cache_sizes(rows: list[dict], context: int, ax=None):
-    """Bytes of one sequence's cache at `context` tokens: as published, as MHA and as MQA, per model (log scale)."""
+    """Bytes of one sequence's cache at `context` tokens: as published, as MHA and as MQA, per model (log scale).
+
+    A model past the context it was published for gets a + after its name and hatched bars (a what-if); a model
+    whose sliding window caps its cache gets a *; a note under the axes says so, as the table does.
+    """
     rows = [r for r in rows if r["context"] == context]
     if ax is None:
-        _, ax = plt.subplots(figsize=(9, 3.8))
+        _, ax = plt.subplots(figsize=(9, 4.2))
     x = np.arange(len(rows))
     for offset, key, label, colour in (
         (-0.27, "bytes_mha", "as MHA (kv_heads = heads)", "tab:red"),
         (0.0, "bytes", "as published", "tab:purple"),
         (0.27, "bytes_mqa", "as MQA (kv_heads = 1)", "tab:blue"),
     ):
-        ax.bar(x + offset, [r[key] / 2**30 for r in rows], width=0.27, color=colour, label=label)
-    ax.set_xticks(x, [f"{r['name']}\n{r['kind']}" for r in rows], fontsize=8)
+        bars = ax.bar(x + offset, [r[key] / 2**30 for r in rows], width=0.27, color=colour, label=label)
+        for bar, row in zip(bars, rows):
+            if "+" in _marks(row):
+                bar.set_hatch("//")
+                bar.set_edgecolor("white")
+    ax.set_xticks(x, [f"{r['name']}{_marks(r)}\n{r['kind']}" for r in rows], fontsize=8)
     ax.set(yscale="log", ylabel="GiB per sequence", title=f"KV cache of one sequence of {context:,} tokens, bfloat16")
-    ax.legend(fontsize=8)
+    ax.set_ylim(top=ax.get_ylim()[1] * 30)  # room for the legend above the tallest bar
+    ax.legend(fontsize=8, ncol=3, loc="upper center")
+    notes = []
+    if any("+" in _marks(r) for r in rows):
+        notes.append("+ (hatched): longer than the model was published for, what its cache would be")
+    for window in sorted({r["window"] for r in rows if "*" in _marks(r)}):
+        notes.append(f"* a sliding window: the cache holds only the last {window:,} positions")
+    if notes:
+        ax.annotate("\n".join(notes), (0, 0), xycoords="axes fraction", xytext=(0, -46), textcoords="offset points",
+                    va="top", fontsize=8)  # fmt: skip
     return ax
 
 
-def accuracy_by_kv_heads(records: list[dict], tasks=("offsets", "template"), axes=None):
-    """Held-out accuracy against kv_heads, one panel per task: mean over seeds and each seed; each relationship."""
+CHANCE = {"offsets": 1 / 64, "bits": 0.5}  # guessing: one token of 64; one bit
+
+
+def accuracy_by_kv_heads(records: list[dict], panels=None, axes=None):
+    """Held-out accuracy against kv_heads, one panel per (task, d_head): the mean, each relationship, each seed.
+
+    Several series sit on the same values when sharing costs nothing (every one at 100%), so each is drawn beside
+    the mean rather than on it: the relationships (dashed, left of each kv_heads), the seeds (dots, right of it),
+    the mean over seeds (black, on it).
+
+    Args:
+        records: runs from `mha.decoding.sharing.run`.
+        panels: (task, d_head) pairs to draw (default: every one in the records, in order).
+        axes: Axes to draw on, one per panel (default: a new figure, two panels per row).
+    """
+    if panels is None:
+        panels = list(dict.fromkeys((r["task"], r["d_head"]) for r in records))
     if axes is None:
-        _, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.6), squeeze=False)
-        axes = axes[0]
-    for ax, task in zip(axes, tasks):
-        runs = [r for r in records if r["task"] == task]
+        rows = (len(panels) + 1) // 2
+        _, grid = plt.subplots(rows, min(2, len(panels)), figsize=(11, 3.9 * rows), squeeze=False)
+        axes = grid.flatten()
+        for extra in axes[len(panels) :]:
+            extra.set_visible(False)
+    for ax, (task, d_head) in zip(axes, panels):
+        runs = [r for r in records if r["task"] == task and r["d_head"] == d_head]
         kvs = sorted({r["kv_heads"] for r in runs}, reverse=True)
         names = runs[0]["relations"]
+        colours = plt.get_cmap("viridis" if len(names) > 3 else "tab10")(np.linspace(0, 0.9, len(names)))
+        offsets = np.linspace(-0.3, -0.08, len(names))
         for i, name in enumerate(names):
             means = [np.mean([r["relation_accuracy"][i] for r in runs if r["kv_heads"] == k]) for k in kvs]
-            ax.plot(range(len(kvs)), means, "--", alpha=0.7, label=name)
+            x = np.arange(len(kvs)) + offsets[i]
+            ax.plot(x, means, "--", marker=".", color=colours[i], lw=1, label=name)
         means = [np.mean([r["accuracy"] for r in runs if r["kv_heads"] == k]) for k in kvs]
-        ax.plot(range(len(kvs)), means, "o-", color="black", label="mean of all")
+        ax.plot(range(len(kvs)), means, "o-", color="black", lw=2, zorder=3, label="mean of all")
+        seeds = sorted({r["seed"] for r in runs})
         for j, k in enumerate(kvs):
-            seeds = [r["accuracy"] for r in runs if r["kv_heads"] == k]
-            ax.scatter([j] * len(seeds), seeds, color="black", s=12, alpha=0.5)
-        ax.set_xticks(range(len(kvs)), [f"{k}" for k in kvs])
+            by_seed = {r["seed"]: r["accuracy"] for r in runs if r["kv_heads"] == k}
+            xs = [j + 0.1 + 0.07 * s for s in range(len(seeds))]
+            ax.scatter(xs, [by_seed[s] for s in seeds], color="grey", s=14, zorder=2,
+                       label="each seed" if j == 0 else None)  # fmt: skip
+        if task in CHANCE:
+            ax.axhline(CHANCE[task], color="grey", ls=":", lw=1, label="guessing")
+        ax.set_xticks(range(len(kvs)), [f"{k}\nreads {k * d_head}" for k in kvs])
         ax.set(
-            xlabel="key/value heads (of 8 query heads)",
+            xlabel="key/value heads (of 8 query heads), and the numbers the layer reads from one position",
             ylabel="held-out accuracy",
             ylim=(0, 1.05),
-            title=f"{task}: mean of {len({r['seed'] for r in runs})} seeds (dots: each seed)",
+            title=f"{task}, d_head {d_head}: mean of {len(seeds)} seeds",
         )
-        ax.legend(fontsize=8)
+        ax.xaxis.label.set_size(8)
+        ax.legend(fontsize=7, ncol=2, loc="lower left")
     return axes
 
 

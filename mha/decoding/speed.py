@@ -178,7 +178,8 @@ def format_per_token(rows: list[dict], summary: bool = True) -> str:
 
     Args:
         rows: from `per_token`.
-        summary: also print the slopes and the speed-up at 1,024 tokens against its target.
+        summary: also print the slopes (of both times, and of their ratio, which is the difference of the two)
+            and the speed-up at 1,024 tokens against its target.
     """
     lines = [f"{'context':>8} | {'no cache':>12} | {'cache':>12} | speed-up"]
     for r in rows:
@@ -191,7 +192,11 @@ def format_per_token(rows: list[dict], summary: bool = True) -> str:
     if len(rows) >= 3:
         no_cache = slopes(contexts, [r["no_cache_s"] for r in rows])
         cache = slopes(contexts, [r["cache_s"] for r in rows])
-        lines.append(f"slope over the last 3 contexts (log-log): no cache {no_cache:.2f}, cache {cache:.2f}")
+        ratio = slopes(contexts, [r["ratio"] for r in rows])  # log(a / b) = log a - log b: the difference
+        lines.append(
+            f"slope over the last 3 contexts (log-log): no cache {no_cache:.2f}, cache {cache:.2f}, "
+            f"speed-up {ratio:.2f} (no cache minus cache: x{2**ratio:.1f} per doubling of the context)"
+        )
     ratio = target_ratio(rows)
     if not math.isnan(ratio):
         verdict = "reached" if ratio >= TARGET_RATIO else "NOT reached"

@@ -11,24 +11,33 @@ python -m mha.pretrained positions --json moved.json       lesson 09: the previo
 import argparse
 import sys
 
-from .._commands import check_output
+from .._commands import check_output, nonempty, positive_int
 from .._provenance import command_line, rounded, stamp, write_results
 from . import analysis, kv_pooling, moved_positions
-from .encoder import COURSE_SENTENCE, load, summarise
+from .encoder import COURSE_SENTENCE, load, load_tokenizer, summarise
 
 PROG = "python -m mha.pretrained"
 
 
 def _sentence(argv) -> None:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Where every head of all-MiniLM-L6-v2 looks: each query token's most attended token."
+        prog=PROG,
+        description="Where every head of all-MiniLM-L6-v2 looks: each query token's most attended token.\n\n"
+        + __doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--sentence", default=COURSE_SENTENCE, help="the sentence to look at")
+    parser.add_argument("--sentence", type=nonempty, default=COURSE_SENTENCE, help="the sentence to look at")
     parser.add_argument("--json", metavar="PATH", help="write every head's weights and summary to PATH")
     args = parser.parse_args(argv)
-    if not args.sentence.strip():
-        parser.error("--sentence is empty: give the text to look at")
     check_output(parser, args.json)
+    tokenizer = load_tokenizer()
+    encoding = tokenizer.encode(args.sentence)
+    if encoding.overflowing:  # each piece cut off repeats [CLS] and [SEP]
+        tokens = len(encoding.ids) + sum(len(piece.ids) - 2 for piece in encoding.overflowing)
+        parser.error(
+            f"--sentence has {tokens} tokens, more than the {len(encoding.ids)} the model reads: "
+            "give a shorter sentence"
+        )
     model, tokenizer = load()
     summary = summarise(model, tokenizer, args.sentence)
     tokens = summary["tokens"]
@@ -85,7 +94,7 @@ def _kv_pooling(argv) -> None:
         "without uptraining): how far the sentence embeddings move, for each kv_heads and grouping.",
     )
     parser.add_argument(
-        "--kv-heads", type=int, nargs="+", default=list(kv_pooling.KV_HEADS), help="key/value heads per layer"
+        "--kv-heads", type=positive_int, nargs="+", default=list(kv_pooling.KV_HEADS), help="key/value heads per layer"
     )
     parser.add_argument("--json", metavar="PATH", help="write the table to PATH")
     args = parser.parse_args(argv)

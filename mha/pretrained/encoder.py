@@ -19,6 +19,7 @@ Command: `python -m mha.pretrained --sentence "..." --json PATH` (see `mha.pretr
 
 import importlib.util
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -236,8 +237,29 @@ class Encoder(nn.Module):
         batch, seq = input_ids.shape
         if seq > self.config.max_positions:
             raise ValueError(f"input_ids has {seq} positions; this encoder has {self.config.max_positions}")
+        _check_ids("input_ids", input_ids, self.config.vocab_size, "token ids of the vocabulary")
         mask = torch.ones(batch, seq, dtype=torch.bool, device=input_ids.device) if mask is None else mask
+        check_tensor("mask", mask, "a boolean torch.Tensor")
+        if mask.dtype != torch.bool or tuple(mask.shape) != (batch, seq):
+            raise ValueError(
+                f"mask must be a boolean tensor of shape (batch, seq) = {fmt_shape((batch, seq))}, True = real token; "
+                f"got shape {fmt_shape(mask.shape)} and dtype {mask.dtype}"
+            )
         segment_ids = torch.zeros_like(input_ids) if segment_ids is None else segment_ids
+        check_tensor("segment_ids", segment_ids)
+        if (
+            tuple(segment_ids.shape) != (batch, seq)
+            or segment_ids.is_floating_point()
+            or segment_ids.dtype == torch.bool
+        ):
+            raise ValueError(
+                f"segment_ids must hold integer ids of shape (batch, seq) = {fmt_shape((batch, seq))}, got shape "
+                f"{fmt_shape(segment_ids.shape)} and dtype {segment_ids.dtype}"
+            )
+        _check_ids("segment_ids", segment_ids, self.config.segments, "segment ids (0 = sentence A, 1 = sentence B)")
+        for name, x in (("mask", mask), ("segment_ids", segment_ids)):
+            if x.device != input_ids.device:
+                raise ValueError(f"{name} is on {x.device} but input_ids on {input_ids.device}: put them on one device")
         layers, heads = self.config.layers, self.config.heads
         if head_mask is not None and head_mask.shape not in ((layers, heads), (batch, layers, heads)):
             raise ValueError(
@@ -250,6 +272,15 @@ class Encoder(nn.Module):
             x, weights = layer(x, mask, None if head_mask is None else head_mask[..., i, :])
             all_weights.append(weights)
         return EncoderOutput(x, torch.stack(all_weights, dim=1))  # weights (batch, layers, heads, q_pos, k_pos)
+
+
+def _check_ids(name: str, ids: torch.Tensor, count: int, what: str) -> None:
+    """Ids must lie in 0..count - 1: an id outside has no embedding (torch says only "index out of range")."""
+    if ids.numel() == 0 or ids.device.type == "meta":
+        return
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= count:
+        raise ValueError(f"{name} must be {what} from 0 to {count - 1}, got ids from {low} to {high}")
 
 
 # Tensors of the checkpoint that this encoder deliberately does not use, and why.
@@ -373,6 +404,16 @@ def tokenize(tokenizer: Tokenizer, sentences: list[str]) -> Batch:
     if not_text:
         raise TypeError(f"sentences must all be strings, got {not_text[0]!r} ({type(not_text[0]).__name__})")
     encodings = tokenizer.encode_batch(list(sentences))
+    cut = [i for i, e in enumerate(encodings) if e.overflowing]
+    if cut:
+        longest = (tokenizer.truncation or {}).get("max_length", max(len(e.ids) for e in encodings))
+        warnings.warn(
+            f"sentence {cut[0]} ({sentences[cut[0]][:40]!r}...) has more tokens than the model reads ({longest}): "
+            f"it was cut to its first {longest} tokens, and the words after are not seen"
+            + (f" ({len(cut)} sentences were cut)" if len(cut) > 1 else ""),
+            RuntimeWarning,
+            stacklevel=2,
+        )
     seq = max(len(e.ids) for e in encodings)
     input_ids = torch.zeros(len(encodings), seq, dtype=torch.long)  # (batch, seq), 0 is [PAD]
     for i, e in enumerate(encodings):

@@ -5,47 +5,34 @@
     positions       lesson 09: each position scheme trained at one length, tested at 2x and 4x
 
 Each prints the tables its lesson prints and, with `--json PATH`, writes the runs with the exact command that made
-them (`mha._provenance`). The folder of PATH is checked before any training starts.
+them (`mha._provenance`). PATH is checked before any training starts: a file that exists and is not a results file
+of the course, a notebook, or a path inside the course's own folders is refused.
 """
 
 import argparse
 import sys
 
-from .._commands import run_subcommand, subcommand_parser
-from .._provenance import rounded, stamp, writable, write_results
+from .._commands import positive_float, positive_int, run_subcommand, seed_number, subcommand_parser
+from .._provenance import rounded, stamp, write_results
 from ..positions import SCHEMES
 from . import lengths, tunnel_vision, what_heads_learn
 
 PROG = "python -m mha.toy"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def _tunnel_vision_arguments(parser: argparse.ArgumentParser) -> None:
     default = tunnel_vision.Setting()
     parser.add_argument(
-        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+        "--seeds", "--seed", type=seed_number, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
     )
-    parser.add_argument("--heads", type=_positive, nargs="+", default=[1, 4], help="heads compared in the main part")
-    parser.add_argument("--vocab", type=_positive, default=default.vocab, help="distinct tokens")
-    parser.add_argument("--steps", type=_positive, default=default.steps, help="training steps of the base setting")
-    parser.add_argument("--d-model", type=_positive, default=default.d_model, help="features per position")
-    parser.add_argument("--seq", type=_positive, default=default.seq, help="tokens per sequence")
-    parser.add_argument("--offsets", type=_positive, nargs="+", default=list(default.offsets), help="relationships")
-    parser.add_argument("--batch", type=_positive, default=default.batch, help="sequences per batch")
-    parser.add_argument("--lr", type=_positive_float, default=default.lr, help="Adam's learning rate")
+    parser.add_argument("--heads", type=positive_int, nargs="+", default=[1, 4], help="heads compared in the main part")
+    parser.add_argument("--vocab", type=positive_int, default=default.vocab, help="distinct tokens")
+    parser.add_argument("--steps", type=positive_int, default=default.steps, help="training steps of the base setting")
+    parser.add_argument("--d-model", type=positive_int, default=default.d_model, help="features per position")
+    parser.add_argument("--seq", type=positive_int, default=default.seq, help="tokens per sequence")
+    parser.add_argument("--offsets", type=positive_int, nargs="+", default=list(default.offsets), help="relationships")
+    parser.add_argument("--batch", type=positive_int, default=default.batch, help="sequences per batch")
+    parser.add_argument("--lr", type=positive_float, default=default.lr, help="Adam's learning rate")
     parser.add_argument(
         "--positions",
         choices=SCHEMES,
@@ -71,8 +58,6 @@ def _tunnel_vision(args) -> None:
         positions=args.positions,
     )
     settings = tunnel_vision.settings_for(args.parts, base, tuple(args.heads))
-    if args.json:
-        writable(args.json)
     records = tunnel_vision.run_all(
         settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr
     )
@@ -89,18 +74,18 @@ def _tunnel_vision(args) -> None:
 
 def _heads_arguments(parser: argparse.ArgumentParser) -> None:
     default = what_heads_learn.HeadsSetting
-    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0], help="seeds to train (default: 0)")
-    parser.add_argument("--heads", type=_positive, default=default.heads, help="attention heads (default: 4)")
-    parser.add_argument("--d-model", type=_positive, default=default.d_model, help="features per position")
-    parser.add_argument("--steps", type=_positive, default=default.steps, help="training steps (default: 600)")
+    parser.add_argument(
+        "--seeds", "--seed", type=seed_number, nargs="+", default=[0], help="seeds to train (default: 0)"
+    )
+    parser.add_argument("--heads", type=positive_int, default=default.heads, help="attention heads (default: 4)")
+    parser.add_argument("--d-model", type=positive_int, default=default.d_model, help="features per position")
+    parser.add_argument("--steps", type=positive_int, default=default.steps, help="training steps (default: 600)")
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", "--no-progress", action="store_true", help="no progress bar")
 
 
 def _heads(args) -> None:
     setting = what_heads_learn.HeadsSetting(heads=args.heads, d_model=args.d_model, steps=args.steps)
-    if args.json:
-        writable(args.json)
     records = []
     for seed in args.seeds:
         record = what_heads_learn.run(setting, seed, progress=not args.quiet)
@@ -113,12 +98,12 @@ def _heads(args) -> None:
 
 def _positions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+        "--seeds", "--seed", type=seed_number, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
     )
     parser.add_argument("--tasks", nargs="+", choices=lengths.TASKS, default=list(lengths.TASKS), help="tasks")
     parser.add_argument("--schemes", nargs="+", choices=SCHEMES, default=list(SCHEMES), help="position schemes")
-    parser.add_argument("--steps", type=_positive, help="training steps (default: 1500 offset, 600 language)")
-    parser.add_argument("--jobs", type=_positive, default=1, help="runs at a time, one process each (default: 1)")
+    parser.add_argument("--steps", type=positive_int, help="training steps (default: 1500 offset, 600 language)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at a time, one process each (default: 1)")
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -126,8 +111,6 @@ def _positions_arguments(parser: argparse.ArgumentParser) -> None:
 def _positions(args) -> None:
     changes = {} if args.steps is None else {"steps": args.steps}
     settings = lengths.settings_for(args.tasks, args.schemes, **changes)
-    if args.json:
-        writable(args.json)
     records = lengths.run_all(
         settings, args.seeds, progress=not args.quiet, log=None if args.quiet else sys.stderr, jobs=args.jobs
     )

@@ -217,6 +217,9 @@ def decode(tokens: torch.Tensor) -> list[str]:
     Shape:
         tokens (seq,); returns a list of at most seq words.
     """
+    bad = [int(t) for t in tokens if not 0 <= int(t) < len(VOCAB)]
+    if bad:
+        raise ValueError(f"tokens must be ids of the language's words, 0 to {len(VOCAB) - 1}, got {bad[0]}")
     return [VOCAB[int(t)] for t in tokens if int(t) != PAD]
 
 

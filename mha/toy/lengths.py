@@ -1,14 +1,14 @@
 """Positions and length: each position scheme trained at one length, then tested on sequences 2x and 4x as long.
 
-Two tasks, the same model for every scheme (`mha.toy.models.AttentionOnlyModel`: embeddings, one causal attention
-layer of 4 heads, a residual, one readout per relationship) and the same training:
+Two tasks whose answers depend on order, the same model for every scheme (`mha.toy.models.AttentionOnlyModel`:
+embeddings, one causal attention layer of 4 heads, a residual, one readout per relationship) and the same training:
 
   offset     lesson 02's task: at every position i, name the tokens at i-1, i-2 and i-3. Trained on sequences of
              16 tokens; tested on 16, 32 and 64. Only the position tells a head where "three back" is.
-  language   lesson 04's sentences ("apple released a new iphone , but it is expensive ."), each placed at the end
-             of a sequence of 28 tokens after a filler of the language's distractor phrases ("last week , in paris ,
-             ..."); at "it", name the product, the company and whether the clause contrasts. Tested with the filler
-             grown to fill 56 and 112 tokens. Here a head can find each word by what it is.
+  language   lesson 04's sentences one after another, as in a text (`SentenceStream`); at every "it", name the
+             product, the company and whether the clause contrasts. The sentences before hold other products,
+             companies and connectives: the right one is the one that came last. Trained on 48 tokens (about three
+             sentences); tested on 48, 96 and 192.
 
 The schemes (`mha.positions`): none, learned (a trained table), sinusoidal (a fixed table), rope (queries and
 keys turned by their positions). A learned table has no trained rows beyond the trained length, so every model is
@@ -18,7 +18,8 @@ record says how many rows were left untouched).
 
 Under a causal mask, position i of a longer sequence sees exactly what it saw in a trained-length one as long as
 i is below the trained length; so each record gives the accuracy over every position and over the new positions
-alone (i >= trained length), and the accuracy at each position.
+alone (i >= trained length), and the accuracy at each position. A task's `chance` is the accuracy of a guess that
+ignores the sequence.
 
 Each model is also scored with a window: every query may see only the keys less than the trained length back
 (`window_mask`), so that no head meets a distance it never met in training. What the window repairs was caused by
@@ -38,8 +39,9 @@ from dataclasses import dataclass
 import torch
 
 from ..heads import split_heads
+from ..masks import causal_mask
 from ..positions import SCHEMES, RotaryMultiHeadAttention, apply_rope, check_scheme
-from .language import ASIDES, INDEX, MIDDLES, OPENERS, PAD, RELATIONS, TemplateLanguage
+from .language import COMPANIES, CONTRAST, INDEX, PAD, PRODUCTS, RELATIONS, SAME, TemplateLanguage
 from .models import AttentionOnlyConfig, build_model, count_parameters
 from .tasks import IGNORE_INDEX, OffsetCopyTask
 from .train import TrainConfig, train
@@ -47,53 +49,56 @@ from .train import TrainConfig, train
 TASKS = ("offset", "language")
 FACTORS = (1, 2, 4)  # test lengths, in multiples of the trained length
 EVAL_SEED = 1_000_003  # the held-out sequences: the same for every scheme and seed (as mha.toy.train's)
-FILLER = [phrase + [","] if phrase[-1] != "," else phrase for phrase in OPENERS + MIDDLES + ASIDES]
 
 
 @dataclass(frozen=True)
-class FilledLanguage:
-    """Lesson 04's sentences, each at the end of a sequence of `seq` tokens, after a filler of distractor phrases.
+class SentenceStream:
+    """Lesson 04's sentences one after another, as in a text; at every "it", the questions about its own sentence.
 
-    The filler is made of the phrases the language already uses as distractors ("last week ,", "in paris ,",
-    "to be fair", ...), cut to length from the left; the answers are asked at "it", as in `TemplateLanguage`.
+    A sequence is the first `seq` tokens of a stream of sentences drawn as `TemplateLanguage` draws them; every
+    "it" in it is asked which product it refers to, which company released it and whether its clause contrasts.
+    The sentences before hold other products, companies and connectives, which differ from the right ones only in
+    where they are: the answer is the product (company, connective) that came last before "it". A head that cannot
+    tell where a word is cannot tell which one that is.
 
     Args:
-        seq: tokens per sequence (at least the longest sentence, 26, plus one).
+        seq: tokens per sequence.
     """
 
-    seq: int = 28
+    seq: int = 48
 
     relations = len(RELATIONS)
     names = RELATIONS
     vocab = TemplateLanguage.vocab
 
     def __post_init__(self):
-        if not isinstance(self.seq, int) or self.seq < 27:
-            raise ValueError(f"seq must be an integer of at least 27 (the longest sentence has 26), got {self.seq!r}")
+        if not isinstance(self.seq, int) or self.seq < 1:
+            raise ValueError(f"seq must be a positive integer, got {self.seq!r}")
 
-    def filler(self, n: int, generator: torch.Generator) -> list[str]:
-        """n words of distractor phrases, e.g. "week , in paris , sadly ,"."""
-        words: list[str] = []
-        while len(words) < n:
-            words += FILLER[int(torch.randint(len(FILLER), (), generator=generator))]
-        return words[len(words) - n :]
+    @property
+    def chance(self) -> float:
+        """The accuracy of a guess that ignores the sequence: products, companies and connectives are drawn
+        uniformly, so any fixed answer is right 1 time in 10, 8 and 2; the mean over the three questions."""
+        return (1 / len(PRODUCTS) + 1 / len(COMPANIES) + len(CONTRAST) / len(CONTRAST + SAME)) / 3
 
     def sample(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """A batch of filled sequences and their targets; the interface of `mha.toy.train.train`.
+        """A batch of streams and their targets; the interface of `mha.toy.train.train`.
 
         Shape:
             returns tokens (batch, seq) and targets (batch, seq, relations), int64; targets are IGNORE_INDEX
-            everywhere but at "it".
+            everywhere but at each "it".
         """
         language = TemplateLanguage()
         tokens = torch.full((batch, self.seq), PAD)
         targets = torch.full((batch, self.seq, self.relations), IGNORE_INDEX)
         for b in range(batch):
-            sentence = language.random_sentence(generator)
-            start = self.seq - len(sentence.words)  # the sentence ends at the last position
-            words = self.filler(start, generator) + list(sentence.words)
-            tokens[b] = torch.tensor([INDEX[w] for w in words])
-            targets[b, start + sentence.it] = torch.tensor([INDEX[sentence.answers[r]] for r in RELATIONS])
+            words: list[str] = []
+            while len(words) < self.seq:
+                sentence = language.random_sentence(generator)
+                if len(words) + sentence.it < self.seq:  # its "it" lies inside the sequence: ask there
+                    targets[b, len(words) + sentence.it] = torch.tensor([INDEX[sentence.answers[r]] for r in RELATIONS])
+                words += sentence.words
+            tokens[b] = torch.tensor([INDEX[w] for w in words[: self.seq]])
         return tokens, targets
 
 
@@ -102,7 +107,7 @@ class LengthSetting:
     """One configuration: task, position scheme, model and training (everything but the seed).
 
     Args:
-        task: "offset" or "language".
+        task: "offset" or "language" (`SentenceStream`).
         positions: the position scheme, one of `mha.positions.SCHEMES`.
         trained: the sequence length trained on.
         factors: test lengths, in multiples of `trained`.
@@ -141,7 +146,7 @@ class LengthSetting:
         """The task at `seq` tokens per sequence."""
         if self.task == "offset":
             return OffsetCopyTask((1, 2, 3), vocab=64, seq=seq)
-        return FilledLanguage(seq)
+        return SentenceStream(seq)
 
     def model_config(self) -> AttentionOnlyConfig:
         task = self.make_task(self.trained)
@@ -160,8 +165,9 @@ def offset_setting(positions: str, **changes) -> LengthSetting:
 
 
 def language_setting(positions: str, **changes) -> LengthSetting:
-    """The sentences as lesson 04 trains them: 28 tokens, 4 heads of 16 features, 600 steps of 64 sentences."""
-    defaults = {"trained": 28, "steps": 600, "batch": 64, "eval_batch": 256}
+    """Streams of lesson 04's sentences: 48 tokens, 4 heads of 16 features, 600 steps of 64 streams (lesson 04's
+    steps and batch)."""
+    defaults = {"trained": 48, "steps": 600, "batch": 64, "eval_batch": 256}
     return LengthSetting(task="language", positions=positions, **{**defaults, **changes})
 
 
@@ -198,7 +204,8 @@ def score(model, task, trained: int, eval_batch: int, window: int | None = None)
 
     Shape:
         returns {"accuracy": float, "relation_accuracy": [float] * relations, "new_accuracy": float or None,
-        "by_position": [float or None] * seq}: accuracies over the answers that exist (None where none does).
+        "by_position": [float or None] * seq, "answers_by_position": [int] * seq}: accuracies over the answers
+        that exist (None where none does), and how many answers each position has.
     """
     tokens, targets = task.sample(eval_batch, torch.Generator().manual_seed(EVAL_SEED))  # (batch, seq), (.., rel.)
     was_training = model.training
@@ -218,7 +225,29 @@ def score(model, task, trained: int, eval_batch: int, window: int | None = None)
         "relation_accuracy": per_relation.tolist(),
         "new_accuracy": share(right[:, trained:], valid[:, trained:]),
         "by_position": [share(right[:, i], valid[:, i]) for i in range(tokens.shape[1])],
+        "answers_by_position": valid.sum(dim=(0, 2)).tolist(),
     }
+
+
+def accuracy_by_position(score: dict, width: int = 1) -> tuple[list[int], list[float | None]]:
+    """A `score`'s accuracy by position, pooled over bins of `width` positions (each answer counts once).
+
+    Args:
+        score: one entry of a record's "scores" or "window_scores".
+        width: positions per bin (default: 1, every position apart).
+
+    Returns:
+        (the first position of each bin, the accuracy over the bin's answers, None for a bin without any).
+    """
+    if not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be a positive integer, got {width!r}")
+    accuracies, answers = score["by_position"], score["answers_by_position"]
+    starts, pooled = list(range(0, len(answers), width)), []
+    for start in starts:
+        n = sum(answers[start : start + width])
+        right = sum(a * c for a, c in zip(accuracies[start : start + width], answers[start : start + width]) if c)
+        pooled.append(right / n if n else None)
+    return starts, pooled
 
 
 @torch.no_grad()
@@ -245,6 +274,56 @@ def scores_by_offset(model, tokens: torch.Tensor) -> torch.Tensor:
     return torch.stack(by_distance, dim=1)  # (heads, seq)
 
 
+@torch.no_grad()
+def looks_by_position(model) -> torch.Tensor | None:
+    """Where each head looks from each query position by position alone: the distance back to its favourite key.
+
+    With a table added to the tokens (learned, sinusoidal), a head's score for a key has a part that depends on the
+    two positions alone: the table's rows, projected as the layer projects any input (biases included). A head that
+    has learned "three back" from the positions gives that part its highest value three back.
+
+    Args:
+        model: an `AttentionOnlyModel`.
+
+    Shape:
+        returns (heads, seq) int64, seq the model's positions: for each head and query position q_pos, q_pos -
+        k_pos of the key k_pos <= q_pos with the highest position-only score; None for a scheme with no table.
+    """
+    if model.position_embedding is None:
+        return None
+    layer, seq = model.attention, model.config.seq
+    rows = model.position_embedding(torch.arange(seq))[None].to(layer.in_proj.weight.dtype)  # (1, seq, d_model)
+    q, k, _ = layer.project(rows, rows, rows)  # (1, seq, d_model) each: these models share no keys
+    scores = split_heads(q, layer.heads) @ split_heads(k, layer.heads).transpose(-2, -1)  # (1, heads, q_pos, k_pos)
+    scores = scores[0].masked_fill(~causal_mask(seq), -math.inf)  # keys ahead of the query cannot be seen
+    return torch.arange(seq) - scores.argmax(dim=-1)  # (heads, q_pos): distance back to the favourite key
+
+
+def most_frequent_guess(task: OffsetCopyTask, trained: int, eval_batch: int) -> float:
+    """Accuracy on the new positions of a guess that knows which tokens came before, but not where.
+
+    At position i it names the token seen most often at positions 0..i (the lowest token id among ties), for every
+    relationship: what a head without positions can still do. Scored on `score`'s held-out sequences.
+
+    Args:
+        task: the offset task at the test length.
+        trained: the length trained on: positions from here on are new.
+        eval_batch: held-out sequences.
+    """
+    tokens, targets = task.sample(eval_batch, torch.Generator().manual_seed(EVAL_SEED))  # (batch, seq), (.., rel.)
+    counts = torch.zeros(tokens.shape[0], task.vocab).scatter_add_(
+        1, tokens[:, :trained], torch.ones_like(tokens[:, :trained], dtype=torch.float32)
+    )
+    right = valid = 0
+    for i in range(trained, tokens.shape[1]):
+        counts[torch.arange(tokens.shape[0]), tokens[:, i]] += 1  # positions 0..i seen
+        guess = counts.argmax(dim=1)  # (batch,): the most frequent token so far
+        answers = targets[:, i]  # (batch, relations)
+        right += int(((answers == guess[:, None]) & (answers != IGNORE_INDEX)).sum())
+        valid += int((answers != IGNORE_INDEX).sum())
+    return right / valid
+
+
 def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict, torch.nn.Module]:
     """Train one model at the trained length, then score it at every test length; return its record and the model.
 
@@ -258,7 +337,8 @@ def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict,
         lr, params, lengths (the test lengths), scores (one `score` dict per test length), window_scores (the same
         with every query limited to the keys less than `trained` back), untouched_rows (for a
         learned table: rows past the trained length still equal to their starting values; else None),
-        table_rows (rows of a learned table; else None) and seconds.
+        table_rows (rows of a learned table; else None), looks (`looks_by_position` as lists, one per head, for
+        a scheme that adds a table; else None) and seconds.
     """
     model = build_model(setting.model_config(), seed)
     table = model.position_embedding.weight.detach().clone() if setting.positions == "learned" else None
@@ -276,6 +356,7 @@ def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict,
     tasks = [setting.make_task(n) for n in lengths]
     scores = [score(model, task, setting.trained, setting.eval_batch) for task in tasks]
     windowed = [score(model, task, setting.trained, setting.eval_batch, window=setting.trained) for task in tasks]
+    looks = looks_by_position(model)
     untouched = None
     if table is not None:
         after = model.position_embedding.weight.detach()
@@ -296,6 +377,7 @@ def run(setting: LengthSetting, seed: int, progress: bool = True) -> tuple[dict,
         "window_scores": windowed,
         "untouched_rows": untouched,
         "table_rows": setting.longest if table is not None else None,
+        "looks": None if looks is None else looks.tolist(),
         "seconds": time.perf_counter() - start,
     }
     return record, model
@@ -410,7 +492,8 @@ def format_summary(records, new_positions: bool = False, scores: str = "scores")
         seeds = len(rows[0]["seeds"])
         what = "new positions only" if new_positions else "all positions"
         what += ", window of the trained length" if scores == "window_scores" else ""
-        lines.append(f"{task}: trained on {trained} tokens; mean [lowest-highest] over {seeds} seeds; {what}")
+        over = f"{seeds} seed{'s' if seeds > 1 else ''}"
+        lines.append(f"{task}: trained on {trained} tokens; mean [lowest-highest] over {over}; {what}")
         header = f"{'scheme':<11}{'params':>8}  " + "".join(f"{h:<21}" for h in heads)
         lines += [header, "-" * len(header.rstrip())]
         for s in rows:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .._portable import TRAINING_DTYPE, same_normals
-from .._validate import check_rank, fmt_shape, head_size, kv_group_size
+from .._validate import check_rank, check_tensor, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 from ..positions import attention_layer, check_scheme, position_embedding
 
@@ -149,6 +149,7 @@ class AttentionOnlyModel(nn.Module):
         return self.token_embedding(tokens) + self.position_embedding(positions)  # (batch, seq, d_model)
 
     def _check_tokens(self, tokens):
+        check_tensor("tokens", tokens)
         check_rank("tokens", tokens, (2,), "(batch, seq)")
         if tokens.dtype != torch.int64:
             raise TypeError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
@@ -157,6 +158,14 @@ class AttentionOnlyModel(nn.Module):
                 f"tokens has shape {fmt_shape(tokens.shape)}: at most seq={self.config.seq} positions"
                 + (" (one learned position embedding each)" if self.config.positions == "learned" else "")
             )
+        vocab = self.config.vocab
+        if tokens.numel() and not torch.compiler.is_compiling():
+            low, high = int(tokens.min()), int(tokens.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(
+                    f"tokens must be token ids from 0 to vocab - 1 = {vocab - 1} (one embedding each), got ids from "
+                    f"{low} to {high}"
+                )
 
 
 def build_model(config: AttentionOnlyConfig, seed: int, dtype: torch.dtype = TRAINING_DTYPE) -> AttentionOnlyModel:

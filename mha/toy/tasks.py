@@ -51,6 +51,12 @@ class OffsetCopyTask:
         return len(self.offsets)
 
     @property
+    def chance(self) -> float:
+        """The accuracy of a guess that ignores the sequence: tokens are drawn uniformly, so any fixed answer is
+        right 1 time in vocab."""
+        return 1 / self.vocab
+
+    @property
     def names(self) -> list[str]:
         """A short name per relationship, e.g. "i-1"."""
         return [f"i-{o}" for o in self.offsets]

@@ -10,6 +10,7 @@ weights are the caller's (see `mha.toy.models.build_model`). Training runs on `t
 these models are too small to gain from more, and a fixed count keeps sums in the same order on every machine.
 """
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -50,8 +51,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr!r}")
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, int | float)
+            or not (math.isfinite(self.lr) and self.lr > 0)
+        ):
+            raise ValueError(f"lr must be a finite number above 0, got {self.lr!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a whole number of 0 or more, got {self.seed!r}")
 
 
 @dataclass

@@ -83,6 +83,8 @@ class Setting:
         if not self.label:
             scheme = "" if self.positions == "learned" else f", {self.positions}"
             object.__setattr__(self, "label", _heads(self.heads) + scheme)
+        # every size checked now, by the classes that use them: a bad one is refused before any training starts
+        self.task(), self.model_config(), self.train_config(0)
 
     def task(self) -> OffsetCopyTask:
         return OffsetCopyTask(self.offsets, self.vocab, self.seq)

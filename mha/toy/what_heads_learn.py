@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .._validate import head_size
 from .language import INDEX, RELATIONS, Sentence, TemplateLanguage
 from .models import AttentionOnlyConfig, build_model, count_parameters
 from .train import TrainConfig, TrainResult, train
@@ -47,6 +48,10 @@ class HeadsSetting:
     batch: int = 64
     lr: float = 3e-3
     eval_every: int = 25
+
+    def __post_init__(self):  # every value checked now, before any training starts
+        head_size(self.d_model, self.heads)
+        TrainConfig(steps=self.steps, batch=self.batch, lr=self.lr, eval_every=self.eval_every)
 
 
 def train_model(setting: HeadsSetting, seed: int, progress: bool = True) -> TrainResult:

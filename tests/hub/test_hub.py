@@ -18,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -78,6 +79,34 @@ def _bash(name: str, env: dict, cwd: Path, capture: bool = False) -> str:
     )
     assert result.returncode == 0, f"the guide's {name} block failed (exit {result.returncode})"
     return result.stdout or ""
+
+
+def _settings_file(block: str, values: dict, home: Path) -> dict:
+    """The guide's settings block as the instructor's file, with the test's values: sourced in two new shells, as
+    on the day of the hub and on collection day, it must give the same token (kept in a file only its owner reads).
+    """
+    defined = re.findall(r"^(?:export )?([A-Z_]+)=", block, re.MULTILINE)
+    computed = sorted(set(defined) - set(values))
+    assert computed == ["MHA_COLLECT_TOKEN", "TOKEN_FILE"], f"the test sets every value it does not compute: {defined}"
+    lines = []
+    for line in block.split("\n"):
+        name = re.match(r"^([A-Z_]+)=", line)
+        lines.append(f"{name[1]}={shlex.quote(values[name[1]])}" if name and name[1] in values else line)
+    home.mkdir()
+    env_file = home / "mha-course.env"
+    env_file.write_text("\n".join(lines) + "\n")
+    tokens = []
+    for _ in range(2):
+        script = f'source {shlex.quote(str(env_file))}; echo "$TOKEN_FILE $MHA_COLLECT_TOKEN"'
+        shell = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env={**os.environ, "HOME": str(home)}, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        tokens.append(shell.stdout.split())
+    (token_file, token), again = tokens
+    assert again == [token_file, token] and re.fullmatch(r"[0-9a-f]{64}", token), "a new shell, another token"
+    assert Path(token_file).stat().st_mode & 0o077 == 0, "the token file is readable by others"
+    return {"TOKEN_FILE": token_file, "MHA_COLLECT_TOKEN": token}
 
 
 def _pins() -> dict[str, str]:
@@ -170,22 +199,23 @@ def test_the_guides_recipe_on_a_real_hub(tmp_path):
     port, proxy_api, hub_api = _free_port(), _free_port(), _free_port()
     course, repo, hub_dir = tmp_path / "course", tmp_path / "mha-course-students.git", tmp_path / "hub"
     hub_dir.mkdir()
-    settings = {
+    values = {  # the instructor's values: the test's own. The push and pull URLs differ, as on a real hub
         "COURSE": str(course),
         "HUB_ENV": str(CACHE / "hub-env"),
         "HUB_URL": f"http://127.0.0.1:{port}",
+        "STUDENT_PUSH": str(repo),
         "STUDENT_REPO": f"file://{repo}",
         "FOLDER": "mha-course",
-        "MHA_COLLECT_TOKEN": secrets.token_hex(32),
     }
-    defined = re.findall(r"^(?:export )?([A-Z_]+)=", blocks["settings"][1], re.MULTILINE)
-    assert sorted(defined) == sorted(settings), "the test must set every value of the guide's settings block"
+    settings = {**values, **_settings_file(blocks["settings"][1], values, tmp_path / "instructor")}
     instructor = {  # the instructor's shell: the course's environment active (source .venv/bin/activate)
         **os.environ,
         **settings,
         "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}",
         "VIRTUAL_ENV": str(ROOT / ".venv"),
     }
+    # the blocks that start a new shell source the settings file from the instructor's home: the test's own folder
+    sourcing = {**instructor, "HOME": str(tmp_path / "instructor")}
     image = CACHE / "image"
     marker = f"MHA_HUB_TEST_RUN={secrets.token_hex(8)}"
     measured: dict = {"students": {}}
@@ -249,7 +279,7 @@ c.Spawner.args = [_re.sub(_cull, lambda m: m[1] + "=" + _short[m[1]], a) for a i
     hub = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", blocks["start"][1]],
         cwd=hub_dir,
-        env={**instructor, marker.split("=")[0]: marker.split("=")[1]},
+        env={**sourcing, marker.split("=")[0]: marker.split("=")[1]},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -341,7 +371,7 @@ c.Spawner.args = [_re.sub(_cull, lambda m: m[1] + "=" + _short[m[1]], a) for a i
                 assert time.monotonic() < deadline, "bob's server did not stop"
                 time.sleep(0.5)
         with step("collection (guide: collect)"):
-            _bash("collect", instructor, course)
+            _bash("collect", sourcing, course)
             submissions = course / "submissions"
             got = sorted(str(p.relative_to(submissions)) for p in submissions.rglob("*.ipynb"))
             assert got == [f"{name}/{Path(EXERCISE).name}" for name in STUDENTS]

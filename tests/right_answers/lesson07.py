@@ -5,6 +5,8 @@ import math
 import numpy as np
 import torch
 
+from mha.decoding.model import left_pad
+
 
 def grouped_by_einsum(q, k, v):
     batch, heads, q_pos, d_head = q.shape
@@ -66,6 +68,38 @@ def step_one_query_at_a_time(q_new, k_new, v_new, cache_k, cache_v):
     return torch.cat(outputs, dim=-2), k, v
 
 
+def generate_one_sequence_at_a_time_positions(model, prompts, new_tokens):
+    tokens, mask = left_pad(prompts)
+    batch, prompt = tokens.shape
+    positions = torch.zeros(batch, prompt, dtype=torch.int64)
+    for b, p in enumerate(prompts):
+        positions[b, prompt - len(p) :] = torch.arange(len(p))  # the padding keeps position 0
+    cache = model.new_cache(batch, prompt + new_tokens)
+    logits = model(tokens, positions, mask, cache)
+    generated = []
+    for step in range(new_tokens):  # runs the last new token too: its logits go unused, which does no harm
+        nxt = logits[:, -1].argmax(dim=-1)
+        generated.append(nxt.tolist())
+        mask = torch.cat([mask, torch.ones(batch, 1, dtype=torch.bool)], dim=1)
+        positions = torch.tensor([[len(p) + step] for p in prompts])
+        logits = model(nxt[:, None], positions, mask, cache)
+    return [list(row) for row in zip(*generated)]  # a list of lists of ints
+
+
+def generate_with_a_position_counter(model, prompts, new_tokens):
+    tokens, mask = left_pad(prompts)
+    cache = model.new_cache(tokens.shape[0])
+    logits = model(tokens, (mask.long().cumsum(-1) - 1).clamp(min=0), mask, cache)[:, -1]
+    following = mask.sum(-1, keepdim=True)  # (batch, 1) the position of the next token
+    out = torch.empty(tokens.shape[0], new_tokens, dtype=torch.int64)
+    for t in range(new_tokens):
+        out[:, t] = logits.argmax(-1)
+        if t + 1 < new_tokens:
+            mask = torch.nn.functional.pad(mask, (0, 1), value=True)
+            logits = model(out[:, t : t + 1], following + t, mask, cache)[:, -1]
+    return out
+
+
 def pool_by_loop(w, heads, kv_heads):
     d_head, group = w.shape[0] // heads, heads // kv_heads
     rows = []
@@ -77,8 +111,14 @@ def pool_by_loop(w, heads, kv_heads):
 
 def pool_by_einsum(w, heads, kv_heads):
     group = heads // kv_heads
-    grouped = w.reshape(kv_heads, group, w.shape[0] // heads, w.shape[1])  # (kv_heads, group, d_head, d_model)
-    return torch.einsum("kgdm->kdm", grouped).div(group).reshape(-1, w.shape[1])
+    grouped = w.reshape(kv_heads, group, w.shape[0] // heads, *w.shape[1:])  # (kv_heads, group, d_head, ...)
+    return torch.einsum("kgd...->kd...", grouped).div(group).reshape(-1, *w.shape[1:])
+
+
+def pool_numpy_weight_or_bias(w, heads, kv_heads):
+    d_head = w.shape[0] // heads
+    a = w.numpy().reshape(kv_heads, heads // kv_heads, d_head, -1).mean(axis=1)  # a bias as one column, then back
+    return torch.from_numpy(a.reshape(kv_heads * d_head, *w.shape[1:]))
 
 
 RIGHT = [
@@ -90,6 +130,9 @@ RIGHT = [
     ("cache_bytes", bytes_numpy),
     ("decode_step", step_with_sdpa),
     ("decode_step", step_one_query_at_a_time),
+    ("generate", generate_one_sequence_at_a_time_positions),
+    ("generate", generate_with_a_position_counter),
     ("pool_kv_heads", pool_by_loop),
     ("pool_kv_heads", pool_by_einsum),
+    ("pool_kv_heads", pool_numpy_weight_or_bias),
 ]

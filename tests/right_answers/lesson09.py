@@ -49,16 +49,33 @@ def rotary_fused(q, k, v):
     return F.scaled_dot_product_attention(rope_complex(q, positions), rope_complex(k, positions), v)
 
 
-def shift_elementwise(rotate, q, k, m, n, shift):
-    before = (rotate(q, m) * rotate(k, n)).sum().item()
-    after = (rotate(q, m + shift) * rotate(k, n + shift)).sum().item()
-    return abs(before - after)
+def look_back_by_matrix(k, d):
+    """q = R_{-d} k: the transpose of the turn by d, which undoes it."""
+    d_head = k.shape[-1]
+    matrix = torch.zeros(d_head, d_head, dtype=torch.float64)
+    for i in range(d_head // 2):
+        angle = d * 10000.0 ** (-2 * i / d_head)
+        c, s = math.cos(angle), math.sin(angle)
+        matrix[2 * i : 2 * i + 2, 2 * i : 2 * i + 2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float64)
+    return (matrix.T @ k.double()).to(k.dtype)
 
 
-def gap_permuted_back(layer, x, perm):
-    with torch.no_grad():
-        back = layer(x[:, perm])[0][:, perm.argsort()]  # the permuted input's output, put back in order
-        return np.float64((back - layer(x)[0]).abs().max().item())
+def look_back_complex(k, d):
+    return rope_complex(k[None], torch.tensor([-d]))[0]
+
+
+def decode_step_complex(q, k, v, cached_k, cached_v):
+    at = torch.tensor([cached_k.shape[-2]])  # the new token's position: one after the cached ones
+    keys = torch.cat((cached_k, rope_complex(k, at)), dim=-2)
+    output = F.scaled_dot_product_attention(rope_complex(q, at), keys, torch.cat((cached_v, v), dim=-2))
+    return [output, keys]  # a list unpacks like a tuple
+
+
+def decode_step_float64(q, k, v, cached_k, cached_v):
+    at = torch.tensor([cached_k.shape[-2]])
+    keys = torch.cat((cached_k.double(), rope_complex(k.double(), at)), dim=-2)
+    scores = rope_complex(q.double(), at) @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return scores.softmax(-1) @ torch.cat((cached_v, v), dim=-2).double(), keys
 
 
 RIGHT = [
@@ -67,6 +84,8 @@ RIGHT = [
     ("apply_rope", rope_complex),
     ("apply_rope", rope_matrices),
     ("rotary_attention", rotary_fused),
-    ("shift_error", shift_elementwise),
-    ("permutation_gap", gap_permuted_back),
+    ("look_back", look_back_by_matrix),
+    ("look_back", look_back_complex),
+    ("rotary_decode_step", decode_step_complex),
+    ("rotary_decode_step", decode_step_float64),
 ]

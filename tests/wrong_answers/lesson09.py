@@ -114,50 +114,102 @@ def attention_unscaled(q, k, v):
     return (turn(q) @ turn(k).transpose(-2, -1)).softmax(-1) @ v
 
 
-# shift_error(rotate, q, k, m, n, shift)
+def attention_viewed_as_one_sequence(q, k, v):
+    """Turns q.view(seq, d_head), which holds only when batch and heads are 1, and then forgets the turned ones."""
+    seq, d_head = q.shape[-2:]
+    positions = torch.arange(seq)
+    turn(q.view(seq, d_head), positions), turn(k.view(seq, d_head), positions)
+    return attention(q, k, v)[0]
 
 
-def _dot(rotate, q, k, m, n):
-    return float(rotate(q, m) @ rotate(k, n))
+# look_back(k, d)
 
 
-def shift_only_the_query(rotate, q, k, m, n, shift):
-    return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, m + shift, n))
+def _at(x, position):
+    return turn(x[None], torch.tensor([position]))[0]
 
 
-def shift_only_the_key(rotate, q, k, m, n, shift):
-    return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, m, n + shift))
+def look_forward(k, d):
+    return _at(k, d)
 
 
-def shift_swapped(rotate, q, k, m, n, shift):
-    return abs(_dot(rotate, q, k, m, n) - _dot(rotate, q, k, n + shift, m + shift))
+def look_at_itself(k, d):
+    return k.clone()
 
 
-def shift_signed(rotate, q, k, m, n, shift):
-    return _dot(rotate, q, k, m, n) - _dot(rotate, q, k, m + shift, n + shift)
+def look_away(k, d):
+    return -_at(k, -d)
 
 
-def shift_returns_a_score(rotate, q, k, m, n, shift):
-    return _dot(rotate, q, k, m, n)
+def look_back_normalised(k, d):
+    q = _at(k, -d)
+    return q / q.norm()
 
 
-# permutation_gap(layer, x, perm)
+def look_back_one_too_far(k, d):
+    return _at(k, -d - 1)
 
 
-def gap_inverse_permutation(layer, x, perm):
-    return (layer(x[:, perm])[0] - layer(x)[0][:, perm.argsort()]).abs().max().item()
+def look_back_as_a_row(k, d):
+    return _at(k, -d)[None]  # (1, d_head)
 
 
-def gap_output_not_permuted(layer, x, perm):
-    return (layer(x[:, perm])[0] - layer(x)[0]).abs().max().item()
+def look_back_as_a_list(k, d):
+    return _at(k, -d).tolist()
 
 
-def gap_mean(layer, x, perm):
-    return (layer(x[:, perm])[0] - layer(x)[0][:, perm]).abs().mean().item()
+def look_back_says_whether_it_works(k, d):
+    q = _at(k, -d)
+    return bool(q @ k > 0)
 
 
-def gap_signed_max(layer, x, perm):
-    return (layer(x[:, perm])[0] - layer(x)[0][:, perm]).max().item()
+# rotary_decode_step(q, k, v, cached_k, cached_v)
+
+
+def _decode(q, k, v, cached_k, cached_v, q_at=None, k_at=None, turn_cache=False, turn_v=False):
+    past = cached_k.shape[-2]
+    q_at, k_at = past if q_at is None else q_at, past if k_at is None else k_at
+    new_k = k if k_at == "unturned" else turn(k, torch.tensor([k_at]))
+    keys = torch.cat((turn(cached_k, torch.arange(past)) if turn_cache else cached_k, new_k), dim=-2)
+    values = torch.cat((cached_v, turn(v, torch.tensor([past])) if turn_v else v), dim=-2)
+    query = q if q_at == "unturned" else turn(q, torch.tensor([q_at]))
+    return attention(query, keys, values)[0], keys
+
+
+def decode_key_unturned(q, k, v, cached_k, cached_v):
+    return _decode(q, k, v, cached_k, cached_v, k_at="unturned")
+
+
+def decode_query_unturned(q, k, v, cached_k, cached_v):
+    return _decode(q, k, v, cached_k, cached_v, q_at="unturned")
+
+
+def decode_counting_from_one(q, k, v, cached_k, cached_v):
+    past = cached_k.shape[-2]
+    return _decode(q, k, v, cached_k, cached_v, q_at=past + 1, k_at=past + 1)
+
+
+def decode_cache_turned_again(q, k, v, cached_k, cached_v):
+    return _decode(q, k, v, cached_k, cached_v, turn_cache=True)
+
+
+def decode_value_turned(q, k, v, cached_k, cached_v):
+    return _decode(q, k, v, cached_k, cached_v, turn_v=True)
+
+
+def decode_returns_only_the_new_key(q, k, v, cached_k, cached_v):
+    output, keys = _decode(q, k, v, cached_k, cached_v)
+    return output, keys[..., -1:, :]
+
+
+def decode_returns_values_too(q, k, v, cached_k, cached_v):
+    output, keys = _decode(q, k, v, cached_k, cached_v)
+    return output, keys, torch.cat((cached_v, v), dim=-2)
+
+
+def decode_output_squeezed(q, k, v, cached_k, cached_v):
+    output, keys = _decode(q, k, v, cached_k, cached_v)
+    return output[..., 0, :], keys
 
 
 def rope_returns_x(x, positions):
@@ -198,15 +250,23 @@ WRONG = [
     ("rotary_attention", attention_turned_after, "you turned after the dot product", "classic"),
     ("rotary_attention", attention_not_turned, "nothing was turned", "classic"),
     ("rotary_attention", attention_unscaled, "the scores are not scaled", "classic"),
-    ("shift_error", shift_only_the_query, "you moved only the query", "classic"),
-    ("shift_error", shift_only_the_key, "you moved only the key", "classic"),
-    ("shift_error", shift_swapped, "you swapped the query's and the key's positions", "classic"),
-    ("shift_error", shift_signed, "return the size of the difference", "classic"),
-    ("shift_error", shift_returns_a_score, "that is a score", "classic"),
-    ("permutation_gap", gap_inverse_permutation, "inverse permutation", "classic"),
-    ("permutation_gap", gap_output_not_permuted, "permuted the same way as the input", "classic"),
-    ("permutation_gap", gap_mean, "that is the mean difference", "classic"),
-    ("permutation_gap", gap_signed_max, "take .abs() before .max()", "classic"),
+    ("rotary_attention", attention_viewed_as_one_sequence, "raised RuntimeError", "crash"),
+    ("look_back", look_forward, "you turned k forward by d", "classic"),
+    ("look_back", look_at_itself, "q = k scores highest at distance 0", "classic"),
+    ("look_back", look_away, "scores *lowest* on the key d back", "classic"),
+    ("look_back", look_back_normalised, "you normalised it", "classic"),
+    ("look_back", look_back_one_too_far, "you turned k back by d + 1", "classic"),
+    ("look_back", look_back_as_a_row, "has shape (1, ", "form"),
+    ("look_back", look_back_as_a_list, "returned a list; the next cell turns it", "form"),
+    ("look_back", look_back_says_whether_it_works, "a yes-or-no answer", "form"),
+    ("rotary_decode_step", decode_key_unturned, "you cached the new key without turning it", "classic"),
+    ("rotary_decode_step", decode_query_unturned, "you did not turn the query", "classic"),
+    ("rotary_decode_step", decode_counting_from_one, "off by one", "classic"),
+    ("rotary_decode_step", decode_cache_turned_again, "you turned them again", "classic"),
+    ("rotary_decode_step", decode_value_turned, "you turned the new value", "classic"),
+    ("rotary_decode_step", decode_returns_only_the_new_key, "return every key", "classic"),
+    ("rotary_decode_step", decode_returns_values_too, "returned three things", "form"),
+    ("rotary_decode_step", decode_output_squeezed, "the next cell joins the outputs on q_pos", "form"),
     ("apply_rope", rope_in_place, "changed its input `x`", "side effect"),
     ("rotary_attention", attention_with_weights, "return the output only", "form"),
 ]

@@ -1,0 +1,300 @@
+"""The instructor guide's plans, weights and figures, checked against the notebooks and the recordings.
+
+Every lesson's minutes and exercise counts are read from the committed notebooks; in each plan, every meeting's
+minutes add up to 90, the minutes given to lessons and exercises are the notebooks', every exercise of every lesson
+is done exactly once, and each homework's total is the sum of its parts. A lesson named in the guide whose notebook is
+not there yet has a row marked for its author to fill. The sizing and grading figures come from
+`notebooks/results/cost.json` and `notebooks/results/hub.json`.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from mha.course import answers, judging
+
+ROOT = Path(__file__).resolve().parents[1]
+GUIDE = ROOT / "notebooks" / "INSTRUCTOR_GUIDE.md"
+TO_FILL = "**To be filled by lesson"
+HEADER = re.compile(r"^#+ Exercise (\d+) · .+\n.*\*\*About (\d+) minutes\*\*", re.MULTILINE)
+
+
+def _lessons() -> dict[str, dict]:
+    """lesson -> {"minutes": the lesson's, "exercises": [minutes of each exercise, in order]}, from the notebooks."""
+    out = {}
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        opening = "\n".join(c.source for c in nb.cells[:3] if c.cell_type == "markdown")
+        minutes = int(re.search(r"About (\d+) minutes", opening).group(1))
+        exercise = nbformat.read(ROOT / "exercises" / path.name, as_version=4)
+        found = [h for c in exercise.cells if c.cell_type == "markdown" for h in HEADER.findall(c.source)]
+        assert [int(n) for n, _ in found] == list(range(1, len(found) + 1)), f"{path.name}: exercise headers"
+        out[path.name[:2]] = {"minutes": minutes, "exercises": [int(m) for _, m in found]}
+    return out
+
+
+LESSONS = _lessons()
+
+
+def _section(title: str, level: str = "##") -> str:
+    text = GUIDE.read_text()
+    start = text.index(f"\n{level} {title}\n")
+    ends = [i for i in (text.find("\n## ", start + 1), text.find(f"\n{level} ", start + 1)) if i > 0]
+    return text[start : min(ends) if ends else len(text)]
+
+
+def _table(part: str) -> list[list[str]]:
+    """The rows of the first table in `part` (its header and rule left out)."""
+    lines = part.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_the_lessons_table_states_each_lessons_minutes_and_exercises_from_the_notebooks():
+    rows = {row[0]: row for row in _table(_section("Lessons at a glance"))}
+    for lesson, facts in LESSONS.items():
+        row = rows.pop(lesson)
+        count = len(facts["exercises"])
+        assert row[3] == f"{facts['minutes']} min", f"lesson {lesson}'s minutes"
+        assert row[4] == f"{sum(facts['exercises'])} min ({count} exercises)", f"lesson {lesson}'s exercises"
+        assert count == len(judging.exercise_names(lesson)), f"lesson {lesson}: headers and checks disagree"
+    assert all(TO_FILL in " ".join(row) for row in rows.values()), f"rows without a notebook: {sorted(rows)}"
+    lessons = sum(f["minutes"] for f in LESSONS.values())
+    exercises = sum(sum(f["exercises"]) for f in LESSONS.values())
+    total = f"{lessons} minutes of lessons and {exercises} of exercises, {lessons + exercises:,} minutes"
+    assert total in " ".join(_section("Lessons at a glance").split())
+
+
+_ITEM = re.compile(r"(lesson|exercises?) (\d\d)(?:\.(\d+)(?:–\d\d\.(\d+))?)?[^;()]*?\((\d+) min\)")
+
+
+def _items(cell: str) -> list[tuple[str, str, list[int], int]]:
+    """(kind, lesson, exercise numbers, minutes) of each item of a plan's cell; kind "other" for the rest."""
+    out = []
+    for part in cell.split(";"):
+        part = part.strip().removesuffix(":").strip()
+        if not part or part == "none":
+            continue
+        part = re.sub(r": \d+ min$", "", part)
+        found = _ITEM.match(part)
+        minutes = int(re.search(r"\((\d+) min\)", part).group(1))
+        if not found:
+            out.append(("other", "", [], minutes))
+        elif found.group(1) == "lesson":
+            out.append(("lesson", found.group(2), [], minutes))
+        else:
+            first = int(found.group(3))
+            last = int(found.group(4) or first)
+            out.append(("exercises", found.group(2), list(range(first, last + 1)), minutes))
+    return out
+
+
+@pytest.mark.parametrize("plan", ["A two-week module", "A one-week intensive"])
+def test_each_plans_minutes_add_up_and_every_exercise_is_done_once(plan):
+    part = _section(plan, "###")
+    done: dict[str, list[int]] = {lesson: [] for lesson in LESSONS}
+    seen, in_class, homework = set(), 0, 0
+    for row in _table(part):
+        if TO_FILL in " ".join(row):
+            continue
+        meeting, work = _items(row[2]), _items(row[3])
+        assert sum(m for *_, m in meeting) == 90, f"{plan}, {row[:2]}: the meeting's minutes"
+        for kind, lesson, _, minutes in meeting:
+            if kind == "lesson":
+                assert minutes <= LESSONS[lesson]["minutes"], f"{plan}: lesson {lesson} presented in {minutes} min"
+        for kind, lesson, numbers, minutes in meeting + work:
+            if kind == "exercises":
+                wanted = sum(LESSONS[lesson]["exercises"][n - 1] for n in numbers)
+                assert minutes == wanted, f"{plan}: exercises {lesson}.{numbers} take {wanted} min"
+                done[lesson] += numbers
+            if kind == "lesson":
+                seen.add(lesson)
+        for kind, lesson, _, minutes in work:
+            if kind == "lesson":
+                assert minutes == LESSONS[lesson]["minutes"], f"{plan}: lesson {lesson} as homework"
+        stated = re.search(r": (\d+) min$", row[3].strip())
+        assert (stated is None and row[3] == "none") or int(stated.group(1)) == sum(m for *_, m in work), row[3]
+        in_class += 90
+        homework += sum(m for *_, m in work)
+    for lesson, numbers in done.items():
+        assert sorted(numbers) == list(range(1, len(LESSONS[lesson]["exercises"]) + 1)), f"{plan}: lesson {lesson}"
+    assert seen == set(LESSONS), f"{plan}: lessons never presented nor read: {set(LESSONS) - seen}"
+    summary = f"{in_class} minutes in class and {homework} of homework, {in_class + homework:,} minutes"
+    assert summary in " ".join(part.split()), f"{plan}: say {summary}"
+    assert TO_FILL in part, f"{plan}: a row for lesson 11's author"
+
+
+def test_the_workshop_sessions_minutes_run_from_0_to_90():
+    part = _section("A two-session workshop", "###")
+    for session in part.split("**Session")[1:]:
+        spans = [tuple(map(int, row[0].split("–"))) for row in _table(session)]
+        assert spans[0][0] == 0 and spans[-1][1] == 90
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+
+
+def test_the_weights_are_the_importance_of_each_exercise():
+    rows = {row[0]: row for row in _table(_section("Assessing the work"))}
+    for lesson in LESSONS:
+        headers = answers.shipped_headers(lesson)
+        stars = [
+            headers[judging.exercise(lesson, name).function]["importance"] for name in judging.exercise_names(lesson)
+        ]
+        row = rows.pop(lesson)
+        assert row[1] == ", ".join(map(str, stars)) and row[2] == str(sum(stars)), f"lesson {lesson}'s weights"
+    assert all(TO_FILL in " ".join(row) for row in rows.values())
+
+
+# ------------------------------------------------------------------------------------------- sizing and grading
+
+COST = ROOT / "notebooks" / "results" / "cost.json"
+HUB = ROOT / "notebooks" / "results" / "hub.json"
+CLASSES = (40, 200)
+
+
+def sizing_table() -> str:
+    """The guide's sizing table, computed from the recordings: each lesson's Run All by a whole class at once."""
+    cost, hub = json.loads(COST.read_text()), json.loads(HUB.read_text())
+    server = hub["memory_mb"]["students"]["ada"]["server_mb"]
+    lines = [
+        "| lesson | one Run All: CPU s | its processes' peak | "
+        + " | ".join(f"{n} students at once: memory, CPU" for n in CLASSES)
+        + " |",
+        "|---|---|---|" + "---|" * len(CLASSES),
+    ]
+    for lesson, entry in cost["lessons"].items():
+        run = entry["lesson"]
+        cells = [f"{run['cpu_seconds']:.1f}", f"{run['peak_mb']:,} MB ({run['processes_at_once']} processes)"]
+        for n in CLASSES:
+            gb = n * (server + run["peak_mb"]) / 1000
+            cells.append(f"{gb:,.0f} GB, {n * run['cpu_seconds'] / 60:,.0f} CPU min")
+        lines.append(f"| {lesson} | " + " | ".join(cells) + " |")
+    return "\n".join(lines).replace("(1 processes)", "(1 process)")
+
+
+def grading_figures() -> dict:
+    cost = json.loads(COST.read_text())
+    graded = cost["grading"]["per_lesson"]
+    per_student = sum(m["cpu_seconds"] for m in graded.values())
+    return {"per_student": per_student, "lessons": graded, "grader_mb": cost["grading"]["grader_peak_mb"]}
+
+
+def test_the_sizing_table_is_the_recordings():
+    cost = json.loads(COST.read_text())
+    assert sorted(cost["lessons"]) == sorted(LESSONS), "cost.json measures every lesson: re-run its command"
+    assert all(
+        e["lesson"]["error"] is None and e["solved_exercises"]["error"] is None for e in cost["lessons"].values()
+    )
+    assert sizing_table() in GUIDE.read_text(), "the guide's sizing table, as this test computes it:\n" + sizing_table()
+
+
+def sizing_summary() -> str:
+    """The guide's plan for a class: memory with every student on the heaviest lesson, cores for its Run All."""
+    cost, hub = json.loads(COST.read_text()), json.loads(HUB.read_text())
+    server = hub["memory_mb"]["students"]["ada"]["server_mb"]
+    lessons = cost["lessons"]
+    heavy = max(lessons, key=lambda x: lessons[x]["lesson"]["peak_mb"])
+    busy = max(lessons, key=lambda x: lessons[x]["lesson"]["cpu_seconds"])
+    exercises = max(e["solved_exercises"]["peak_mb"] for e in lessons.values())
+    student = server + lessons[heavy]["lesson"]["peak_mb"] + exercises
+    lines = [
+        "| class | memory, every student in lesson " + heavy + " | cores for lesson " + busy
+        + "'s Run All by all in 2 minutes | grading all ten lessons, CPU |",
+        "|---|---|---|---|",
+    ]  # fmt: skip
+    per_student = grading_figures()["per_student"]
+    for n in CLASSES:
+        gb = n * (server + lessons[heavy]["lesson"]["peak_mb"]) / 1000
+        cores = -(-n * lessons[busy]["lesson"]["cpu_seconds"] // 120)
+        lines.append(f"| {n} students | {gb:,.0f} GB | {cores:.0f} | {n * per_student / 60:,.0f} CPU min |")
+    table = "\n".join(lines)
+    return (
+        f"one student at lesson {heavy}'s peak with its exercise notebook open holds {student:,} MB "
+        f"({server} + {lessons[heavy]['lesson']['peak_mb']:,} + {exercises})\n\n{table}"
+    )
+
+
+def test_the_sizing_for_a_class_is_computed_from_the_recordings():
+    text = " ".join(GUIDE.read_text().split())
+    first, table = sizing_summary().split("\n\n")
+    assert first in text, "the guide must say: " + first
+    assert table in GUIDE.read_text(), "the guide's class table, as this test computes it:\n" + table
+    graded = grading_figures()
+    for lesson, m in graded["lessons"].items():
+        assert m["passed"] == m["exercises"], f"the solved exercises of lesson {lesson} must all pass"
+    quoted = f"{graded['per_student']:.1f} CPU seconds per student for all ten lessons"
+    assert quoted in text and f"peaked at {graded['grader_mb']} MB" in text
+    cpus = [m["cpu_seconds"] for m in graded["lessons"].values()]
+    assert f"a notebook took {min(cpus):.1f} to {max(cpus):.1f} CPU seconds" in text
+    lessons = json.loads(COST.read_text())["lessons"]
+    exercises = max(e["solved_exercises"]["peak_mb"] for e in lessons.values())
+    assert f"a solved exercise notebook's processes hold at most {exercises} MB" in text
+
+
+def _check_messages() -> list[list[str]]:
+    """Every string the exercise checks can print, as its literal pieces (an f-string's fields lie between them)."""
+    import ast
+
+    found = []
+    for path in sorted((ROOT / "mha" / "checks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):
+                pieces = [""]
+                for value in node.values:
+                    if isinstance(value, ast.Constant):
+                        pieces[-1] += value.value
+                    else:
+                        pieces.append("")
+                found.append(pieces)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.append([node.value])
+    return found
+
+
+def _inside(text: str, pieces: list[str]) -> bool:
+    """Whether `text` is part of some message made of these literal pieces, with anything between them."""
+
+    def after_field(rest: str, pieces: list[str]) -> bool:  # `rest` starts where a field does
+        for k in range(len(rest) + 1):
+            tail = rest[k:]
+            if pieces[0].startswith(tail):
+                return True
+            if len(pieces) > 1 and tail.startswith(pieces[0]) and after_field(tail[len(pieces[0]) :], pieces[1:]):
+                return True
+        return False
+
+    for i, piece in enumerate(pieces):
+        for start in range(len(piece)):
+            tail = piece[start:]
+            if tail.startswith(text):
+                return True
+            if i + 1 < len(pieces) and text.startswith(tail) and after_field(text[len(tail) :], pieces[i + 1 :]):
+                return True
+    return False
+
+
+def test_every_message_the_misconceptions_table_quotes_is_a_checks_message():
+    part = _section("Misconceptions, and how the checks catch them")
+    messages = _check_messages()
+    missing = []
+    for row in _table(part):
+        for quote in re.findall(r'"([^"]+)"', row[-1]):
+            for fragment in (f.strip(" ,") for f in quote.split("...")):
+                if fragment and not any(_inside(fragment, pieces) for pieces in messages):
+                    missing.append(f"{row[1]}: {fragment}")
+    assert missing == [], "quoted in the guide, but no check says it:\n" + "\n".join(missing)
+
+
+def test_the_slow_run_the_guide_quotes_is_the_hub_tests():
+    hub = json.loads(HUB.read_text())
+    seconds = hub["step_seconds"]["ada: 05_heads_in_a_real_model, Run All"]
+    text = " ".join(GUIDE.read_text().split())
+    said = f"at a load average of {hub['load_average_1min_at_end']:.0f}, lesson 05's Run All took {seconds} s"
+    assert said in text
