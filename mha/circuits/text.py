@@ -222,4 +222,10 @@ def format_text(records: list[dict]) -> str:
             f"{r['label']:<30}{r['seed']:>5}{r['params']:>8,}{r['in_context']:>11.2f}{p['first']:>16.2f}"
             f"{p['later']:>7.2f}{p['later_accuracy']:>13.0%}{head_name(best[1], best[2]) + f' {best[0]:.2f}':>16}"
         )
+    lines += [
+        "",
+        f"ICL score: the mean loss at position {LATE} minus that at position {EARLY}; product: its mean loss at its",
+        "first mention and at the later ones; later right: the later mentions predicted; best induction: the head",
+        "with the highest induction score",
+    ]
     return "\n".join(lines)
