@@ -28,12 +28,14 @@ Each lesson's machinery lives in a wing of its own, built on the core:
     mha.parallel     a layer split by heads across processes with torch.distributed: tensor parallelism (lesson 08)
     mha.flash        attention without the n × n matrix: online softmax, blocks, bytes, a FlashAttention kernel in
                      Triton (lesson 10)
+    mha.circuits     heads in different layers working together: previous-token and induction heads, ablation,
+                     composition, learning in context (lesson 11)
     mha.checks       the exercise checks: `from mha.checks import lesson01 as check`
     mha.course       exercise generation, grading, the environment check
 
 Every experiment is also a command that prints the lesson's table and can write JSON with its provenance:
 `python -m mha.toy`, `python -m mha.pretrained`, `python -m mha.bench`, `python -m mha.decoding`,
-`python -m mha.parallel`, `python -m mha.flash`, `python -m mha.course`.
+`python -m mha.parallel`, `python -m mha.flash`, `python -m mha.circuits`, `python -m mha.course`.
 
 Dimension names used everywhere: batch, seq, q_pos, k_pos, heads, d_model, d_head (and kv_heads, lesson 07).
 Mask convention used everywhere: True means "may attend" (see `mha.masks`).

@@ -8,6 +8,10 @@ the printed digits (a head's weight of 0.33 on one CPU, 0.32 on another). Two th
 - `same_normals()`: torch's float32 `normal_` is itself such a kernel (the same draws turned into numbers by a
   different log and cos); inside this block, `torch.nn.init.normal_` (what `nn.Embedding` starts from) consumes the
   same random draws and returns numbers computed alike on every CPU.
+- `same_linears(module, seed)`: torch's float32 `uniform_`, which `nn.Linear` starts from, also differs by one last
+  bit between CPUs (1.5e-8): harmless for most lessons, but a training that passes through a sudden change (lesson
+  11's phase change) amplifies it into the printed digits. It redraws every `nn.Linear` of a module from the same
+  distribution as PyTorch's default, uniform in +-1/sqrt(in_features), with numbers computed alike on every CPU.
 - `TRAINING_DTYPE`: the course's small models train in float64, whose last bits are 1e-16, not 1e-7; what training
   amplifies stays far below anything printed. At these sizes it costs about 1.7x the time of float32.
 """
@@ -74,3 +78,33 @@ def same_normals() -> Iterator[None]:
         yield
     finally:
         torch.nn.init.normal_ = original
+
+
+def same_linears(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Redraw the weight and bias of every `nn.Linear` in `module` as PyTorch's default does, alike on every CPU.
+
+    PyTorch starts a Linear layer's weight and bias uniform in [-1/sqrt(in_features), 1/sqrt(in_features)]; its
+    float32 `uniform_` rounds `low + (high - low) * u` differently on different CPUs. Here the uniforms come from
+    `torch.rand` (the same on every CPU, as in `normal_`) and the arithmetic is done in float64, one exactly
+    rounded operation at a time, then rounded to float32: the same numbers everywhere, held in the module's dtype.
+
+    Args:
+        module: changed in place, in the order of `module.modules()`.
+        seed: seeds the draws (the global random state is left untouched).
+
+    Returns:
+        `module`.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in module.modules():
+            if not isinstance(layer, torch.nn.Linear):
+                continue
+            bound = 1 / math.sqrt(layer.in_features)
+            for parameter in (layer.weight, layer.bias):
+                if parameter is None:
+                    continue
+                u = torch.rand(parameter.shape, generator=generator, dtype=torch.float32).double()
+                values = (u * 2 - 1) * bound  # in [-bound, bound), each step rounded once, in float64
+                parameter.copy_(values.float().to(parameter.dtype))
+    return module

@@ -8,7 +8,7 @@ import pytest
 import torch
 from cpu_variants import X86, variants
 
-from mha._portable import TRAINING_DTYPE, normal_, same_normals
+from mha._portable import TRAINING_DTYPE, normal_, same_linears, same_normals
 from mha.decoding.model import DecoderConfig, build_decoder
 from mha.toy.models import AttentionOnlyConfig, build_model
 
@@ -78,6 +78,48 @@ def test_starting_weights_are_identical_under_every_instruction_set():
         assert picked.lower() == capability
         prints[capability] = digest
     assert len(set(prints.values())) == 1, prints
+
+
+LINEARS = """
+import hashlib, torch
+from mha._portable import same_linears
+from mha.toy.models import AttentionOnlyConfig, build_model
+model = same_linears(build_model(AttentionOnlyConfig(vocab=11, seq=7, d_model=44, heads=4, layers=2), 3), 3)
+digest = hashlib.sha256()
+for p in model.parameters():
+    digest.update(p.detach().numpy().tobytes())
+print(torch.backends.cpu.get_cpu_capability(), digest.hexdigest())
+"""
+
+
+@pytest.mark.skipif(len(RUNNABLE) < 2, reason=f"this CPU ({OWN}) offers no other x86-64 instruction set")
+def test_same_linears_gives_identical_weights_under_every_instruction_set():
+    # d_model 44: the bound 1/sqrt(44) is not a power of 2, so torch's own uniform_ rounds differently per CPU
+    prints = set()
+    for capability in RUNNABLE:
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        out = subprocess.run([sys.executable, "-c", LINEARS], env=env, capture_output=True, text=True, check=True)
+        prints.add(out.stdout.split()[1])
+    assert len(prints) == 1, prints
+
+
+def test_same_linears_draws_pytorchs_default_distribution_from_its_own_seed():
+    torch.manual_seed(0)
+    layers = torch.nn.Sequential(torch.nn.Linear(44, 30), torch.nn.Linear(30, 5, bias=False)).double()
+    again = torch.nn.Sequential(torch.nn.Linear(44, 30), torch.nn.Linear(30, 5, bias=False)).double()
+    state = torch.random.get_rng_state()
+    same_linears(layers, 7)
+    assert torch.equal(torch.random.get_rng_state(), state), "the global random state is left alone"
+    same_linears(again, 7)
+    for a, b in zip(layers.parameters(), again.parameters()):
+        assert torch.equal(a, b) and a.dtype == torch.float64
+        assert torch.equal(a, a.float().double()), "float32 numbers, held in the module's dtype"
+    bound = 1 / 44**0.5
+    weight = layers[0].weight
+    assert weight.abs().max() <= bound and weight.abs().max() > 0.95 * bound
+    assert abs(weight.mean()) < 0.01 and abs(weight.std() - bound / 3**0.5) < 0.005  # uniform in [-b, b]
+    assert layers[1].weight.abs().max() <= 1 / 30**0.5
+    assert not torch.equal(same_linears(again, 8)[0].weight, layers[0].weight)
 
 
 def test_variants_lower_the_instruction_set_and_change_the_threads():
