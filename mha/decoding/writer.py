@@ -72,7 +72,11 @@ def train_writer(setting: WriterSetting = WriterSetting(), seed: int = 0, progre
 
 def encode_words(text: str) -> list[int]:
     """Token ids of a text of the language, words split on spaces; a clear error for a word not in the vocabulary."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a text (str), got {type(text).__name__}")
     words = text.split()
+    if not words:
+        raise ValueError(f"expected a text of at least one word, got {text!r}")
     unknown = [w for w in words if w not in INDEX]
     if unknown:
         raise ValueError(f"words not in the language's vocabulary: {unknown}")
