@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from mha import MultiHeadAttention
+from mha.decoding import sharing, speed
 from mha.decoding.model import Decoder, DecoderConfig, build_decoder, generate, left_pad
-from mha.decoding.writer import encode_words
+from mha.decoding.writer import WriterSetting, continue_text, encode_words
 from mha.kv_cache import KVCache, cache_bytes, causal_mask_after, grouped_attention
 from mha.parallel import experiments, launch
 from mha.parallel.cost import LINKS, layer_time, model_table
@@ -115,6 +116,32 @@ def test_the_decoder_names_token_ids_outside_its_vocabulary_and_too_many_positio
 def test_a_prompt_of_no_words_is_refused():
     with pytest.raises(ValueError, match="expected a text of at least one word, got '  '"):
         encode_words("  ")
+
+
+def test_the_writers_setting_and_prompts_are_checked_before_training(decoder):
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        WriterSetting(steps=0)
+    with pytest.raises(ValueError, match="heads=4 is not divisible by kv_heads=3"):
+        WriterSetting(kv_heads=3)
+    with pytest.raises(ValueError, match="lr must be a finite learning rate above 0, got nan"):
+        WriterSetting(lr=float("nan"))
+    with pytest.raises(TypeError, match=r"prompts must be a list of texts, e.g. \['the phone'\], got str"):
+        continue_text(decoder, "the")
+
+
+@pytest.mark.parametrize("device", ["banana", "meta", ""])
+def test_timing_names_a_device_that_cannot_be_timed(device):
+    with pytest.raises(ValueError, match=f"device must be .*got {device!r}"):
+        speed.per_token(speed.QUICK, device=device)
+    with pytest.raises(ValueError, match=f"device must be .*got {device!r}"):
+        speed.by_kv_heads(speed.QUICK, device=device)
+
+
+def test_an_unknown_sharing_task_is_named():
+    with pytest.raises(ValueError, match=r"unknown tasks \['nope'\]: expected some of"):
+        sharing.settings_for(["nope"])
+    with pytest.raises(ValueError, match="kv_heads must be a non-empty list, got 8"):
+        sharing.settings_for(kv_heads=8)
 
 
 # ------------------------------------------------------------------------------------------------- lesson 08

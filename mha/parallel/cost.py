@@ -15,12 +15,11 @@ are those of NCCL's own tuning model (`src/graph/tuning.cc`, ring algorithm, sim
 overlap of communication with computation and the loss of efficiency of smaller matrices: it is a first estimate.
 """
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from .._validate import check_int
+from .._validate import check_int, check_positive
 from ..bench.flops import KNOWN_PEAKS, attention_flops
 
 NCCL_TUNING = "NCCL src/graph/tuning.cc: latencies of the ring algorithm, simple protocol"
@@ -109,8 +108,7 @@ def layer_time(
     for name, value in (("batch", batch), ("seq", seq), ("d_model", d_model), ("world", world)):
         check_int(name, value)
     check_share(share_of_peak)
-    if isinstance(peak, bool) or not isinstance(peak, int | float) or not (math.isfinite(peak) and peak > 0):
-        raise ValueError(f"peak must be a finite number of FLOP/s above 0, got {peak!r}")
+    check_positive("peak", peak, "a number of FLOP/s")
     check_int("bytes_per_number", bytes_per_number)
     flops = attention_flops(batch, seq, d_model)
     one_gpu = flops / (peak * share_of_peak)

@@ -17,7 +17,6 @@ rank's error comes back in the exception.
 """
 
 import datetime
-import math
 import os
 import pickle
 import signal
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from .._validate import check_positive
 
 LOOPBACK = "127.0.0.1"
 NEWLINE = "\n"
@@ -84,13 +85,7 @@ def choose_backend(world: int, device: str = "auto") -> tuple[str, str, str]:
 
 def check_timeout(timeout) -> float:
     """Seconds a run may take: a finite number above 0 (a timer cannot wait forever)."""
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, int | float)
-        or not (math.isfinite(timeout) and timeout > 0)
-    ):
-        raise ValueError(f"timeout must be a finite number of seconds above 0, got {timeout!r}")
-    return float(timeout)
+    return check_positive("timeout", timeout, "a number of seconds")
 
 
 def target_name(function) -> str:

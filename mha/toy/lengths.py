@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_int, head_size
+from .._validate import check_int, check_positive, head_size
 from ..heads import split_heads
 from ..masks import causal_mask
 from ..positions import SCHEMES, RotaryMultiHeadAttention, apply_rope, check_scheme
@@ -144,12 +144,7 @@ class LengthSetting:
         for name in ("trained", "heads", "d_model", "steps", "batch", "eval_batch"):
             check_int(name, getattr(self, name))
         head_size(self.d_model, self.heads)
-        if (
-            isinstance(self.lr, bool)
-            or not isinstance(self.lr, int | float)
-            or not (math.isfinite(self.lr) and self.lr > 0)
-        ):
-            raise ValueError(f"lr must be a finite learning rate above 0, got {self.lr!r}")
+        check_positive("lr", self.lr, "a learning rate")
 
     @property
     def longest(self) -> int:
