@@ -86,6 +86,7 @@ def sinusoidal_table(seq: int, d_model: int, base: float = BASE) -> torch.Tensor
 def _angles(x: torch.Tensor, positions, base: float) -> torch.Tensor:
     """Each position's angle for each pair, checked against x, in float64: (seq, d_head // 2) for positions (seq,),
     (batch, 1, seq, d_head // 2) for positions (batch, seq)."""
+    check_tensor("x", x)
     check_float("x", x)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., seq, d_head), got shape {fmt_shape(x.shape)}")

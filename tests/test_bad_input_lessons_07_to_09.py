@@ -251,6 +251,8 @@ def test_positions_outside_the_table_are_named():
         table(torch.zeros(2))
     with pytest.raises(TypeError, match="position must be an integer, got 1.5"):
         rope_matrix(1.5, 4)
+    with pytest.raises(TypeError, match=r"x must be a torch.Tensor, got a numpy array .* torch.from_numpy\(x\)"):
+        apply_rope(torch.randn(3, 4).numpy())
 
 
 def test_a_length_setting_is_checked_where_it_enters():
