@@ -205,19 +205,20 @@ def sizing_summary() -> str:
     exercises = max(e["solved_exercises"]["peak_mb"] for e in lessons.values())
     student = server + lessons[heavy]["lesson"]["peak_mb"] + exercises
     lines = [
-        "| class | memory, every student in lesson " + heavy + " | cores for lesson " + busy
+        "| class | memory, every student in lesson " + heavy + " and an exercise notebook | cores for lesson " + busy
         + "'s Run All by all in 2 minutes | grading all ten lessons, CPU |",
         "|---|---|---|---|",
     ]  # fmt: skip
     per_student = grading_figures()["per_student"]
     for n in CLASSES:
-        gb = n * (server + lessons[heavy]["lesson"]["peak_mb"]) / 1000
+        gb = n * student / 1000
         cores = -(-n * lessons[busy]["lesson"]["cpu_seconds"] // 120)
         lines.append(f"| {n} students | {gb:,.0f} GB | {cores:.0f} | {n * per_student / 60:,.0f} CPU min |")
     table = "\n".join(lines)
     return (
-        f"one student at lesson {heavy}'s peak with its exercise notebook open holds {student:,} MB "
-        f"({server} + {lessons[heavy]['lesson']['peak_mb']:,} + {exercises})\n\n{table}"
+        f"one student at lesson {heavy}'s peak with an exercise notebook open holds up to {student:,} MB "
+        f"({server} + {lessons[heavy]['lesson']['peak_mb']:,} + {exercises}: the server, the lesson's processes, "
+        f"the largest exercise notebook's)\n\n{table}"
     )
 
 

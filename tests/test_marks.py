@@ -1,5 +1,6 @@
 """Marks from gradings: each exercise weighs its importance, a later grading replaces an earlier one by lesson."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def test_the_weights_are_the_importance_in_each_exercises_header():
     }  # fmt: skip
     for lesson in judging.lessons():
         assert set(marks.weights(lesson)) == set(judging.exercise_names(lesson))
-        assert all(1 <= w <= 5 for w in marks.weights(lesson).values())
+        assert all(1 <= w <= 4 for w in marks.weights(lesson).values()), "importance is out of four stars"
 
 
 def test_a_later_grading_replaces_a_students_lesson_and_says_so(tmp_path, capsys):
@@ -46,7 +47,38 @@ def test_a_later_grading_replaces_a_students_lesson_and_says_so(tmp_path, capsys
 def test_a_file_that_is_not_a_grading_is_refused(tmp_path, capsys):
     bad = tmp_path / "x.csv"
     bad.write_text("a,b\n1,2\n")
-    assert course(["marks", str(bad), "--csv", str(tmp_path / "m.csv")]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        course(["marks", str(bad), "--csv", str(tmp_path / "m.csv")])
+    assert stopped.value.code == 2
     assert "is not a grades CSV" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         course(["marks", str(tmp_path / "missing.csv"), "--csv", str(tmp_path / "m.csv")])
+
+
+def test_an_exercise_a_module_leaves_out_weighs_nothing_and_a_bad_number_is_named(tmp_path, capsys):
+    names = judging.exercise_names("10")
+    graded = tmp_path / "grades.csv"
+    graded.write_text(report.to_csv(_rows("ada", "10", set(names[:4]))), encoding="utf-8-sig")  # all but 10.5
+    assert marks.marks(marks.read([graded]), ["10"])[0]["10"] < 100.0
+    assert marks.marks(marks.read([graded]), ["10"], ["10.5"])[0]["10"] == 100.0
+    for bad, words in [("10.9", "has exercises 10.1 to 10.5"), ("105", "like 10.5"), ("12.1", "not a lesson")]:
+        with pytest.raises(SystemExit):
+            course(["marks", str(graded), "--csv", str(tmp_path / "m.csv"), "--leave-out", bad])
+        assert words in capsys.readouterr().err
+
+
+def test_two_gradings_of_one_name_are_told_apart_by_their_paths(tmp_path):
+    (tmp_path / "week1").mkdir()
+    (tmp_path / "week2").mkdir()
+    first, later = tmp_path / "week1" / "late.csv", tmp_path / "week2" / "late.csv"
+    first.write_text(report.to_csv(_rows("ada", "01", set())), encoding="utf-8-sig")
+    later.write_text(report.to_csv(_rows("ada", "03", set())), encoding="utf-8-sig")
+    row = marks.marks(marks.read([first, later]), ["01", "03"])[0]
+    assert row["01 from"] == str(first) and row["03 from"] == str(later)
+
+
+def test_every_exercise_header_rates_out_of_four_stars():
+    for path in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb")):
+        text = path.read_text(encoding="utf-8")
+        for rating in re.findall(r"\*\*(?:Difficulty|Importance)\*\* ([★☆]+)", text):
+            assert len(rating) == 4, f"{path.name}: {rating} (the guide's scale is four stars, ★★★★ = 4)"

@@ -117,7 +117,7 @@ def _grade(argv) -> int:
     if args.course is not None:
         _folder(parser, "--course", args.course, "solutions/NN_*.ipynb", "the course's folder")
         if not any((args.course / "solutions").glob("[0-9][0-9]_*.ipynb")):
-            parser.error(f"--course {args.course}: no solutions/NN_*.ipynb in it; expected the course's folder")
+            parser.error(f"--course {args.course} has no solutions/NN_*.ipynb; expected the course's folder")
     part = _shard(parser, args.shard)
     default_name = "grades.csv" if part == (0, 1) else f"grades.shard-{part[0]}-of-{part[1]}.csv"
     out = _output(parser, args.csv or args.folder / default_name, args.folder)
@@ -453,6 +453,13 @@ def _marks(argv) -> int:
     parser.add_argument(
         "--lessons", nargs="+", type=_lesson, default=None, help="the lessons the module grades (default: all)"
     )
+    parser.add_argument(
+        "--leave-out",
+        nargs="+",
+        default=[],
+        metavar="NN.K",
+        help="exercises the module does not grade, e.g. 10.5 (a lesson's mark is then over the others' weight)",
+    )
     args = parser.parse_args(argv)
     for path in args.gradings:
         if not path.is_file():
@@ -460,11 +467,15 @@ def _marks(argv) -> int:
             parser.error(f"gradings: {path} is {found}; expected a grades CSV written by `{PROG} grade`")
     out = _output(parser, args.csv, None)
     try:
+        marks.left_out(args.leave_out)
+    except ValueError as error:
+        parser.error(f"--leave-out: {error}")
+    try:
         gradings = marks.read(args.gradings)
     except ValueError as error:
         parser.error(f"gradings: {report.safe(error)}")
     try:
-        rows = marks.marks(gradings, args.lessons)
+        rows = marks.marks(gradings, args.lessons, args.leave_out)
     except ValueError as error:
         print(f"error: {report.safe(error)}", file=sys.stderr)
         return 2
@@ -472,7 +483,7 @@ def _marks(argv) -> int:
     lessons = [k for k in (rows[0] if rows else {}) if len(k) == 2 and k.isdigit()]
     print("student".ljust(20) + "".join(f"{lesson:>7}" for lesson in lessons) + "  exercises")
     for row in rows:
-        replaced = sorted({row[f"{x} from"] for x in lessons} - {args.gradings[0].name, "nothing handed in"})
+        replaced = sorted({row[f"{x} from"] for x in lessons} - {gradings[0][0], "nothing handed in"})
         cells = "".join(f"{row[lesson]:>7.1f}" for lesson in lessons)
         note = f"  (from {', '.join(replaced)})" if replaced else ""
         print(f"{report.safe(row['student'])[:19]:<20}{cells}  {row['exercises']:>9.1f}{note}")

@@ -25,14 +25,35 @@ def weights(lesson: str) -> dict[str, int]:
     return out
 
 
-def marks(gradings: list[tuple[str, list[dict]]], lessons: list[str] | None = None) -> list[dict]:
+def left_out(exercises: list[str]) -> dict[str, set[str]]:
+    """lesson -> names of the exercises a module leaves out, from their numbers as the guide writes them ("10.5");
+    ValueError naming what is not one."""
+    out: dict[str, set[str]] = {}
+    for number in exercises:
+        lesson, _, index = number.partition(".")
+        if not (len(lesson) == 2 and lesson.isdigit() and index.isdigit()):
+            raise ValueError(f"expected an exercise's number like 10.5 (lesson, dot, exercise); got {number!r}")
+        names = judging.exercise_names(lesson) if lesson in judging.lessons() else []
+        if not 1 <= int(index) <= len(names):
+            has = f"has exercises {lesson}.1 to {lesson}.{len(names)}" if names else "is not a lesson with exercises"
+            raise ValueError(f"{number}: lesson {lesson} {has}")
+        out.setdefault(lesson, set()).add(names[int(index) - 1])
+    return out
+
+
+def marks(
+    gradings: list[tuple[str, list[dict]]], lessons: list[str] | None = None, leave_out: list[str] = ()
+) -> list[dict]:
     """One row per student: each lesson's mark, the grading it came from, and the exercises' mark.
 
     Args:
         gradings: (name, rows) of each grading's CSV, earliest first; a later one replaces, for each student and
             lesson it graded, what the earlier ones said.
         lessons: the lessons the module grades (default: every lesson any grading holds).
+        leave_out: exercises the module does not grade, by number ("10.5": one that needs a Linux machine, in a class
+            of laptops); the lesson's mark is then over the weight of the others.
     """
+    dropped = left_out(list(leave_out))
     latest: dict[tuple[str, str], tuple[str, list[dict]]] = {}
     for name, rows in gradings:
         by: dict[tuple[str, str], list[dict]] = {}
@@ -44,6 +65,9 @@ def marks(gradings: list[tuple[str, list[dict]]], lessons: list[str] | None = No
         latest.update({key: (name, graded) for key, graded in by.items()})
     lessons = lessons or sorted({lesson for _, lesson in latest if lesson})
     table = {lesson: weights(lesson) for lesson in lessons}
+    for lesson, names in dropped.items():
+        if lesson in table:
+            table[lesson] = {e: w for e, w in table[lesson].items() if e not in names}
     out = []
     for student in sorted({student for student, _ in latest}):
         row = {"student": student}
@@ -60,13 +84,16 @@ def marks(gradings: list[tuple[str, list[dict]]], lessons: list[str] | None = No
 
 def read(paths: list[Path]) -> list[tuple[str, list[dict]]]:
     """Each grades CSV's name and rows; ValueError naming the file that is not one."""
+    names = [path.name for path in paths]
+    if len(set(names)) < len(names):  # two late.csv from two folders: told apart by the path as given
+        names = [str(path) for path in paths]
     found = []
-    for path in paths:
+    for name, path in zip(names, paths, strict=True):
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as error:
             raise ValueError(f"{path} is not a grades CSV: it is not UTF-8 text (byte {error.start})") from None
-        found.append((path.name, report.from_csv(text, str(path))))
+        found.append((name, report.from_csv(text, str(path))))
     return found
 
 

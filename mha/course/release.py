@@ -93,9 +93,11 @@ Open a lesson in `notebooks/`, then its exercise notebook in `exercises/` (same 
 it prints `✓`, or tells you what is wrong. *Run All* runs every exercise's check, done or not: each shows a `✓` or
 a `✗` with its message.
 
-Your work stays yours: when you click the course's link again, the course's updates come in and every change you
-made is kept. The package the lessons import is installed for you; its code is in `mha/`, to read beside the
-lessons.
+Your work stays yours: on a JupyterHub, when you click the course's link again, the course's updates come in and
+every change you made is kept. On your own computer, `git pull` in this folder takes the updates (if git refuses
+because a notebook you changed was updated too, rename your copy, pull, and carry your work over), then
+`python3 install.py` again. The package the lessons import is installed for you; its code is in `mha/`, to read
+beside the lessons.
 """
 
 
