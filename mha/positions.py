@@ -183,7 +183,7 @@ class SinusoidalPositions(nn.Module):
         check_tensor("positions", positions)
         if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
             raise TypeError(f"positions must be integers (row numbers of the table), got dtype {positions.dtype}")
-        if positions.numel() and not (0 <= int(positions.min()) and int(positions.max()) < self.seq):
+        if ((positions < 0) | (positions >= self.seq)).any():
             raise ValueError(
                 f"positions must lie in 0..{self.seq - 1} (the table holds {self.seq} positions), got values from "
                 f"{int(positions.min())} to {int(positions.max())}"
