@@ -128,6 +128,26 @@ def share(text: str) -> float:
     return value
 
 
+def torch_device(text: str) -> str:
+    """A device this machine has, as torch names it: cpu, cuda or cuda:1 (meta holds no numbers to time)."""
+    import torch
+
+    value = text.strip()
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"expected a device such as cpu, cuda or cuda:1, got {text!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"expected a device this machine has: {text!r} asked for, but no GPU is found")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(
+            f"expected a GPU from cuda:0 to cuda:{torch.cuda.device_count() - 1}, got {text!r}"
+        )
+    return value
+
+
 def nonempty(text: str) -> str:
     """Text that is not empty or only spaces."""
     if not text.strip():

@@ -35,6 +35,19 @@ def check_int(name: str, value, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_positive(name: str, value, what: str = "a number") -> float:
+    """A finite number above 0 (a time, a rate, a peak): NaN, infinities, bools and text refused; returned as a float.
+
+    `what` says what it is, for the message, e.g. "a number of seconds" ("timeout must be a finite number of
+    seconds above 0, got inf").
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        article, rest = what.split(" ", 1) if " " in what else ("a", what)
+        raise ValueError(f"{name} must be {article} finite {rest} above 0, got {value!r}")
+    return float(value)
+
+
 def check_tensor(name: str, x, what: str = "a torch.Tensor") -> None:
     """The torch functions take tensors; a numpy array (or a list) gets an error that says how to convert it."""
     if isinstance(x, torch.Tensor):

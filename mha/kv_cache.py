@@ -22,7 +22,17 @@ real tokens before it, as `mha.decoding.model` counts them, so that padding move
 
 import torch
 
-from ._validate import check_rank, fmt_shape
+from ._validate import (
+    check_device,
+    check_fits,
+    check_float,
+    check_int,
+    check_mask,
+    check_rank,
+    check_same_device,
+    check_tensor,
+    fmt_shape,
+)
 from .attention import attention
 from .heads import merge_heads, split_heads
 from .multihead import MultiHeadAttention
@@ -43,6 +53,9 @@ def cache_bytes(layers: int, batch: int, kv_heads: int, d_head: int, seq: int, b
     Returns:
         the number of bytes, an int.
     """
+    names = ("layers", "batch", "kv_heads", "d_head", "seq", "bytes_per_number")
+    for name, value in zip(names, (layers, batch, kv_heads, d_head, seq, bytes_per_number), strict=True):
+        check_int(name, value)
     return 2 * layers * batch * kv_heads * d_head * seq * bytes_per_number
 
 
@@ -66,6 +79,17 @@ class KVCache:
     """
 
     def __init__(self, batch: int, kv_heads: int, d_head: int, max_seq: int, dtype=torch.float32, device=None):
+        for name, value in (("batch", batch), ("kv_heads", kv_heads), ("d_head", d_head), ("max_seq", max_seq)):
+            check_int(name, value)
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(
+                f"dtype must be a floating-point torch dtype (keys and values are real numbers), got {dtype!r}"
+            )
+        device = check_device("device", device)
+        nbytes = cache_bytes(1, batch, kv_heads, d_head, max_seq, dtype.itemsize)
+        check_fits(
+            nbytes, device, f"a KV cache of (batch {batch}, kv_heads {kv_heads}, max_seq {max_seq}, d_head {d_head})"
+        )
         self.keys = torch.zeros(batch, kv_heads, max_seq, d_head, dtype=dtype, device=device)
         self.values = torch.zeros_like(self.keys)
         self.real = torch.zeros(batch, max_seq, dtype=torch.bool, device=device)
@@ -86,7 +110,16 @@ class KVCache:
             k, v (batch, kv_heads, new, d_head); real (batch, new). Returns keys and values
             (batch, kv_heads, length, d_head) and real (batch, length), views of the buffers.
         """
+        check_tensor("k", k)
+        check_tensor("v", v)
         check_rank("k", k, (4,), "(batch, kv_heads, new, d_head)")
+        for name, x in (("k", k), ("v", v)):
+            if x.dtype != self.keys.dtype:
+                raise TypeError(
+                    f"{name} has dtype {x.dtype} but this cache holds {self.keys.dtype}: make the cache with the "
+                    f"layer's dtype (KVCache(..., dtype={x.dtype})), or convert {name}"
+                )
+        check_same_device(("the cache", self.keys), ("k", k), ("v", v))
         batch, kv_heads, new, d_head = k.shape
         expected = (self.keys.shape[0], self.keys.shape[1], new, self.keys.shape[3])
         if tuple(k.shape) != expected or tuple(v.shape) != expected:
@@ -99,13 +132,20 @@ class KVCache:
             raise ValueError(f"the cache holds {self.max_seq} positions: {self.length} held + {new} new is too many")
         self.keys[:, :, self.length : end] = k
         self.values[:, :, self.length : end] = v
+        if real is not None:
+            check_tensor("real", real)
+            if real.dtype != torch.bool or tuple(real.shape) != (batch, new):
+                raise ValueError(
+                    f"real must be a bool tensor of shape (batch, new) = {fmt_shape((batch, new))}, True for a real "
+                    f"token, got dtype {real.dtype} and shape {fmt_shape(real.shape)}"
+                )
         self.real[:, self.length : end] = True if real is None else real
         self.length = end
         return self.keys[:, :, :end], self.values[:, :, :end], self.real[:, :end]
 
     def truncate(self, length: int) -> None:
         """Forget every position from `length` on (the buffers stay allocated)."""
-        if not 0 <= length <= self.length:
+        if isinstance(length, bool) or not isinstance(length, int) or not 0 <= length <= self.length:
             raise ValueError(f"length must lie in 0..{self.length} (the positions held), got {length}")
         self.real[:, length:] = False
         self.length = length
@@ -132,12 +172,32 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
         q (batch, heads, q_pos, d_head), k and v (batch, kv_heads, k_pos, d_head); returns output
         (batch, heads, q_pos, d_head) and weights (batch, heads, q_pos, k_pos).
     """
-    check_rank("q", q, (4,), "(batch, heads, q_pos, d_head)")
-    check_rank("k", k, (4,), "(batch, kv_heads, k_pos, d_head)")
+    for name, x, layout in (("q", q, "(batch, heads, q_pos, d_head)"), ("k", k, "(batch, kv_heads, k_pos, d_head)"),
+                            ("v", v, "(batch, kv_heads, k_pos, d_head)")):  # fmt: skip
+        check_tensor(name, x)
+        check_rank(name, x, (4,), layout)
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_float(name, x)
+    if not q.dtype == k.dtype == v.dtype:
+        raise TypeError(f"q, k and v must share one dtype, got {q.dtype}, {k.dtype} and {v.dtype}")
+    check_same_device(("q", q), ("k", k), ("v", v))
+    if q.shape[-1] != k.shape[-1] or k.shape[-2:] != v.shape[-2:]:
+        raise ValueError(
+            f"q {fmt_shape(q.shape)}, k {fmt_shape(k.shape)} and v {fmt_shape(v.shape)} must share d_head, and k "
+            f"and v their k_pos (one value per key)"
+        )
     batch, heads, q_pos, d_head = q.shape
     kv_heads, k_pos = k.shape[1], k.shape[2]
+    if k.shape[0] != batch or k.shape[1] != v.shape[1]:
+        raise ValueError(
+            f"k {fmt_shape(k.shape)} and v {fmt_shape(v.shape)} must have q's batch ({batch}) and one number of "
+            f"key/value heads: expected (batch, kv_heads, k_pos, d_head)"
+        )
     if heads % kv_heads:
         raise ValueError(f"q has {heads} heads and k {kv_heads}: the key/value heads must divide the query heads")
+    if mask is not None:
+        check_tensor("mask", mask)
+        check_mask(mask, (batch, heads, q_pos, k_pos))
     group = heads // kv_heads
     q = q.reshape(batch, kv_heads, group * q_pos, d_head)  # query heads of a group one after the other
     if mask is not None:
@@ -156,6 +216,8 @@ def causal_mask_after(past: int, new: int, device=None) -> torch.Tensor:
     Shape:
         returns (new, past + new), bool, True = may attend.
     """
+    check_int("past", past, minimum=0)
+    check_int("new", new, minimum=0)
     keys = torch.arange(past + new, device=device)  # (k_pos,)
     queries = past + torch.arange(new, device=device)  # (q_pos,) where each new query sits
     return keys[None, :] <= queries[:, None]  # (q_pos, k_pos)

@@ -23,11 +23,12 @@ each can be checked against the others.
 """
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
-from ._validate import check_float, fmt_shape
+from ._validate import check_fits, check_float, check_tensor, fmt_shape
 from .multihead import MultiHeadAttention
 
 SCHEMES = ("none", "learned", "sinusoidal", "rope")
@@ -35,13 +36,16 @@ BASE = 10000.0  # the frequency base of both papers
 
 
 def _check_even(name: str, size: int) -> None:
-    if not isinstance(size, int) or size < 2 or size % 2:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 2 or size % 2:
         raise ValueError(f"{name} must be an even positive integer (features come in sine/cosine pairs), got {size!r}")
 
 
 def _check_base(base: float) -> None:
-    if not base > 1:
-        raise ValueError(f"base must be greater than 1 (the slowest pair turns by base^-1 per position), got {base!r}")
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (math.isfinite(base) and base > 1):
+        raise ValueError(
+            f"base must be a finite number greater than 1 (the slowest pair turns by base^-1 per position), "
+            f"got {base!r}"
+        )
 
 
 def frequencies(d: int, base: float = BASE) -> torch.Tensor:
@@ -70,8 +74,10 @@ def sinusoidal_table(seq: int, d_model: int, base: float = BASE) -> torch.Tensor
     Shape:
         returns (seq, d_model) float32.
     """
-    if not isinstance(seq, int) or seq < 1:
+    if isinstance(seq, bool) or not isinstance(seq, int) or seq < 1:
         raise ValueError(f"seq must be a positive integer, got {seq!r}")
+    _check_even("d_model", d_model)
+    check_fits(3 * seq * d_model * 8, None, f"a sinusoidal table of (seq {seq}, d_model {d_model}), built in float64")
     angles = torch.arange(seq, dtype=torch.float64)[:, None] * frequencies(d_model, base)  # (seq, d_model // 2)
     table = torch.stack((angles.sin(), angles.cos()), dim=-1)  # (seq, d_model // 2, 2): sine and cosine side by side
     return table.flatten(-2).float()  # (seq, d_model): sin, cos, sin, cos, ...
@@ -80,6 +86,7 @@ def sinusoidal_table(seq: int, d_model: int, base: float = BASE) -> torch.Tensor
 def _angles(x: torch.Tensor, positions, base: float) -> torch.Tensor:
     """Each position's angle for each pair, checked against x, in float64: (seq, d_head // 2) for positions (seq,),
     (batch, 1, seq, d_head // 2) for positions (batch, seq)."""
+    check_tensor("x", x)
     check_float("x", x)
     if x.ndim < 2:
         raise ValueError(f"x must have shape (..., seq, d_head), got shape {fmt_shape(x.shape)}")
@@ -144,6 +151,9 @@ def rope_matrix(position: int, d_head: int, base: float = BASE) -> torch.Tensor:
     Shape:
         returns (d_head, d_head) float64, one 2 x 2 rotation [[cos, -sin], [sin, cos]] per pair on its diagonal.
     """
+    if isinstance(position, bool) or not isinstance(position, numbers.Integral):
+        raise TypeError(f"position must be an integer, got {position!r} ({type(position).__name__})")
+    _check_even("d_head", d_head)
     matrix = torch.zeros(d_head, d_head, dtype=torch.float64)
     for i, theta in enumerate(frequencies(d_head, base).tolist()):
         c, s = math.cos(position * theta), math.sin(position * theta)
@@ -170,6 +180,14 @@ class SinusoidalPositions(nn.Module):
         self.register_buffer("table", sinusoidal_table(seq, d_model, base), persistent=False)
 
     def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        check_tensor("positions", positions)
+        if positions.is_floating_point() or positions.is_complex() or positions.dtype == torch.bool:
+            raise TypeError(f"positions must be integers (row numbers of the table), got dtype {positions.dtype}")
+        if ((positions < 0) | (positions >= self.seq)).any():
+            raise ValueError(
+                f"positions must lie in 0..{self.seq - 1} (the table holds {self.seq} positions), got values from "
+                f"{int(positions.min())} to {int(positions.max())}"
+            )
         return self.table[positions]
 
     def extra_repr(self) -> str:

@@ -298,10 +298,13 @@ def _kind(action: argparse.Action) -> str:
     if dest in ("json", "csv"):
         return "output"
     convert = action.type or str
-    try:
-        two = convert("2")
-    except Exception:
-        two = None
+    two = None
+    for sample in ("2", "0.5"):  # a share accepts 0.5, not 2
+        try:
+            two = convert(sample)
+            break
+        except Exception:
+            continue
     if isinstance(two, Path):
         if dest in ("feedback", "out"):
             return "feedback-folder" if dest == "feedback" else "output-folder"

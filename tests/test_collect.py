@@ -204,3 +204,45 @@ def test_names_a_student_chooses_become_paths_only_when_they_stay_in_their_folde
         assert collect.name_problem(name) == "", name
     for name in ("..", "a/b", "a\\b", ".hidden", "x\udcff", "bell\x07", "e\u202eflipped", "x" * 300, "", None):
         assert collect.name_problem(name) != "", name
+
+
+class HtmlPage(BaseHTTPRequestHandler):
+    """A web server that is not the hub's API: a login page, or a proxy's error page, whatever is asked."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        body = b"<!DOCTYPE html><html><body>Sign in</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@pytest.mark.parametrize("answer", ["html", "not a list of users"])
+def test_a_hub_that_answers_something_else_than_its_json_is_named(answer, tmp_path, monkeypatch, capsys):
+    if answer == "html":
+        handler = HtmlPage
+    else:
+
+        class handler(FakeHub):  # noqa: N801 - a hub whose API answers JSON of another shape
+            def _handle(self, method):
+                return self._send(200, {"error": "maintenance"})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("MHA_COLLECT_TOKEN", TOKEN)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert course(["collect", "--hub", url, str(tmp_path / "s")]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    expected = "expected the hub's JSON" if answer == "html" else "expected a list of users"
+    assert expected in err and "Traceback" not in err, err
+    if answer == "html":
+        assert "<!DOCTYPE html>" in err
+    assert not list((tmp_path / "s").rglob("*.ipynb"))

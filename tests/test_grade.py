@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,15 @@ def test_the_graders_memory_is_its_own_not_that_of_the_program_that_started_it()
     del ballast
     assert inherited > 500, "ru_maxrss did not carry over the exec here: the test would show nothing"
     assert own < 300, f"the grader reports {own:.0f} MB, its parent's memory"
+
+
+def test_students_whose_names_one_file_system_takes_for_one_get_a_feedback_file_each():
+    # letter case (Ada, ada), a slash made an underscore (a/b, a_b), and one letter in two Unicode forms (é): on
+    # macOS or Windows, or from a CSV merged from several machines, one student's file would replace the other's
+    students = ["Ada", "ada", "a/b", "a_b", "e\u0301", "\u00e9"]
+    rows = [dict(student=s, notebook="01_x.ipynb", lesson="01", exercise="e", passed=True, note="", run="",
+                 flags="", answer="") for s in students]  # fmt: skip
+    files = grade.feedback_files(rows)
+    assert len(files) == len(students)
+    seen = {unicodedata.normalize("NFC", name).casefold() for name in files}
+    assert len(seen) == len(students), sorted(files)

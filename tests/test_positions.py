@@ -227,7 +227,7 @@ def test_bad_input_is_named():
         apply_rope(torch.randn(3, 4), torch.arange(3.0))
     with pytest.raises(TypeError, match="floating-point"):
         apply_rope(torch.ones(3, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="base must be greater than 1"):
+    with pytest.raises(ValueError, match="base must be a finite number greater than 1"):
         frequencies(8, base=1.0)
     with pytest.raises(ValueError, match=r"d_head = d_model // heads must be an even"):
         RotaryMultiHeadAttention(12, 4)

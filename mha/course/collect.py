@@ -104,18 +104,36 @@ class Hub:
 
     def api(self, method: str, path: str):
         status, body = self.request(method, "/hub/api" + path, accept="application/jupyterhub-pagination+json")
-        return json.loads(body) if body else None
+        if not body:
+            return None
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):  # a login page, a proxy's error page: HTML where JSON was expected
+            start = safe(body[:60].decode("utf-8", errors="replace").strip())
+            raise HubError(
+                f"{method} /hub/api{path}: expected the hub's JSON, got something else (it begins {start!r}); is "
+                f"{self.url} the hub's address (its base URL, without /hub)?"
+            ) from None
 
     def users(self) -> list[dict]:
         """Every user, with their servers (page by page)."""
         users, offset = [], 0
         while True:
             page = self.api("GET", f"/users?offset={offset}&limit=200")
-            items = page["items"] if isinstance(page, dict) else page
+            items = page.get("items") if isinstance(page, dict) else page
+            if not isinstance(items, list) or not all(
+                isinstance(u, dict) and isinstance(u.get("name"), str) for u in items
+            ):
+                raise HubError(
+                    f"GET /hub/api/users: expected a list of users, each with a name, got {safe(str(page)[:80])!r}"
+                )
             users.extend(items)
-            following = page.get("_pagination", {}).get("next") if isinstance(page, dict) else None
+            pagination = page.get("_pagination") if isinstance(page, dict) else None
+            following = pagination.get("next") if isinstance(pagination, dict) else None
             if not following:
                 return users
+            if not isinstance(following, dict) or not isinstance(following.get("offset"), int):
+                raise HubError(f"GET /hub/api/users: the next page's offset is missing ({safe(str(following)[:80])!r})")
             offset = following["offset"]
 
     def user(self, name: str) -> dict:
@@ -194,6 +212,14 @@ def _inside(out: Path, name: str) -> Path | None:
 
 
 def _write(target: Path, data: bytes, saved: float) -> str:
+    """Write a collected notebook, never replacing any file: "collected", "unchanged", "kept" or "refused".
+
+    Not `mha._provenance.writable`, and stricter than it: `writable` may replace a file of ours (a results file
+    whose provenance names its command), while a notebook already in out/<user>/ is never replaced, even one that
+    collect wrote (it may have been graded, or edited by the instructor); an identical one is left as it is, a
+    different one is kept and reported. The folder `out` itself goes through the same rule as every command's
+    (`writable_folder`, checked by the command before any request).
+    """
     if target.is_symlink():
         return "refused"
     if target.exists():

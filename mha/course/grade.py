@@ -37,6 +37,7 @@ import resource
 import stat
 import tempfile
 import time
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -733,12 +734,16 @@ def summary(grading: Grading) -> str:
 def feedback_files(rows: list[dict]) -> dict[str, str]:
     """One short text per student (file name -> text): each exercise's result and the check's message."""
     out, taken = {}, set()
+
+    def key(name: str) -> str:  # what a file system that ignores letter case or Unicode forms (macOS, Windows) sees
+        return unicodedata.normalize("NFC", name).casefold()
+
     for student in sorted({r["student"] for r in rows}):
         safe = re.sub(r"[/\\]", "_", report.safe(student)).lstrip(".")[:100] or "student"
         name, number = f"{safe}.txt", 1
-        while name.casefold() in taken:  # names that one file system takes for one (letter case) get two files
+        while key(name) in taken:  # names that one file system takes for one get two files ("Ada", "ada"; "a/b", "a_b")
             number += 1
             name = f"{safe}-{number}.txt"
-        taken.add(name.casefold())
+        taken.add(key(name))
         out[name] = report.feedback(student, rows)
     return out

@@ -16,23 +16,16 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
-from .._commands import run_subcommand, subcommand_parser
+from .._commands import nonempty, positive_int, run_subcommand, seed_number, subcommand_parser, torch_device
 from .._provenance import rounded, stamp, writable, write_results
 from . import configs, intensity, sharing, speed, writer
 
 PROG = "python -m mha.decoding"
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
 def _cache_sizes_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--contexts", type=_positive, nargs="+", default=list(configs.CONTEXTS), help="tokens (default: 8192 131072)"
+        "--contexts", type=positive_int, nargs="+", default=list(configs.CONTEXTS), help="tokens (default: 8192 131072)"
     )
     parser.add_argument("--json", metavar="PATH", help="write the table to PATH")
 
@@ -73,8 +66,8 @@ def _intensity(args) -> None:
 
 
 def _speed_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    parser.add_argument("--threads", type=_positive, default=1, help="CPU threads (default: 1)")
+    parser.add_argument("--device", type=torch_device, default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument(
         "--only", nargs="+", choices=("per-token", "kv-heads"), default=["per-token", "kv-heads"], help="what to time"
@@ -123,19 +116,19 @@ def _speed(args) -> None:
 
 def _sharing_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
+        "--seeds", "--seed", type=seed_number, nargs="+", default=[0, 1, 2], help="seeds, one run each (default: 0 1 2)"
     )
     parser.add_argument("--tasks", nargs="+", choices=sharing.TASKS, default=list(sharing.TASKS), help="tasks")
     parser.add_argument(
         "--kv-heads",
-        type=_positive,
+        type=positive_int,
         nargs="+",
         default=list(sharing.KV_HEADS),
         help="key/value heads (default: 8 4 2 1)",
     )
     parser.add_argument(
         "--d-models",
-        type=_positive,
+        type=positive_int,
         nargs="+",
         default=None,
         help="widths d_model, 8 query heads each, for every task (default: each task's own, 64, and 16 for bits)",
@@ -162,17 +155,20 @@ def _sharing(args) -> None:
 
 def _write_arguments(parser: argparse.ArgumentParser) -> None:
     default = writer.WriterSetting()
-    parser.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default: 0)")
-    parser.add_argument("--steps", type=_positive, default=default.steps, help=f"training steps ({default.steps})")
-    parser.add_argument("--kv-heads", type=_positive, default=None, help="key/value heads (default: heads)")
-    parser.add_argument("--prompts", nargs="+", default=writer.PROMPTS, help="texts to complete")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of the weights and batches (default: 0)")
+    parser.add_argument("--steps", type=positive_int, default=default.steps, help=f"training steps ({default.steps})")
+    parser.add_argument("--kv-heads", type=positive_int, default=None, help="key/value heads (default: heads)")
+    parser.add_argument("--prompts", type=nonempty, nargs="+", default=writer.PROMPTS, help="texts to complete")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _write(args) -> None:
     setting = writer.WriterSetting(steps=args.steps, kv_heads=args.kv_heads)
     for prompt in args.prompts:
-        writer.encode_words(prompt)  # a clear error for an unknown word, before training
+        try:
+            writer.encode_words(prompt)  # a clear error for an unknown word, before training
+        except ValueError as error:
+            raise ValueError(f"--prompts {prompt!r}: {error}") from None
     result = writer.train_writer(setting, args.seed, progress=not args.quiet)
     print(f"next-word accuracy on held-out sentences: {result.accuracy:.1%} [took {result.seconds:.1f} s]")
     with_cache = writer.continue_text(result.model, args.prompts)

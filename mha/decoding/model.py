@@ -17,13 +17,14 @@ positions and the mask of every position the cache holds, and writes the generat
 exercise).
 """
 
+import numbers
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .._portable import TRAINING_DTYPE, same_normals
-from .._validate import check_rank, fmt_shape, head_size, kv_group_size
+from .._validate import check_rank, check_same_device, check_tensor, fmt_shape, head_size, kv_group_size
 from ..kv_cache import KVCache, cached_self_attention
 from ..multihead import MultiHeadAttention
 
@@ -53,8 +54,10 @@ class DecoderConfig:
     def __post_init__(self):
         for name in ("vocab", "seq", "layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.d_ff is not None and (isinstance(self.d_ff, bool) or not isinstance(self.d_ff, int) or self.d_ff < 1):
+            raise ValueError(f"d_ff must be a positive integer (the MLP's hidden width) or None, got {self.d_ff!r}")
         head_size(self.d_model, self.heads)
         object.__setattr__(self, "kv_heads", self.heads if self.kv_heads is None else self.kv_heads)
         kv_group_size(self.heads, self.kv_heads)
@@ -125,6 +128,11 @@ class Decoder(nn.Module):
         """
         mask = self._check(tokens, mask)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (batch, seq): real tokens before each one
+        if positions.numel() and int(positions.max()) >= self.config.seq:
+            raise ValueError(
+                f"tokens hold {int(positions.max()) + 1} real tokens in a sequence, more than the model's "
+                f"seq={self.config.seq} positions"
+            )
         x = self.token_embedding(tokens) + self.position_embedding(positions)  # (batch, seq, d_model)
         for block in self.blocks:
             x = block(x, mask)
@@ -149,6 +157,11 @@ class Decoder(nn.Module):
             tokens and mask (batch, new); returns logits (batch, new, vocab).
         """
         mask = self._check(tokens, mask)
+        if not isinstance(cache, list | tuple) or len(cache) != len(self.blocks):
+            raise ValueError(
+                f"cache must be a list of one KVCache per layer ({len(self.blocks)}), as new_cache returns, got "
+                f"{len(cache) if isinstance(cache, list | tuple) else type(cache).__name__}"
+            )
         seen = cache[0].real[:, : cache[0].length].sum(dim=1, keepdim=True)  # (batch, 1) real tokens so far
         positions = (seen + mask.cumsum(dim=1) - 1).clamp(min=0)  # (batch, new)
         if int(positions.max()) >= self.config.seq:
@@ -159,16 +172,25 @@ class Decoder(nn.Module):
         return self.head(self.norm(x))  # (batch, new, vocab)
 
     def _check(self, tokens, mask):
+        check_tensor("tokens", tokens)
         check_rank("tokens", tokens, (2,), "(batch, seq)")
         if tokens.dtype != torch.int64:
             raise TypeError(f"tokens must be int64 token ids, got dtype {tokens.dtype}")
+        check_same_device(("the model", self.head.weight), ("tokens", tokens))
+        if ((tokens < 0) | (tokens >= self.config.vocab)).any():  # one reduction: a decoding step is timed
+            raise ValueError(
+                f"tokens must be ids from 0 to vocab - 1 = {self.config.vocab - 1}, got values from "
+                f"{int(tokens.min())} to {int(tokens.max())}"
+            )
         if mask is None:
             return torch.ones_like(tokens, dtype=torch.bool)
+        check_tensor("mask", mask)
         if mask.dtype != torch.bool or mask.shape != tokens.shape:
             raise ValueError(
                 f"mask must be bool with the shape of tokens {fmt_shape(tokens.shape)}, got {mask.dtype} "
                 f"{fmt_shape(mask.shape)}"
             )
+        check_same_device(("tokens", tokens), ("mask", mask))
         return mask
 
 
@@ -184,14 +206,23 @@ def build_decoder(config: DecoderConfig, seed: int, dtype: torch.dtype = TRAININ
     return decoder.to(dtype)
 
 
+def _shown(value, chars: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= chars else text[: chars - 3] + "..."
+
+
 def left_pad(sequences: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Token lists of different lengths as one batch, padded on the left, and the mask of real tokens.
 
     Shape:
         returns tokens (batch, seq) int64 and mask (batch, seq) bool, seq the longest length.
     """
-    if not sequences or any(len(s) == 0 for s in sequences):
-        raise ValueError("need at least one sequence, and every sequence needs at least one token")
+    if isinstance(sequences, torch.Tensor | str) or not isinstance(sequences, list | tuple):
+        raise TypeError(f"expected a list of token lists, e.g. [[1, 2], [3]], got {type(sequences).__name__}")
+    if not sequences or any(not isinstance(s, list | tuple) or len(s) == 0 for s in sequences):
+        raise ValueError(f"expected at least one sequence, each a non-empty list of token ids, got {_shown(sequences)}")
+    if any(isinstance(t, bool) or not isinstance(t, numbers.Integral) for s in sequences for t in s):
+        raise TypeError(f"token ids must be whole numbers, got {_shown(sequences)}")
     seq = max(len(s) for s in sequences)
     tokens = torch.full((len(sequences), seq), pad, dtype=torch.int64)
     mask = torch.zeros(len(sequences), seq, dtype=torch.bool)
@@ -215,6 +246,8 @@ def generate(model: Decoder, prompts: list[list[int]], new_tokens: int, use_cach
     Shape:
         returns the generated tokens (batch, new_tokens), int64.
     """
+    if isinstance(new_tokens, bool) or not isinstance(new_tokens, numbers.Integral) or new_tokens < 1:
+        raise ValueError(f"new_tokens must be a whole number of at least 1 (tokens to generate), got {new_tokens!r}")
     tokens, mask = left_pad(prompts)  # (batch, prompt)
     tokens, mask = tokens.to(model.head.weight.device), mask.to(model.head.weight.device)
     out = []

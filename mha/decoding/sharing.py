@@ -211,6 +211,14 @@ def settings_for(tasks=TASKS, kv_heads=KV_HEADS, d_models=None, **kwargs) -> lis
         d_models: widths, the same for every task (default None: each task's own, `WIDTHS`).
         kwargs: more fields of every `SharingSetting`.
     """
+    for name, values in (("tasks", tasks), ("kv_heads", kv_heads), ("d_models", d_models)):
+        if values is not None and (
+            isinstance(values, str | int) or not hasattr(values, "__iter__") or not list(values)
+        ):
+            raise ValueError(f"{name} must be a non-empty list, got {values!r}")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown}: expected some of {list(TASKS)}")
     return [
         SharingSetting(task=t, kv_heads=k, d_model=d, **kwargs)
         for t in tasks

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
+from .._validate import check_device
 from ..attention import attention
 from ..bench.results import fmt_ratio, fmt_time
 from ..bench.timing import time_interleaved
@@ -64,6 +65,14 @@ class SpeedSetting:
 QUICK = SpeedSetting(contexts=(16, 64, 256, 1024), kv_context=512, kv_batch=2, min_run_time=0.1)
 
 
+def _device(device) -> torch.device:
+    """A device to time on: the CPU or a GPU this machine has (a meta tensor holds no numbers to time)."""
+    found = check_device("device", device) or torch.device("cpu")
+    if found.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda' (a device that computes), got {device!r}")
+    return found
+
+
 @torch.no_grad()
 def per_token(setting: SpeedSetting, device="cpu", threads: int = 1, progress=None) -> list[dict]:
     """Time of the next token at each context length: the whole sequence recomputed, against one cached step.
@@ -77,6 +86,7 @@ def per_token(setting: SpeedSetting, device="cpu", threads: int = 1, progress=No
     Shape:
         returns one dict per context: context, no_cache_s, cache_s (medians), their IQRs, and ratio.
     """
+    device = _device(device)
     model = build_decoder(setting.decoder(), seed=0, dtype=torch.float32).to(device).eval()
     tokens = torch.randint(64, (1, max(setting.contexts) + 1), generator=torch.Generator().manual_seed(0)).to(device)
     rows = []
@@ -121,6 +131,7 @@ def by_kv_heads(setting: SpeedSetting, device="cpu", threads: int = 1, progress=
         returns one dict per kv_heads: kv_heads, cache_bytes (all layers), step_s, grouped_s, repeated_s (medians)
         and their IQRs.
     """
+    device = _device(device)
     rows = []
     batch, n = setting.kv_batch, setting.kv_context
     d_head = setting.d_model // setting.heads

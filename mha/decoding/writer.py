@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._validate import check_int, check_positive
 from ..toy.language import INDEX, VOCAB, NextWordLanguage, is_sentence
 from ..toy.train import TrainConfig, TrainResult, train
 from .model import Decoder, DecoderConfig, build_decoder, generate
@@ -38,6 +39,12 @@ class WriterSetting:
     steps: int = 500
     batch: int = 32
     lr: float = 3e-3
+
+    def __post_init__(self):  # checked where it enters, before any training
+        for name in ("d_model", "heads", "layers", "steps", "batch"):
+            check_int(name, getattr(self, name))
+        check_positive("lr", self.lr, "a learning rate")
+        self.config()  # d_model against heads, kv_heads against heads
 
     def config(self) -> DecoderConfig:
         language = NextWordLanguage()
@@ -72,7 +79,11 @@ def train_writer(setting: WriterSetting = WriterSetting(), seed: int = 0, progre
 
 def encode_words(text: str) -> list[int]:
     """Token ids of a text of the language, words split on spaces; a clear error for a word not in the vocabulary."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a text (str), got {type(text).__name__}")
     words = text.split()
+    if not words:
+        raise ValueError(f"expected a text of at least one word, got {text!r}")
     unknown = [w for w in words if w not in INDEX]
     if unknown:
         raise ValueError(f"words not in the language's vocabulary: {unknown}")
@@ -86,7 +97,16 @@ def continue_text(model: Decoder, prompts: list[str], new_tokens: int = 16, use_
     Returns:
         each prompt followed by its continuation, as text.
     """
+    if isinstance(prompts, str) or not isinstance(prompts, list | tuple):
+        raise TypeError(f"prompts must be a list of texts, e.g. ['the phone'], got {type(prompts).__name__}")
+    if not prompts:
+        raise ValueError("prompts must hold at least one text, got none")
     ids = [encode_words(p) for p in prompts]
+    if max(len(i) for i in ids) >= model.config.seq:
+        raise ValueError(
+            f"a prompt of {max(len(i) for i in ids)} words leaves no room in the model's seq={model.config.seq} "
+            f"positions: expected at most {model.config.seq - 1} words"
+        )
     new_tokens = min(new_tokens, model.config.seq - max(len(i) for i in ids))  # the model has seq positions
     out = generate(model, ids, new_tokens, use_cache=use_cache)  # (batch, new_tokens)
     texts = []

@@ -16,7 +16,8 @@ import datetime
 import os
 import sys
 
-from .._provenance import command_line, stamp, writable, write_results
+from .._commands import check_output, positive_float, positive_int, share
+from .._provenance import command_line, stamp, write_results
 from .cost import model_table
 from .experiments import TOLERANCE, check, machine_load, measure, summarise_check, summarise_measure
 from .jobs import Problem, Sweep, measure_on_rank, on_rank, single_process
@@ -33,25 +34,27 @@ def _parser():
     )
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="both parallel layers, forward and backward, against one process")
-    c.add_argument("--world", type=int, nargs="+", default=[1, 2, 4], help="numbers of processes (default 1 2 4)")
-    c.add_argument("--batch", type=int, default=2)
-    c.add_argument("--seq", type=int, default=6)
-    c.add_argument("--d-model", type=int, default=32)
-    c.add_argument("--heads", type=int, default=8)
-    c.add_argument("--kv-heads", type=int, help="K/V heads (default: heads); fewer is grouped-query attention")
+    c.add_argument(
+        "--world", type=positive_int, nargs="+", default=[1, 2, 4], help="numbers of processes (default 1 2 4)"
+    )
+    c.add_argument("--batch", type=positive_int, default=2)
+    c.add_argument("--seq", type=positive_int, default=6)
+    c.add_argument("--d-model", type=positive_int, default=32)
+    c.add_argument("--heads", type=positive_int, default=8)
+    c.add_argument("--kv-heads", type=positive_int, help="K/V heads (default: heads); fewer is grouped-query attention")
     c.add_argument("--causal", action="store_true")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    c.add_argument("--timeout", type=float, default=120.0, help="seconds per run (default 120)")
+    c.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per run (default 120)")
     m = sub.add_parser("measure", help="bytes and times of the all-reduce; times of the layer")
-    m.add_argument("--world", type=int, nargs="+", default=[1, 2, 4])
+    m.add_argument("--world", type=positive_int, nargs="+", default=[1, 2, 4])
     m.add_argument("--quick", action="store_true", help="tiny sizes, a few seconds")
-    m.add_argument("--timeout", type=float, default=600.0)
+    m.add_argument("--timeout", type=positive_float, default=600.0)
     m.add_argument("--json", help="write the results here, with their provenance")
     p = sub.add_parser("model", help="the paper model: compute per GPU against the all-reduce over NVLink and IB")
-    p.add_argument("--d-model", type=int, nargs="+", default=[1024, 4096, 8192])
-    p.add_argument("--seq", type=int, nargs="+", default=[256, 1024, 4096, 16384])
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--share-of-peak", type=float, default=0.5, help="share of the GPU's peak reached (default 0.5)")
+    p.add_argument("--d-model", type=positive_int, nargs="+", default=[1024, 4096, 8192])
+    p.add_argument("--seq", type=positive_int, nargs="+", default=[256, 1024, 4096, 16384])
+    p.add_argument("--batch", type=positive_int, default=1)
+    p.add_argument("--share-of-peak", type=share, default=0.5, help="share of the GPU's peak reached (default 0.5)")
     return parser
 
 
@@ -181,8 +184,6 @@ def _load_average() -> list[float] | None:
 
 def _measure(args, argv) -> int:
     sweep = QUICK if args.quick else Sweep()
-    if args.json:
-        writable(args.json)
     # how busy the machine was: on a busy one every time is slower, and a run of more processes gets a larger share
     # of the cores, which can turn the comparison between worlds around
     provenance = {**stamp(command_line("python -m mha.parallel", argv)), "cpus": os.cpu_count(),
@@ -198,7 +199,7 @@ def _measure(args, argv) -> int:
     print(machine_load({"provenance": provenance, "worlds": summaries})["verdict"])
     for s in summaries:
         print(format_measure(s))
-    if args.json:
+    if args.json is not None:
         content = {"sweep": {"numbers": list(sweep.numbers), "repeats": sweep.repeats, "rounds": sweep.rounds,
                              "layer": dict(vars(sweep.layer))}, "worlds": summaries}  # fmt: skip
         path = write_results(args.json, provenance, content)
@@ -211,6 +212,8 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "measure":
+        check_output(parser, args.json, "--json")  # before any process starts
     try:
         if args.command == "check":
             return _check(args, argv)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._validate import check_int, check_positive
 from ..bench.flops import KNOWN_PEAKS, attention_flops
 
 NCCL_TUNING = "NCCL src/graph/tuning.cc: latencies of the ring algorithm, simple protocol"
@@ -104,6 +105,11 @@ def layer_time(
         {"compute_s", "comm_s", "total_s", "one_gpu_s", "speedup"}: seconds per forward pass, and one GPU's time
         divided by the split layer's.
     """
+    for name, value in (("batch", batch), ("seq", seq), ("d_model", d_model), ("world", world)):
+        check_int(name, value)
+    check_share(share_of_peak)
+    check_positive("peak", peak, "a number of FLOP/s")
+    check_int("bytes_per_number", bytes_per_number)
     flops = attention_flops(batch, seq, d_model)
     one_gpu = flops / (peak * share_of_peak)
     compute = one_gpu / world
@@ -137,6 +143,13 @@ def fit_latency_bandwidth(bytes_sent, seconds) -> tuple[float, float]:
     return float(intercept), (float(1.0 / slope) if slope > 0 else float("inf"))
 
 
+def check_share(share) -> float:
+    """A share of the GPU's peak: a number above 0 and at most 1 (0.5 is half)."""
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share <= 1:  # NaN fails too
+        raise ValueError(f"share_of_peak must be a number above 0 and at most 1 (0.5 is half), got {share!r}")
+    return float(share)
+
+
 def model_table(d_models, seqs, batch: int = 1, share: float = 0.5) -> str:
     """The paper model as text: one GPU's time and the speedup per d_model, seq, world and link; where it pays.
 
@@ -145,6 +158,13 @@ def model_table(d_models, seqs, batch: int = 1, share: float = 0.5) -> str:
         batch: sequences per forward pass.
         share: share of the GPU's peak the matrix products reach (an assumption).
     """
+    for name, sizes in (("d_models", d_models), ("seqs", seqs)):
+        if isinstance(sizes, int | str) or not hasattr(sizes, "__iter__") or not list(sizes):
+            raise ValueError(f"{name} must be a non-empty list of sizes, got {sizes!r}")
+        for size in sizes:
+            check_int(name[:-1], size)
+    check_int("batch", batch)
+    check_share(share)
     worlds = (2, 4, 8)
     short = {link: link.name.split(" ")[0] for link in LINKS}
     lines = [f"forward pass of one attention layer, batch {batch}, bfloat16, {share:.0%} of the H100's peak"]

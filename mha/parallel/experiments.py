@@ -7,9 +7,11 @@ Both start their processes with `launch.run` (gloo on loopback, bounded in time,
 `torchrun`, `python -m mha.parallel` calls the `summarise_*` functions on results gathered from its own ranks.
 """
 
+from .._validate import check_int
 from .cost import allreduce_bytes, fit_latency_bandwidth
 from .jobs import Problem, Sweep, compare, count_flops, header_bytes, measure_on_rank, on_rank, single_process
-from .launch import choose_backend, run
+from .launch import check_timeout, choose_backend, run
+from .shard import head_split
 
 TOLERANCE = 1e-5  # relative, in float32: the split adds the same numbers in another order (differences ~1e-7)
 
@@ -67,13 +69,27 @@ def check(problem: Problem | None = None, worlds=(1, 2, 4), device: str = "cpu",
         one `summarise_check` dict per world, with "reason" saying which backend ran and why.
     """
     problem = problem or Problem()
+    check_timeout(timeout)
+    plans = []
+    for world in _worlds(worlds):  # every world checked before the first process starts
+        head_split(problem.heads, world, problem.kv_heads)
+        plans.append((world, *choose_backend(world, device)))
     reference = single_process(problem)
     out = []
-    for world in worlds:
-        backend, dev, reason = choose_backend(world, device)
+    for world, backend, dev, reason in plans:
         results = run(on_rank, world, (problem, dev), timeout=timeout, backend=backend)
         out.append({**summarise_check(problem, results, reference), "reason": reason})
     return out
+
+
+def _worlds(worlds) -> list[int]:
+    """The numbers of processes, each a whole number of at least 1, at least one of them."""
+    if isinstance(worlds, int | str) or not hasattr(worlds, "__iter__"):
+        raise TypeError(f"worlds must be a list of numbers of processes, e.g. [1, 2, 4], got {worlds!r}")
+    worlds = [check_int("world", w) for w in worlds]
+    if not worlds:
+        raise ValueError("worlds must hold at least one number of processes, got none")
+    return worlds
 
 
 def summarise_measure(sweep: Sweep, results: list[dict]) -> dict:
@@ -120,8 +136,9 @@ def measure(sweep: Sweep | None = None, worlds=(1, 2, 4), timeout: float = 300.0
     World 1 is one process running the layer whole (nothing to all-reduce), in the same conditions as the others.
     """
     sweep = sweep or Sweep()
+    check_timeout(timeout)
     out = []
-    for world in worlds:
+    for world in _worlds(worlds):
         results = run(measure_on_rank, world, (sweep,), timeout=timeout)
         out.append(summarise_measure(sweep, results))
     return out

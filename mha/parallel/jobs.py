@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.distributed as dist
 
+from .._validate import check_int, head_size
 from ..multihead import MultiHeadAttention
 from .layer import HeadParallelAttention
 from .shard import head_split, module_from_weights
@@ -40,6 +41,15 @@ class Problem:
     kv_heads: int | None = None
     causal: bool = False
     seed: int = 0
+
+    def __post_init__(self):  # checked where it enters: before any process starts
+        for name in ("batch", "seq", "d_model", "heads"):
+            check_int(name, getattr(self, name))
+        if self.kv_heads is not None:
+            check_int("kv_heads", self.kv_heads)
+        check_int("seed", self.seed, minimum=0)
+        head_size(self.d_model, self.heads)
+        head_split(self.heads, 1, self.kv_heads)
 
     @property
     def kv(self) -> int:

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from .._validate import check_positive
+
 LOOPBACK = "127.0.0.1"
 NEWLINE = "\n"
 
@@ -81,6 +83,11 @@ def choose_backend(world: int, device: str = "auto") -> tuple[str, str, str]:
     return "gloo", "cpu", f"{why}: gloo on CPU instead"
 
 
+def check_timeout(timeout) -> float:
+    """Seconds a run may take: a finite number above 0 (a timer cannot wait forever)."""
+    return check_positive("timeout", timeout, "a number of seconds")
+
+
 def target_name(function) -> str:
     """ "package.module:function" for an importable function; a clear error for one defined in a notebook."""
     module, name = getattr(function, "__module__", None), getattr(function, "__qualname__", "")
@@ -119,8 +126,7 @@ def run(
     """
     if not isinstance(world, int) or isinstance(world, bool) or world < 1:
         raise ValueError(f"world must be a positive integer (the number of processes), got {world!r}")
-    if not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_timeout(timeout)
     if backend not in ("gloo", "nccl"):
         raise ValueError(f"backend must be 'gloo' or 'nccl', got {backend!r}")
     target = target_name(function)

@@ -17,7 +17,7 @@ from ..attention import attention
 from ..heads import merge_heads, split_heads
 from ..multihead import _prepare
 from .collectives import copy_to_ranks, sum_over_ranks, world_size
-from .shard import KEYS, head_split, kv_heads_in, shard, weights_of
+from .shard import KEYS, check_weights_dict, head_split, kv_heads_in, shard, weights_of
 
 
 class HeadParallelAttention(nn.Module):
@@ -66,6 +66,7 @@ class HeadParallelAttention(nn.Module):
         cls, weights: dict, heads: int, world: int = 1, rank: int = 0, kv_heads: int | None = None, group=None
     ) -> "HeadParallelAttention":
         """Rank `rank`'s share of the layer whose weights are `weights` (a dict of `mha.parallel.shard.KEYS`)."""
+        check_weights_dict(weights)
         d_model = weights["W_Q"].shape[-1]
         if weights["W_Q"].shape[0] != d_model:
             raise ValueError(f"W_Q has shape {fmt_shape(weights['W_Q'].shape)}: expected (d_model, d_model)")
@@ -88,10 +89,13 @@ class HeadParallelAttention(nn.Module):
             "W_Q": self.q_proj.weight, "b_Q": self.q_proj.bias, "W_K": self.k_proj.weight, "b_K": self.k_proj.bias,
             "W_V": self.v_proj.weight, "b_V": self.v_proj.bias, "W_O": self.out_proj.weight, "b_O": self.out_bias,
         }  # fmt: skip
+        check_weights_dict(mine, "mine")
         with torch.no_grad():
             for key, target in targets.items():
                 if target is None:
                     continue
+                if mine[key] is None:
+                    raise ValueError(f"mine[{key!r}] is None, but this layer has biases: expected a tensor")
                 if tuple(mine[key].shape) != tuple(target.shape):
                     raise ValueError(
                         f"{key} for rank {self.rank} of {self.world} has shape {fmt_shape(mine[key].shape)}, "

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import fmt_shape, head_size
+from .._validate import check_same_device, fmt_shape, head_size
 
 KEYS = ("W_Q", "b_Q", "W_K", "b_K", "W_V", "b_V", "W_O", "b_O")
 
@@ -126,6 +126,40 @@ def head_split(heads: int, world: int, kv_heads: int | None = None, d_head: int 
     return HeadSplit(heads, world, kv_heads, d_head)
 
 
+def check_weights_dict(weights, name: str = "weights") -> dict:
+    """A layer's weights as `weights_of` returns them: a dict holding every key of `KEYS`, each a tensor of
+    floating-point numbers (None allowed for a bias), all of one dtype and on one device."""
+    if not isinstance(weights, dict):
+        raise TypeError(
+            f"{name} must be a dict of the layer's weights with the keys {list(KEYS)} (see weights_of), "
+            f"got {type(weights).__name__}"
+        )
+    missing = [k for k in KEYS if k not in weights]
+    if missing:
+        raise ValueError(f"{name} lack {missing}: expected the keys {list(KEYS)} (None for a missing bias)")
+    for key in KEYS:
+        t = weights[key]
+        if t is None and key.startswith("b"):
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}[{key!r}] must be a torch.Tensor, got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}[{key!r}] must hold floating-point numbers, got dtype {t.dtype}")
+    tensors = [(f"{name}[{k!r}]", weights[k]) for k in KEYS if weights[k] is not None]
+    for other, t in tensors[1:]:
+        if t.dtype != tensors[0][1].dtype:
+            raise TypeError(
+                f"{other} has dtype {t.dtype} but {tensors[0][0]} {tensors[0][1].dtype}: expected one dtype"
+            )
+    check_same_device(*tensors)
+    for key in ("W_Q", "W_K", "W_V", "W_O"):
+        if weights[key].ndim != 2:
+            raise ValueError(
+                f"{name}[{key!r}] must be a matrix (2 dimensions), got shape {fmt_shape(weights[key].shape)}"
+            )
+    return weights
+
+
 def weights_of(module) -> dict:
     """The weights of a `mha.MultiHeadAttention` (or a module with the same attributes), as a dict of `KEYS`.
 
@@ -137,6 +171,12 @@ def weights_of(module) -> dict:
         {"W_Q": (heads·d_head, d_model), "b_Q": ..., "W_K": (kv_heads·d_head, d_model), ..., "W_O": (d_model,
         heads·d_head), "b_O": (d_model,)}, detached; biases are None when the module has none.
     """
+    linear = [getattr(module, name, None) for name in ("in_proj", "out_proj")]
+    if not all(isinstance(layer, torch.nn.Linear) for layer in linear):
+        raise TypeError(
+            f"module must be a mha.MultiHeadAttention (or a module with in_proj and out_proj nn.Linear layers), got "
+            f"{type(module).__name__}"
+        )
     q_rows = module.out_proj.weight.shape[1]  # W_O reads the concatenated heads: as many features as W_Q has rows
     kv_rows, odd = divmod(module.in_proj.weight.shape[0] - q_rows, 2)
     if odd or kv_rows < 1:
@@ -155,6 +195,7 @@ def weights_of(module) -> dict:
 
 def kv_heads_in(weights: dict, heads: int) -> int:
     """How many K/V heads the weights hold: W_K's rows over d_head (heads when it has as many rows as W_Q)."""
+    check_weights_dict(weights)
     d_head = head_size(weights["W_Q"].shape[0], heads)
     kv_heads, rest = divmod(weights["W_K"].shape[0], d_head)
     if rest or kv_heads < 1:
@@ -166,9 +207,7 @@ def kv_heads_in(weights: dict, heads: int) -> int:
 
 def _check_weights(weights: dict, split: HeadSplit) -> int:
     """d_model, after checking that every tensor has the shape the split expects."""
-    missing = [k for k in KEYS if k not in weights]
-    if missing:
-        raise ValueError(f"weights lack {missing}: expected the keys {list(KEYS)} (None for a missing bias)")
+    check_weights_dict(weights)
     d_model = weights["W_Q"].shape[-1]
     q_features, kv_features = split.heads * split.d_head, split.kv_heads * split.d_head
     expected = {
@@ -210,6 +249,7 @@ def shard(weights: dict, heads: int, world: int, rank: int, kv_heads: int | None
         a dict of `KEYS`: "W_Q" (heads/world·d_head, d_model), ..., "W_O" (d_model, heads/world·d_head), and
         "b_O" (d_model,) whole, to be added once after the sum. The tensors are copies.
     """
+    check_weights_dict(weights)
     split = head_split(heads, world, kv_heads, head_size(weights["W_Q"].shape[0], heads))
     _check_weights(weights, split)
     rows, kv_rows = split.rows(rank), split.kv_rows(rank)
@@ -237,8 +277,14 @@ def gather(shards: list[dict], heads: int, kv_heads: int | None = None) -> dict:
     Returns:
         the whole layer's weights, a dict of `KEYS`.
     """
+    if isinstance(shards, dict) or not isinstance(shards, list | tuple):
+        raise TypeError(
+            f"shards must be a list of every rank's slices (dicts, as shard returns), got {type(shards).__name__}"
+        )
     if not shards:
         raise ValueError("gather needs the slices of at least one rank, got none")
+    for rank, piece in enumerate(shards):
+        check_weights_dict(piece, f"shards[{rank}]")
     world = len(shards)
     d_head = head_size(shards[0]["W_Q"].shape[0] * world, heads)
     split = head_split(heads, world, kv_heads, d_head)
@@ -272,6 +318,7 @@ def module_from_weights(weights: dict, heads: int):
     """
     from ..multihead import MultiHeadAttention
 
+    check_weights_dict(weights)
     d_model = weights["W_Q"].shape[-1]
     kv_heads = kv_heads_in(weights, heads)
     _check_weights(weights, head_split(heads, 1, kv_heads, head_size(weights["W_Q"].shape[0], heads)))

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._validate import check_int, check_positive, head_size
 from ..heads import split_heads
 from ..masks import causal_mask
 from ..positions import SCHEMES, RotaryMultiHeadAttention, apply_rope, check_scheme
@@ -72,7 +73,7 @@ class SentenceStream:
     vocab = TemplateLanguage.vocab
 
     def __post_init__(self):
-        if not isinstance(self.seq, int) or self.seq < 1:
+        if isinstance(self.seq, bool) or not isinstance(self.seq, int) or self.seq < 1:
             raise ValueError(f"seq must be a positive integer, got {self.seq!r}")
 
     @property
@@ -88,6 +89,7 @@ class SentenceStream:
             returns tokens (batch, seq) and targets (batch, seq, relations), int64; targets are IGNORE_INDEX
             everywhere but at each "it".
         """
+        check_int("batch", batch)
         language = TemplateLanguage()
         tokens = torch.full((batch, self.seq), PAD)
         targets = torch.full((batch, self.seq, self.relations), IGNORE_INDEX)
@@ -134,9 +136,15 @@ class LengthSetting:
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}: expected one of {list(TASKS)}")
         check_scheme(self.positions)
+        if isinstance(self.factors, str) or not hasattr(self.factors, "__iter__"):
+            raise ValueError(f"factors must be a list of positive integers, e.g. (1, 2, 4), got {self.factors!r}")
         object.__setattr__(self, "factors", tuple(self.factors))
-        if not self.factors or any(not isinstance(f, int) or f < 1 for f in self.factors):
+        if not self.factors or any(isinstance(f, bool) or not isinstance(f, int) or f < 1 for f in self.factors):
             raise ValueError(f"factors must be positive integers, got {self.factors!r}")
+        for name in ("trained", "heads", "d_model", "steps", "batch", "eval_batch"):
+            check_int(name, getattr(self, name))
+        head_size(self.d_model, self.heads)
+        check_positive("lr", self.lr, "a learning rate")
 
     @property
     def longest(self) -> int:
@@ -187,6 +195,8 @@ def window_mask(seq: int, window: int) -> torch.Tensor:
     Shape:
         returns (seq, seq) bool, indexed (q_pos, k_pos).
     """
+    check_int("seq", seq)
+    check_int("window", window)
     positions = torch.arange(seq)
     return positions[:, None] - positions[None, :] < window  # (q_pos, k_pos)
 
@@ -402,6 +412,12 @@ def run_all(settings, seeds, progress: bool = True, log=None, keep_models: bool 
     Shape:
         returns a list of records (see `run`), or (records, models) with keep_models.
     """
+    check_int("jobs", jobs)
+    for seed in seeds:
+        check_int("seed", seed, minimum=0)
+    for setting in settings:
+        if not isinstance(setting, LengthSetting):
+            raise TypeError(f"settings must be LengthSettings (see settings_for), got {type(setting).__name__}")
     pairs = [(setting, seed) for setting in settings for seed in seeds]
     if jobs > 1:
         if keep_models:
