@@ -13,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from .._commands import run_subcommand, subcommand_parser
+from .._commands import run_subcommand, seed_number, subcommand_parser
 from .._provenance import rounded, stamp, writable, write_results
 from ..positions import SCHEMES
 from . import induction, minilm, text
@@ -31,7 +31,9 @@ def _positive(value: str) -> int:
 
 def _induction_arguments(parser: argparse.ArgumentParser) -> None:
     default = induction.InductionSetting()
-    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4")
+    parser.add_argument(
+        "--seeds", "--seed", type=seed_number, nargs="+", default=[0, 1, 2, 3, 4], help="default: 0 1 2 3 4"
+    )
     parser.add_argument(
         "--layers",
         type=int,
@@ -73,7 +75,7 @@ def _induction(args) -> None:
 
 
 def _text_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", "--seed", type=int, nargs="+", default=[0, 1], help="default: 0 1")
+    parser.add_argument("--seeds", "--seed", type=seed_number, nargs="+", default=[0, 1], help="default: 0 1")
     parser.add_argument("--steps", type=_positive, default=text.TextSetting.steps, help="training steps")
     parser.add_argument("--json", metavar="PATH", help="write the runs to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
