@@ -37,10 +37,15 @@ def missing() -> str | None:
         return "the Slurm test runs on Linux"
     if os.geteuid() != 0:
         return "the Slurm test runs as root (its daemons and the job array run as root on one node)"
-    absent = [p for p in PROGRAMS if not shutil.which(p)]
+    absent = [p for p in PROGRAMS if not _program(p)]
     if absent:
         return f"{', '.join(absent)} not found: install Slurm and munge (`{INSTALL}`)"
     return None
+
+
+def _program(name: str) -> str | None:
+    """Its full path; the daemons are in /usr/sbin, which a non-login shell's PATH may lack."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
 
 
 def _free_port() -> int:
@@ -77,7 +82,7 @@ class Cluster:
     def _start(self, name: str, *args: str) -> None:
         out = open(self.folder / "log" / f"{name}.out", "w")
         proc = subprocess.Popen(
-            [name, *args], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            [_program(name), *args], env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )  # fmt: skip
         out.close()
         self.daemons[name] = proc
@@ -124,7 +129,7 @@ NodeName={host} NodeAddr=127.0.0.1 CPUs={NODE_CPUS} RealMemory={NODE_MEMORY_MB} 
 PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """
         )
-        self.version = subprocess.run(["slurmctld", "-V"], capture_output=True, text=True).stdout.split()[-1]
+        self.version = subprocess.run([_program("slurmctld"), "-V"], capture_output=True, text=True).stdout.split()[-1]
         self._start(
             "munged", "--foreground", f"--key-file={key}", f"--socket={socket_path}",
             f"--pid-file={f / 'munge' / 'munged.pid'}", f"--seed-file={f / 'munge' / 'munged.seed'}",
@@ -147,7 +152,9 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         time.sleep(0.5)
 
     def run(self, *command: str, cwd: Path | None = None, check: bool = True) -> str:
-        result = subprocess.run(command, env=self.env, cwd=cwd, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [_program(command[0]), *command[1:]], env=self.env, cwd=cwd, capture_output=True, text=True, timeout=60
+        )
         if check and result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr}")
         return result.stdout
