@@ -38,7 +38,8 @@ def slurm_sentence() -> str:
         f"only its array cut to `{group['array']}` for a class of {group['students']} students with lesson 01's "
         f"notebook: from `sbatch` to the array's end took {seconds['slurm_array']:.0f} s and the merge "
         f"{seconds['merge']:.0f} s, and the same class graded on one machine with the same seed took "
-        f"{seconds['one_machine']:.0f} s"
+        f"{seconds['one_machine']:.0f} s (on {record['cpus']} cores, at a load average of "
+        f"{record['load_average_1min_at_end']:.0f})"
     )
 
 

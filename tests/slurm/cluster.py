@@ -71,6 +71,7 @@ class Cluster:
         self.ports = (_free_port(), _free_port())
         self.before = _listing()
         self.version = ""
+        self.start_seconds = 0.0
 
     def log(self, name: str, tail: int = 3000) -> str:
         path = self.folder / "log" / f"{name}.log"
@@ -90,6 +91,7 @@ class Cluster:
 
     def start(self) -> None:
         """Start the three daemons; a RuntimeError, with their logs, if the node is not idle within a minute."""
+        started = time.monotonic()
         f = self.folder
         for name in ("munge", "state", "spool", "log"):
             (f / name).mkdir()
@@ -142,6 +144,7 @@ PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
         self._start("slurmd", "-D", "-N", host)
         while self.run("sinfo", "-h", "-o", "%T", check=False).strip() != "idle":
             self._check(deadline, "the node")
+        self.start_seconds = round(time.monotonic() - started, 1)
 
     def _check(self, deadline: float, what: str) -> None:
         dead = [name for name, proc in self.daemons.items() if proc.poll() is not None]

@@ -113,6 +113,7 @@ def test_the_guides_slurm_recipe_on_a_real_cluster(slurm):
         f"--- {name}\n{text[-3000:]}" for name, text in outputs.items()
     )
     assert sorted(p.name for p in (course / "grades").iterdir()) == [f"shard-{k}.csv" for k in range(3)]
+    isolation = {re.search(r"^isolation: ([a-z]+)", text, re.MULTILINE)[1] for text in outputs.values()}
 
     start = time.monotonic()
     merged = _bash(blocks["merge"][1], course, shell)  # the guide's merge, as printed
@@ -153,8 +154,10 @@ def test_the_guides_slurm_recipe_on_a_real_cluster(slurm):
                 "slurm": slurm.version,
                 "cpus": os.cpu_count(),
                 "load_average_1min_at_end": round(os.getloadavg()[0], 1),  # other work on the machine slows it
+                "node": {"cpus_declared": cluster.NODE_CPUS, "memory_mb_declared": cluster.NODE_MEMORY_MB},
                 "class": {"students": len(STUDENTS), "lesson": LESSON01, "array": TASKS},
-                "seconds": times,
+                "isolation": sorted(isolation),
+                "seconds": {"cluster_start": slurm.start_seconds, **times},
                 "identical_csv": True,
             },
         )
