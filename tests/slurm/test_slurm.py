@@ -1,11 +1,12 @@
 """The instructor guide's Slurm recipe, done for real: `make test-slurm`.
 
 A one-node Slurm cluster (tests/slurm/cluster.py) grades a class of three students with lesson 01's notebook (ada
-right, bob forgets to scale the scores, cy hands in ada's answers) with the guide's `grade.sbatch` as printed, only
-its array's range cut to the class (0-2); then the guide's merge step, as printed. Its CSV and feedback must be those
-of the same class graded on one machine with the same seed, byte for byte; with one shard's CSV missing, the same
-merge must fail and name the student. Every daemon and job is stopped and every file the cluster made removed at the
-end, also on failure or timeout.
+right, bob forgets to scale the scores, cy hands in ada's answers with a causal mask that only a drawn case finds
+wrong) with the guide's `grade.sbatch` as printed, only its array's range cut to the class (0-2); then the guide's
+merge step, as printed. Its CSV must be that of the same class graded on one machine with the same seed, byte for
+byte, and its feedback too, but for where a note breaks its line. The comparison is shown to fail: another seed
+gives another CSV, and with one shard's CSV missing the same merge fails and names the student. Every daemon and job
+is stopped and every file the cluster made removed at the end, also on failure or timeout.
 
     make test-slurm                                                   # skipped, saying why, where Slurm is missing
     MHA_SLURM_RECORD=notebooks/results/slurm.json make test-slurm     # also record the times measured
@@ -68,7 +69,10 @@ def _course(folder: Path) -> Path:
     submissions = folder / "submissions"
     honest(submissions / "ada" / LESSON01)
     honest(submissions / "bob" / LESSON01, change=(" / q.shape[-1] ** 0.5", ""))  # forgets the scaling
-    honest(submissions / "cy" / LESSON01)  # ada's answers: flagged across shards once merged
+    # ada's answers (flagged across shards once merged), but a causal mask wrong past 8 positions: only a case drawn
+    # from the seed finds it (the fixed ones stop at 7), so that another seed gives another CSV
+    right = "torch.tril(torch.ones(seq, seq)).bool()"
+    honest(submissions / "cy" / LESSON01, change=(right, f"{right} if seq <= 8 else torch.ones(seq, seq).bool()"))
     return folder
 
 
@@ -76,6 +80,15 @@ def _bash(code: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["bash", "-euo", "pipefail", "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def _one_machine(course: Path, out: Path, seed: int | str, shell: dict) -> bytes:
+    """The CSV of the course's submissions graded on this machine alone (feedback in `out`/fb)."""
+    out.mkdir()
+    command = f"python -m mha.course grade submissions --seed {seed} --csv {out}/grades.csv --feedback {out}/fb"
+    result = _bash(command, course, shell)
+    assert result.returncode == 0, f"grading on one machine failed:\n{result.stdout}\n{result.stderr}"
+    return (out / "grades.csv").read_bytes()
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -122,20 +135,27 @@ def test_the_guides_slurm_recipe_on_a_real_cluster(slurm):
 
     # the same class on one machine, with the same seed
     alone = work / "one-machine"
-    alone.mkdir()
-    command = f"python -m mha.course grade submissions --seed {seed} --csv {alone}/grades.csv --feedback {alone}/fb"
     start = time.monotonic()
-    single = _bash(command, course, shell)
+    theirs = _one_machine(course, alone, seed, shell)
     times["one_machine"] = round(time.monotonic() - start, 1)
-    assert single.returncode == 0, f"grading on one machine failed:\n{single.stdout}\n{single.stderr}"
 
-    ours, theirs = (course / "grades.csv").read_bytes(), (alone / "grades.csv").read_bytes()
+    ours = (course / "grades.csv").read_bytes()
     assert ours == theirs, "the shards, merged, differ from one machine's grading"
-    assert _files(course / "feedback") == _files(alone / "fb"), "the feedback differs from one machine's"
+    # the feedback too, but for where a note breaks its line: the merge writes it from the CSV, which keeps every
+    # note on one line (cy's drawn case: "... expected False\n(a case drawn at random; ...)" on one machine)
+    merged_fb, alone_fb = _files(course / "feedback"), _files(alone / "fb")
+    assert merged_fb.keys() == alone_fb.keys()
+    for name, text in merged_fb.items():
+        assert text.split() == alone_fb[name].split(), f"{name}: the feedback differs from one machine's"
+    line_breaks = sorted(name for name in merged_fb if merged_fb[name] != alone_fb[name])
     text = ours.decode("utf-8-sig")
     assert "same answer as cy" in text and "you did not scale" in text  # a flag across shards; bob's mistake
 
-    # the comparison can fail: the same merge with one shard's CSV missing names the student and differs
+    # the comparison can fail: another seed gives another CSV (cy's drawn case), and so does a shard missing,
+    # which the same merge detects, naming the student
+    other = _one_machine(course, work / "other-seed", int(seed) + 1, shell)
+    lines = set(theirs.decode("utf-8-sig").splitlines()) ^ set(other.decode("utf-8-sig").splitlines())
+    assert lines and all(line.startswith("cy,01_attention_from_scratch.ipynb,01,causal_mask,False,") for line in lines)
     (course / "grades" / "shard-2.csv").rename(work / "shard-2.csv")
     partial = _bash(blocks["merge"][1], course, shell)
     assert partial.returncode == 1 and "no rows for 1 student(s): cy; is a shard missing?" in partial.stdout
@@ -159,5 +179,8 @@ def test_the_guides_slurm_recipe_on_a_real_cluster(slurm):
                 "isolation": sorted(isolation),
                 "seconds": {"cluster_start": slurm.start_seconds, **times},
                 "identical_csv": True,
+                "feedback_differing_only_in_line_breaks": line_breaks,
+                "rows_differing_with_another_seed": len(lines) // 2,
+                "missing_shard_detected": True,
             },
         )
