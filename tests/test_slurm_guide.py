@@ -46,6 +46,7 @@ def slurm_sentence() -> str:
 def test_the_guide_quotes_the_times_the_slurm_test_measured():
     record = json.loads(RECORD.read_text())
     assert record["identical_csv"] is True and record["missing_shard_detected"] is True
+    assert record["identical_feedback"] is True
     assert record["rows_differing_with_another_seed"] > 0, "the comparison must be one that can fail"
     assert record["provenance"]["command"].endswith("make test-slurm")
     guide = " ".join(recipe.section().split())

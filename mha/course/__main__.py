@@ -137,9 +137,10 @@ def _grade(argv) -> int:
     except (ValueError, RuntimeError) as error:
         print(f"error: {report.safe(error)}", file=sys.stderr)
         return 2
-    _write(out, report.to_csv(grading.rows))
-    if args.feedback is not None:
-        _write_feedback(args.feedback, grading.rows)
+    csv_text = report.to_csv(grading.rows)
+    _write(out, csv_text)
+    if args.feedback is not None:  # from the rows as the CSV holds them: the same files as `grade merge` writes
+        _write_feedback(args.feedback, report.from_csv(csv_text))
     print(grade.summary(grading))
     print(f"\nwrote {out}" + (f" and {args.feedback}/" if args.feedback else ""))
     return 0
