@@ -616,3 +616,39 @@ def test_stubs_fail_their_checks_without_crashing_them(lesson, tmp_path, monkeyp
     results = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["exercise"] for r in results] == exercise_names(lesson)
     assert not any(r["passed"] for r in results)
+
+
+def test_a_check_judged_on_wall_time_runs_a_stretched_case_again_and_a_wrong_answer_still_fails():
+    from mha.checks import lesson06
+
+    def right(function, warmup, repeats):
+        for _ in range(warmup):
+            function()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            function()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2] if repeats % 2 else sum(sorted(times)[repeats // 2 - 1 :][:2]) / 2
+
+    stretched = {"calls": 0}
+
+    def once_stretched(function, warmup, repeats):  # a busy moment: the first run of the first case comes out slow
+        stretched["calls"] += 1
+        return right(function, warmup, repeats) + (0.05 if stretched["calls"] == 1 else 0.0)
+
+    def mean(function, warmup, repeats):
+        for _ in range(warmup):
+            function()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            function()
+        return (time.perf_counter() - start) / repeats
+
+    assert lesson06.time_it.retries == 1
+    assert lesson06.time_it.run(once_stretched, seed=0, blame=False)[0] is None
+    message, _ = lesson06.time_it.run(mean, seed=0, blame=False)
+    assert message is not None and "mean" in message
+    no_retry = lesson06.time_it.__class__(**{**vars(lesson06.time_it), "retries": 0})
+    stretched["calls"] = 0
+    assert no_retry.run(once_stretched, seed=0, blame=False)[0] is not None, "without the rerun it fails"

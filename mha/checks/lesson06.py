@@ -345,6 +345,7 @@ time_it = register(
         cases=_timer_cases,
         judge=_timer_judge,
         mutable=("function",),
+        retries=1,
     )
 )
 

@@ -562,39 +562,61 @@ def _ask(process, exercise, seed: int, requests: int, replies: int, lesson: str,
         return {"note": note, "calls": sorted(calls)}
 
     for case in drawn:
-        left = budget - time.monotonic()
-        if left <= 0:
-            why = f"the notebook's calls used up their {limits.call_timeout:g} s (--call-timeout)"
-            return so_far(f"not graded: {why}"), why
-        allowed = min(judging.time_allowed(exercise), left)
-        deadline = time.monotonic() + allowed
-        request = {"op": "call", "lesson": lesson, "exercise": exercise.name, "cases": [judging.case_to_plain(case)]}
-        try:
-            wire.send(requests, request, deadline=deadline, spec_of=judging.spec_of)
-            reply = wire.receive(replies, deadline=deadline, max_bytes=wire.MAX_REPLY)
-        except wire.TooLate:
-            if allowed < judging.time_allowed(exercise):  # the notebook's budget ran out, not this case's limit
+        for attempt in range(exercise.retries + 1):
+            left = budget - time.monotonic()
+            if left <= 0:
                 why = f"the notebook's calls used up their {limits.call_timeout:g} s (--call-timeout)"
-                return so_far(f"not graded: {why}"), why + " and its process was stopped"
-            ended = f"{name} ran past {allowed:.3g} s and the notebook's process was stopped"
-            return so_far(f"{name} did not answer within {allowed:.3g} s"), ended
-        except wire.Closed:
-            ended = f"the notebook's process ended while answering exercise '{exercise.name}'{_how_it_ended(process)}"
-            return so_far(ended), ended
-        except wire.WireError as error:
-            return so_far(f"the answer could not be read ({error})"), "its process broke the protocol"
-        if not isinstance(reply, dict) or reply.get("missing") is not False or isinstance(reply.get("origin"), str):
-            return _judge(exercise, [case], reply, seed, lesson), ""  # no function, or the course's own (its word)
-        if isinstance(reply.get("calls"), list):
-            calls |= {c for c in reply["calls"] if isinstance(c, str)}
-        got = reply.get("outcomes")
-        if not isinstance(got, list) or len(got) != 1:
-            return so_far("the answer could not be read (no outcome)"), ""
+                return so_far(f"not graded: {why}"), why
+            allowed = min(judging.time_allowed(exercise), left)
+            deadline = time.monotonic() + allowed
+            request = {
+                "op": "call",
+                "lesson": lesson,
+                "exercise": exercise.name,
+                "cases": [judging.case_to_plain(case)],
+            }
+            try:
+                wire.send(requests, request, deadline=deadline, spec_of=judging.spec_of)
+                reply = wire.receive(replies, deadline=deadline, max_bytes=wire.MAX_REPLY)
+            except wire.TooLate:
+                if allowed < judging.time_allowed(exercise):  # the notebook's budget ran out, not this case's limit
+                    why = f"the notebook's calls used up their {limits.call_timeout:g} s (--call-timeout)"
+                    return so_far(f"not graded: {why}"), why + " and its process was stopped"
+                ended = f"{name} ran past {allowed:.3g} s and the notebook's process was stopped"
+                return so_far(f"{name} did not answer within {allowed:.3g} s"), ended
+            except wire.Closed:
+                ended = (
+                    f"the notebook's process ended while answering exercise '{exercise.name}'{_how_it_ended(process)}"
+                )
+                return so_far(ended), ended
+            except wire.WireError as error:
+                return so_far(f"the answer could not be read ({error})"), "its process broke the protocol"
+            if not isinstance(reply, dict) or reply.get("missing") is not False or isinstance(reply.get("origin"), str):
+                return _judge(exercise, [case], reply, seed, lesson), ""  # no function, or the course's own (its word)
+            if isinstance(reply.get("calls"), list):
+                calls |= {c for c in reply["calls"] if isinstance(c, str)}
+            got = reply.get("outcomes")
+            if not isinstance(got, list) or len(got) != 1:
+                return so_far("the answer could not be read (no outcome)"), ""
+            if attempt < exercise.retries and _wrong_once(exercise, case, got[0], seed):
+                continue  # judged on wall time: a busy machine may have stretched it; run it again
+            break
         outcomes.append(got[0])
         if isinstance(got[0], dict) and got[0].get("timed_out") is True:
             break  # every other case would wait as long
     reply = {"missing": False, "origin": None, "calls": sorted(calls), "outcomes": outcomes}
     return _judge(exercise, drawn, reply, seed, lesson), ""
+
+
+def _wrong_once(exercise, case, outcome, seed: int) -> bool:
+    """Whether one case's outcome, judged alone, fails (not for a time-out or an outcome that cannot be read)."""
+    clean = _outcome(outcome)
+    if clean is None or clean["timed_out"]:
+        return False
+    try:
+        return judging.verdict(exercise, [case], [clean], seed) is not None
+    except Exception:  # noqa: BLE001 - judged once more, with every case, by _judge
+        return False
 
 
 def _judge(exercise, drawn: list, reply, seed: int, lesson: str) -> dict:
