@@ -8,6 +8,8 @@ answers; `--course DIR` names a course folder; where neither is there, the summa
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -86,3 +88,21 @@ def test_the_course_option_names_a_folder_with_solutions(tmp_path, capsys):
 
 def test_the_course_names_of_the_notebooks_travel_with_the_package():
     assert answers.shipped_notebooks() == {p.name for p in (ROOT / "exercises").glob("[0-9][0-9]_*.ipynb")}
+
+
+def test_the_fingerprints_do_not_depend_on_what_the_process_imported_before():
+    # a course name an answer uses (mha.toy.tasks.IGNORE_INDEX) once depended on whether mha.toy.tasks was imported
+    code = (
+        "import sys; from pathlib import Path; from mha.course import answers\n"
+        "if sys.argv[1] == 'all':\n"
+        "    import mha.checks, mha.toy, mha.toy.tasks, mha.toy.language\n"
+        "    mha.checks.load_all()\n"
+        "print(answers.fingerprints_text(Path(sys.argv[2])))"
+    )
+    texts = [
+        subprocess.run(
+            [sys.executable, "-c", code, which, str(ROOT)], capture_output=True, text=True, check=True
+        ).stdout
+        for which in ("none", "all")
+    ]
+    assert texts[0] == texts[1]

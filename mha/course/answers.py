@@ -350,6 +350,19 @@ def _bound_names(node) -> set[str]:
     return names
 
 
+def _course_module(name: str):
+    """The course's module of that name, imported if it is not yet, so that a name means the same whatever this
+    process imported before; None if the course has no such module (or it is a command's `__main__`)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if "__main__" in name.split("."):
+        return None
+    try:
+        return importlib.import_module(name)
+    except Exception:  # noqa: BLE001 - not a module of the course (or one that cannot be imported here)
+        return None
+
+
 def canonical(qualified: str) -> str:
     """The course object's own name: `mha.attention` -> "mha.attention.attention"; the deepest course function,
     class or module along the way (`mha.attention.__code__` -> "mha.attention.attention"); as written if none."""
@@ -360,7 +373,7 @@ def canonical(qualified: str) -> str:
     found = "mha"
     for depth in range(2, len(parts) + 1):
         # the package's attribute first: `mha.attention` is the function the package exports, not its module
-        obj = getattr(obj, parts[depth - 1], None) or sys.modules.get(".".join(parts[:depth]))
+        obj = getattr(obj, parts[depth - 1], None) or _course_module(".".join(parts[:depth]))
         if obj is None:
             break
         module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
