@@ -143,6 +143,7 @@ def _under_torchrun(job, args, device):
         mine = job(*args, dev) if job is on_rank else job(*args)
         everyone = [None] * world if rank == 0 else None
         dist.gather_object(mine, everyone, dst=0)
+        dist.barrier()  # no rank tears its connections down while another still reads from them (gloo aborts)
     finally:
         dist.destroy_process_group()
     return (everyone, f"started by torchrun; {reason}") if rank == 0 else None
