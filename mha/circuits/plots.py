@@ -65,7 +65,7 @@ def loss_curves(records: list[dict], ax=None, halfway: bool = True):
             losses = [p["loss"] for p in r["curve"]]
             ax.plot(steps, losses, color=colours[label], alpha=0.8, label=label if i == 0 else None)
             if halfway and r["layers"] > 1 and r["halfway"] is not None:
-                name = None if marked else "dotted: the step where the loss fell halfway (the phase change)"
+                name = None if marked else "where the loss fell halfway (the phase change)"
                 ax.axvline(r["halfway"], color=colours[label], ls=":", alpha=0.5, label=name)
                 marked = True
     ax.set(xlabel="training step", ylabel="held-out loss (all positions)")
