@@ -24,6 +24,7 @@ from mha.circuits.scores import (
     previous_token_scores,
     qk_matrix,
     random_composition,
+    spread_evenly,
 )
 from mha.positions import RotaryMultiHeadAttention
 from mha.toy.models import AttentionOnlyConfig, build_model, count_parameters
@@ -110,6 +111,8 @@ def test_previous_token_score_of_hand_built_heads():
     scores = previous_token_scores(weights)
     expected_uniform = sum(1 / (i + 1) for i in range(1, seq)) / (seq - 1)
     torch.testing.assert_close(scores, torch.tensor([1.0, 1 / 6, expected_uniform], dtype=torch.float64))
+    even = spread_evenly(2, seq)
+    assert even.shape == (2, 1, seq, seq) and torch.equal(even[1, 0], uniform)
 
 
 def test_induction_score_of_hand_built_patterns():
@@ -335,6 +338,8 @@ def test_a_short_run_records_everything_the_lesson_reads():
     assert row["accuracy"] == induction.predictable_accuracy(model, probe, mask)
     every = ablation_mask(2, 2, [tuple(pair) for pair in record["previous_heads"]])
     assert record["without_previous_heads"]["accuracy"] == induction.predictable_accuracy(model, probe, every)
+    layer0 = ablation_mask(2, 2, [(0, 0), (0, 1)])
+    assert record["without_first_layer"]["accuracy"] == induction.predictable_accuracy(model, probe, layer0)
     assert record["previous_head"] in record["previous_heads"]
     rope, _ = induction.run(induction.InductionSetting(steps=5, positions="rope"), seed=0, progress=False)
     assert "composition" not in rope  # RoPE turns q and k between W_Q and W_K: no single W_QK
@@ -357,6 +362,28 @@ def test_documents_are_about_one_company_and_one_product():
         assert tokens[b, i + 1].item() in products and not any(t in products for t in tokens[b, : i + 1].tolist())
     with pytest.raises(ValueError, match="seq must be an integer of at least 27"):
         text.Documents(seq=10)
+
+
+class _Guesser(torch.nn.Module):
+    """Logits with a fixed share of the probability on the products, spread over them unevenly."""
+
+    def forward(self, tokens):
+        logits = torch.zeros(*tokens.shape, 1, len(text.VOCAB), dtype=torch.float64)
+        logits[..., text.PRODUCT_IDS] = torch.linspace(0.0, 2.0, len(text.PRODUCT_IDS), dtype=torch.float64) + 3.0
+        return logits
+
+
+def test_the_first_mention_loss_splits_into_a_product_and_which_one():
+    tokens, _ = text.Documents(seq=64).sample(8, torch.Generator().manual_seed(0))
+    losses = text.product_losses(_Guesser(), tokens)
+    log_p = _Guesser()(tokens)[0, 0, 0].log_softmax(-1)  # the same guess at every position
+    on_products = log_p[text.PRODUCT_IDS]
+    assert abs(losses["first_any"] + on_products.logsumexp(0).item()) < 1e-12
+    assert abs(losses["first"] - (losses["first_any"] + losses["first_which"])) < 1e-12
+    first, _ = text.product_mentions(tokens)
+    products = tokens[:, 1:][first[:, :-1]]  # the product at each first mention
+    which = -(log_p[products] - on_products.logsumexp(0))  # -ln p(this product | a product)
+    assert abs(losses["first_which"] - which.mean().item()) < 1e-12
 
 
 # --- MiniLM's scores, on hand-built weights ----------------------------------------------------------------------

@@ -266,14 +266,21 @@ def _only(mask: torch.Tensor, which: str) -> torch.Tensor:
     return mask & (keys == pick[..., None])
 
 
-def _score(w: torch.Tensor, targets: torch.Tensor, over: torch.Tensor | None = None, per_sequence: bool = False):
-    """Mean over the queries in `over` (default: those with a target) of the weight on the targets; (layers, heads)."""
+def _score(w: torch.Tensor, targets: torch.Tensor, over: torch.Tensor | None = None, per_sequence: str = ""):
+    """Mean over the queries in `over` (default: those with a target) of the weight on the targets; (layers, heads).
+
+    per_sequence: "" (pooled, the right way), or the mean within each sequence first, then over the sequences, a
+    sequence with no such query being "skipped", "nan" (0 / 0) or "zero".
+    """
     over = targets.any(-1) if over is None else over  # (batch, q)
     on = (w * targets[:, None, None].to(w.dtype)).sum(-1)  # (batch, layers, heads, q)
     if per_sequence:
-        keep = over.any(-1)
-        per = (on * over[:, None, None]).sum(-1) / over.sum(-1).clamp(min=1)[:, None, None]
-        return per[keep].mean(0)
+        count = over.sum(-1)[:, None, None]  # (batch, 1, 1)
+        total = (on * over[:, None, None]).sum(-1)  # (batch, layers, heads)
+        if per_sequence == "nan":
+            return (total / count).mean(0)
+        per = total / count.clamp(min=1)
+        return per.mean(0) if per_sequence == "zero" else per[over.any(-1)].mean(0)
     return (on * over[:, None, None]).sum(dim=(0, -1)) / over.sum()
 
 
@@ -302,9 +309,21 @@ def _induction_judge(case: Case, got, changed) -> None:
                 "average over those",
             ),
             (
-                _score(w64, targets, per_sequence=True),
+                _score(w64, targets, per_sequence="skipped"),
                 "you averaged within each sequence first, then over the sequences; average over every query that "
                 "has an earlier occurrence, of every sequence, together",
+            ),
+            (
+                _score(w64, targets, per_sequence="nan"),
+                "you averaged within each sequence first, then over the sequences: a sequence whose tokens never "
+                "repeat has no such query, so its mean is 0 / 0 = nan, and the mean over the batch with it; average "
+                "over every query that has an earlier occurrence, of every sequence, together",
+            ),
+            (
+                _score(w64, targets, per_sequence="zero"),
+                "you averaged within each sequence first, then over the sequences, counting a sequence whose tokens "
+                "never repeat as 0; average over every query that has an earlier occurrence, of every sequence, "
+                "together",
             ),
             (
                 _score(w64, _shift(_only(earlier, "last"), 1)),

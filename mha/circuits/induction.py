@@ -10,7 +10,8 @@ For each run it records:
   curve        the held-out loss during training (from step 0), and where it fell halfway: the phase change
   accuracy     on the predictable positions of a fixed set of sequences
   scores       every head's previous-token and induction score (`mha.circuits.scores`)
-  ablation     accuracy, and the induction head's score, with each head removed in turn (two layers only)
+  ablation     accuracy, and the induction head's score, with each head removed in turn, with every previous-token
+               head removed, and with every head of layer 0 removed (two layers only)
   composition  the K-, Q- and V-composition score of every pair of heads across the two layers (two layers only)
   in context   the loss at every position: how much lower it is late in a sequence than early (Olsson et al.)
 
@@ -280,6 +281,7 @@ def measure(model, tokens: torch.Tensor) -> dict:
         {"layer": layer, "head": head, **ablated((layer, head))} for layer in range(layers) for head in range(heads)
     ]
     out["without_previous_heads"] = ablated([(0, h) for h in previous_heads])
+    out["without_first_layer"] = ablated([(0, h) for h in range(heads)])  # a weaker previous-token head goes too
     out["ablation"] = ablation
     if model.config.positions != "rope":  # RoPE turns q and k by position between W_Q and W_K: no single W_QK
         first, last = model.layers[0], model.layers[-1]

@@ -58,13 +58,16 @@ def loss_curves(records: list[dict], ax=None, halfway: bool = True):
         _, ax = plt.subplots(figsize=(8, 3.6))
     labels = list(dict.fromkeys(r["label"] for r in records))
     colours = dict(zip(labels, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    marked = False
     for label in labels:
         for i, r in enumerate(x for x in records if x["label"] == label):
             steps = [p["step"] for p in r["curve"]]
             losses = [p["loss"] for p in r["curve"]]
             ax.plot(steps, losses, color=colours[label], alpha=0.8, label=label if i == 0 else None)
             if halfway and r["layers"] > 1 and r["halfway"] is not None:
-                ax.axvline(r["halfway"], color=colours[label], ls=":", alpha=0.5)
+                name = None if marked else "where the loss fell halfway (the phase change)"
+                ax.axvline(r["halfway"], color=colours[label], ls=":", alpha=0.5, label=name)
+                marked = True
     ax.set(xlabel="training step", ylabel="held-out loss (all positions)")
     ax.legend(fontsize=8)
     return ax

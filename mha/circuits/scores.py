@@ -57,6 +57,17 @@ def previous_token_scores(weights: torch.Tensor) -> torch.Tensor:
     return previous_token(weights).mean(dim=0)  # lesson 05's score, per sequence, then over the batch
 
 
+def spread_evenly(batch: int, seq: int) -> torch.Tensor:
+    """The weights of a causal head that spreads its weight evenly over the keys each query sees (1 / (i + 1) on
+    each of keys 0 .. i): the baseline every score of such a head is read against.
+
+    Shape:
+        returns (batch, 1, seq, seq) float64, indexed (q_pos, k_pos).
+    """
+    even = torch.ones(seq, seq, dtype=torch.float64).tril()  # (q_pos, k_pos)
+    return (even / even.sum(-1, keepdim=True)).expand(batch, 1, seq, seq)
+
+
 def after_earlier(tokens: torch.Tensor) -> torch.Tensor:
     """The keys an induction head should look at: True at (q, k) when the token at k - 1 equals the token at q,
     with k - 1 < q (the position just after an earlier occurrence of the query's token).

@@ -43,7 +43,7 @@ from ..toy.models import AttentionOnlyConfig, build_model, count_parameters
 from ..toy.train import TrainConfig, train
 from .induction import in_context_score, position_losses
 from .repeats import next_tokens
-from .scores import head_name, induction_scores, previous_token_scores
+from .scores import head_name, induction_scores, previous_token_scores, spread_evenly
 
 ANALYSIS_SEED = 2_000_003
 EARLY, LATE = 4, 62  # the positions the in-context score compares
@@ -123,19 +123,26 @@ def product_mentions(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def product_losses(model, tokens: torch.Tensor) -> dict[str, float]:
     """The mean loss on the product, at its first mention and at the later ones; and the accuracy of each.
 
+    The loss at the first mention splits exactly into two parts, -ln p(product) = -ln P(a product comes next)
+    - ln p(product | a product comes next): "first_any" and "first_which", their means over the first mentions.
+
     Shape:
-        tokens (batch, seq); returns {"first": float, "later": float, "first_accuracy": ..., "later_accuracy": ...}.
+        tokens (batch, seq); returns {"first": float, "later": float, "first_accuracy": ..., "later_accuracy": ...,
+        "first_any": ..., "first_which": ...}.
     """
     logits = model(tokens)[:, :, 0]  # (batch, seq, vocab)
     targets = torch.cat([tokens[:, 1:], tokens[:, :1]], dim=1)  # (batch, seq): the next word (last one unused)
     losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (batch, seq)
     right = logits.argmax(dim=-1) == targets
     first, later = product_mentions(tokens)
+    any_product = -torch.logsumexp(logits.log_softmax(dim=-1)[..., PRODUCT_IDS], dim=-1)  # (batch, seq)
     return {
         "first": losses[first].double().mean().item(),
         "later": losses[later].double().mean().item(),
         "first_accuracy": right[first].double().mean().item(),
         "later_accuracy": right[later].double().mean().item(),
+        "first_any": any_product[first].double().mean().item(),
+        "first_which": (losses - any_product)[first].double().mean().item(),
     }
 
 
@@ -202,6 +209,7 @@ def run(setting: TextSetting, seed: int, progress: bool = True, analysis: int = 
         "product": product_losses(model, tokens),
         "previous": previous_token_scores(weights).view(layers, heads).tolist(),
         "induction": induction_scores(weights, tokens).view(layers, heads).tolist(),
+        "even_induction": induction_scores(spread_evenly(len(tokens), setting.seq), tokens).item(),
         "seconds": time.perf_counter() - begun,
     }
     return record, model
@@ -228,4 +236,20 @@ def format_text(records: list[dict]) -> str:
         "first mention and at the later ones; later right: the later mentions predicted; best induction: the head",
         "with the highest induction score",
     ]
+    if all("first_any" in r["product"] for r in records):
+        lines += [
+            "",
+            "the loss at the first mention, split: -ln P(a product comes next) - ln p(this product | a product)",
+        ]
+        for r in records:
+            p = r["product"]
+            lines.append(
+                f"{r['label']:<30}{r['seed']:>5}   {p['first']:.2f} = {p['first_any']:.2f} + {p['first_which']:.2f}"
+            )
+    if all("even_induction" in r for r in records):
+        evens = sorted({f"{r['even_induction']:.2f}" for r in records})
+        lines.append(
+            f"a head spreading its weight evenly over the keys each query sees scores {' to '.join(evens)} (induction) "
+            "on these documents"
+        )
     return "\n".join(lines)

@@ -143,6 +143,20 @@ def induction_per_sequence(weights, tokens):
     return per[has.any(-1)].mean(0)
 
 
+def induction_per_sequence_nan(weights, tokens):  # a sequence without a repeat gives 0 / 0
+    after = _after(_earlier(tokens))
+    has = after.any(-1)
+    on = (weights * after[:, None, None]).sum(-1)
+    return ((on * has[:, None, None]).sum(-1) / has.sum(-1)[:, None, None]).mean(0)
+
+
+def induction_per_sequence_zero(weights, tokens):  # a sequence without a repeat counts as 0
+    after = _after(_earlier(tokens))
+    has = after.any(-1)
+    on = (weights * after[:, None, None]).sum(-1)
+    return ((on * has[:, None, None]).sum(-1) / has.sum(-1).clamp(min=1)[:, None, None]).mean(0)
+
+
 def induction_most_recent(weights, tokens):
     earlier = _earlier(tokens)
     keys = torch.arange(tokens.shape[1])
@@ -335,6 +349,8 @@ WRONG = [
     ("induction_scores", induction_one_before, "one position before the earlier occurrence", "classic"),
     ("induction_scores", induction_over_all_queries, "you averaged over every query", "classic"),
     ("induction_scores", induction_per_sequence, "within each sequence first", "classic"),
+    ("induction_scores", induction_per_sequence_nan, "its mean is 0 / 0 = nan", "classic"),
+    ("induction_scores", induction_per_sequence_zero, "counting a sequence whose tokens never repeat as 0", "classic"),
     ("induction_scores", induction_most_recent, "only the most recent earlier occurrence", "classic"),
     ("induction_scores", induction_first_only, "only the first earlier occurrence", "classic"),
     ("induction_scores", induction_float32_only, "returned float32 for float64 inputs", "uniform cases"),
