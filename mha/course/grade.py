@@ -87,6 +87,7 @@ class Grading:
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> wall seconds
     wall: float = 0.0
     cpu: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> CPU seconds used
+    memory_mb: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> its peak, MiB
     jobs: int = 1
     peak_mb: float = 0.0  # the grader's own largest resident memory, MiB
 
@@ -331,6 +332,7 @@ def grade(
                 grading.warnings.append(f"{report.safe(sub.student)}: its work folder {workdir} stays ({error})")
             grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
             grading.cpu[(sub.student, sub.notebook)] = timing.get("cpu", 0.0)
+            grading.memory_mb[(sub.student, sub.notebook)] = timing.get("peak_mb", 0.0)
             free.put(uid)
 
     try:
@@ -398,7 +400,8 @@ def grade_notebook(
 ) -> list[dict]:
     """The rows of one notebook: read its answers, run it sealed off, ask for its answers, judge them here.
 
-    `timing`, if given, receives "cpu": the CPU seconds its processes used.
+    `timing`, if given, receives "cpu": the CPU seconds its processes used, and "peak_mb": the most memory they
+    held together (MiB, as the sandbox's watcher saw it).
     """
     exercises = judging.lesson_exercises(sub.lesson) if sub.lesson else []
     base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson}
@@ -507,6 +510,7 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
     finally:
         if timing is not None:
             timing["cpu"] = process.cpu_seconds()
+            timing["peak_mb"] = process.peak_memory / 2**20
         for fd in (requests_r, replies_w, requests_w, replies_r):
             if fd >= 0:
                 os.close(fd)
