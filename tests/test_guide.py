@@ -323,9 +323,9 @@ def class_figures() -> dict:
         f"A class of {found['students']} students × {len(found['lessons'])} lessons, {found['notebooks']} notebooks "
         f"({ways}), was graded in {walls} on {found['cpus']} cores, at a load average of "
         f"{found['load_average_1min_at_start']:.1f} at the start and {found['load_average_1min_at_end']:.1f} at the "
-        f"end; {last['cpu_seconds']:,.0f} CPU seconds in the notebooks' processes, {last['cpu_seconds_per_notebook']:.2f} "
-        f"per notebook; the grader's own memory peaked at {last['grader_peak_mb']} MB and a notebook's processes "
-        f"at {last['notebook_peak_mb']} MB"
+        f"end; {last['cpu_seconds']:,.0f} CPU seconds in the notebooks' processes, "
+        f"{last['cpu_seconds_per_notebook']:.2f} per notebook; the grader's own memory peaked at "
+        f"{last['grader_peak_mb']} MB and a notebook's processes at {last['notebook_peak_mb']} MB"
     )
     lines = [
         "| lesson | notebooks | CPU s per notebook: mean | solved | most | a notebook's memory, peak |",
