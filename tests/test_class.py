@@ -13,7 +13,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from grading import sandbox_or_skip
+from grading import LESSON01, notebook, sandbox_or_skip
 
 from mha import checks
 from mha.course import _runner, classroom, grade, judging, wire
@@ -149,3 +149,20 @@ def test_bad_input_is_refused_in_one_line_before_any_work(tmp_path, args, says):
     assert done.returncode == 2 and says in done.stderr, done.stderr
     assert (tmp_path / "full" / "mine.txt").read_text() == "mine"
     assert not (tmp_path / "x").exists()
+
+
+def test_the_checks_a_notebooks_cells_call_are_skipped_while_the_grader_runs_it(tmp_path):
+    """The grader asks each function itself: a check run in the notebook counts for nothing, and an endless answer
+    would cost its time limit twice (in the notebook's check, then in the grader's call)."""
+    sandbox_or_skip()
+    cells = [
+        "import math\n\nfrom mha.checks import lesson01 as check\n\ncalled = []",
+        "def scores(q, k):\n    called.append(1)\n    return q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])",
+        "check.scores(scores)",
+        "assert not called, 'the check ran in the notebook'",
+    ]
+    notebook(tmp_path / "class" / "ada" / LESSON01, *cells)
+    done = grade.grade(tmp_path / "class", jobs=1, seed=0, progress=False)
+    row = next(r for r in done.rows if r["exercise"] == "scores")
+    assert row["passed"], row["note"]
+    assert row["run"] == "ran its 4 code cells", row["run"]

@@ -13,7 +13,8 @@ The notebook's process reports nothing the grade depends on. Once its cells have
 exercise's cases afresh (from the grading's seed), sends the inputs to that process as plain data, one case at a
 time under the grader's own deadline, and receives what the learner's function returned, as plain data; it then
 judges the answers in its own process with the exercise checks' own diagnoses (`mha.checks`). So nothing a notebook
-writes, patches or prints can change a grade: only what its functions compute.
+writes, patches or prints can change a grade: only what its functions compute. The checks its cells call are skipped
+while it runs here: they would count for nothing, and an endless answer would cost its time limit twice.
 
 For the instructor, not for the marks, each row also carries flags, read by the grader from the notebook's text
 (`mha.course.answers`) and, as the notebook's own process reports them, from its run: an answer that is the
