@@ -302,3 +302,82 @@ def test_the_slow_run_the_guide_quotes_is_the_hub_tests():
     text = " ".join(GUIDE.read_text().split())
     said = f"at a load average of {hub['load_average_1min_at_end']:.0f}, lesson 05's Run All took {seconds} s"
     assert said in text
+
+
+# ------------------------------------------------------------------------------------------- a whole class, measured
+
+CLASS = ROOT / "notebooks" / "results" / "class.json"
+# A MOOC on paper: (students, nodes, cores per node), each node one shard of a Slurm array graded with --jobs cores.
+MOOC = ((300, 1, 16), (1_000, 4, 16), (10_000, 10, 32), (10_000, 50, 32))
+
+
+def class_figures() -> dict:
+    """What `python -m mha.course class measure` recorded, as the guide states it: a sentence and two tables."""
+    found = json.loads(CLASS.read_text())
+    by_jobs = {g["jobs"]: g for g in found["gradings"]}
+    assert all(g["as_expected"] for g in by_jobs.values()), "class.json: a grading that was not as the class expects"
+    ways = ", ".join(f"{n} {way}" for way, n in found["ways"].items())
+    walls = " and ".join(f"{g['wall_seconds'] / 60:.1f} minutes with `--jobs {n}`" for n, g in sorted(by_jobs.items()))
+    last = by_jobs[max(by_jobs)]
+    sentence = (
+        f"A class of {found['students']} students × {len(found['lessons'])} lessons, {found['notebooks']} notebooks "
+        f"({ways}), was graded in {walls} on {found['cpus']} cores, at a load average of "
+        f"{found['load_average_1min_at_start']:.1f} at the start and {found['load_average_1min_at_end']:.1f} at the "
+        f"end; {last['cpu_seconds']:,.0f} CPU seconds in the notebooks' processes, "
+        f"{last['cpu_seconds_per_notebook']:.2f} per notebook; the grader's own memory peaked at "
+        f"{last['grader_peak_mb']} MB and a notebook's processes at {last['notebook_peak_mb']} MB"
+    )
+    lines = [
+        "| lesson | notebooks | CPU s per notebook: mean | solved | most | a notebook's memory, peak |",
+        "|---|---|---|---|---|---|",
+    ]
+    for lesson, m in last["per_lesson"].items():
+        solved = "–" if m["cpu_seconds_solved_mean"] is None else f"{m['cpu_seconds_solved_mean']:.1f}"
+        lines.append(
+            f"| {lesson} | {m['notebooks']} | {m['cpu_seconds_mean']:.1f} | {solved} | {m['cpu_seconds_max']:.1f} | "
+            f"{m['notebook_peak_mb']} MB |"
+        )
+    per_student = sum(m["cpu_seconds_mean"] for m in last["per_lesson"].values())
+    stretch = last["wall_seconds"] * last["jobs"] / last["cpu_seconds"]  # job-seconds per CPU second, as measured
+    memory = max(m["notebook_peak_mb"] for m in last["per_lesson"].values())
+    mooc = [
+        "| students × lessons | CPU-hours | shards × `--jobs` (nodes × cores) | wall time | `--mem` per shard |",
+        "|---|---|---|---|---|",
+    ]
+    for students, nodes, cores in MOOC:
+        cpu = students * per_student
+        wall = cpu * stretch / (nodes * cores)
+        mem = -(-(last["grader_peak_mb"] + cores * memory) // 1024)
+        mooc.append(
+            f"| {students:,} × {len(found['lessons'])} | {cpu / 3600:,.1f} | {nodes} × {cores} | "
+            f"{wall / 60:,.0f} min | {mem:.0f}G |"
+        )
+    mooc_sentence = (
+        f"{per_student:.1f} CPU seconds per student for all {len(found['lessons'])} lessons (the sum of the lessons' "
+        f"means above), and {stretch:.2f} seconds of a job's time per CPU second (waiting on endless answers, "
+        f"starting processes)"
+    )
+    return {
+        "sentence": sentence,
+        "table": "\n".join(lines),
+        "mooc_sentence": mooc_sentence,
+        "mooc": "\n".join(mooc),
+        "command": found["provenance"]["command"],
+    }
+
+
+def test_the_class_figures_are_the_measured_class():
+    figures = class_figures()
+    text = " ".join(GUIDE.read_text().split())
+    assert figures["command"].startswith("python -m mha.course class measure")
+    assert f"`{figures['command']}`" in text, "the guide names the command that measured: " + figures["command"]
+    assert figures["sentence"] in text, "the guide must say:\n" + figures["sentence"]
+    assert figures["table"] in GUIDE.read_text(), "the guide's per-lesson table:\n" + figures["table"]
+
+
+def test_the_mooc_table_is_computed_from_the_measured_costs():
+    figures = class_figures()
+    text = " ".join(GUIDE.read_text().split())
+    assert figures["mooc_sentence"] in text, "the guide must say:\n" + figures["mooc_sentence"]
+    assert figures["mooc"] in GUIDE.read_text(), "the guide's MOOC table:\n" + figures["mooc"]
+    assert "about 13 minutes" not in text and "about 28 minutes" not in text, "an extrapolated figure is left"

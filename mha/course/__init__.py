@@ -12,5 +12,6 @@ report.py      the CSV, the summary, feedback per student, merging shards
 doctor.py      check in seconds that an environment can run every lesson (a checkout, or a JupyterHub image)
 release.py     the student release (the course without solutions/, on a branch) and its nbgitpuller links
 collect.py     copy the students' exercise notebooks from a JupyterHub into submissions/<student>/
-__main__.py    the command: `python -m mha.course exercises|grade|doctor|release|link|collect ...`
+classroom.py   a whole class built from the course's own material, its expected results, and its grading measured
+__main__.py    the command: `python -m mha.course exercises|grade|doctor|release|link|collect|class ...`
 """

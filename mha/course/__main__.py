@@ -9,6 +9,8 @@ link        print the nbgitpuller link of every exercise notebook
 collect     copy every student's exercise notebooks from a JupyterHub into submissions/<student>/
 marks       marks from gradings: each exercise weighs its importance; later gradings replace earlier ones
 cost        measure what each lesson costs a machine (CPU seconds, memory), for sizing a hub or a grader
+class       build a whole class from the course's own material (`class build`), or build it, grade it and measure
+            the grading (`class measure`)
 """
 
 import argparse
@@ -28,7 +30,7 @@ from .._commands import (
     url,
 )
 from .._provenance import csv_with_header, writable
-from . import answers, collect, cost, doctor, exercises, grade, judging, marks, release, report, sandbox
+from . import answers, classroom, collect, cost, doctor, exercises, grade, judging, marks, release, report, sandbox
 
 PROG = "python -m mha.course"
 
@@ -522,6 +524,63 @@ def _cost(argv) -> int:
     return 0
 
 
+def _class(argv) -> int:
+    from .._provenance import command_line, stamp, write_results
+
+    actions = ("build", "measure")
+    if argv[:1] not in ([a] for a in actions):
+        parser = argparse.ArgumentParser(
+            prog=f"{PROG} class",
+            description=classroom.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("action", choices=actions, help="build a class, or build, grade and measure one")
+        parser.parse_args(argv[:1])
+    action, rest = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(prog=f"{PROG} class {action}", description=classroom.__doc__.split("\n\n")[0])
+    if action == "build":
+        parser.add_argument("out", type=_path, help="a new (or empty) folder: one sub-folder per student is made in it")
+    parser.add_argument("--students", type=positive_int, default=30, help="students in the class (default 30)")
+    parser.add_argument("--seed", type=seed_number, default=0, help="seed of the class and of its grading (default 0)")
+    parser.add_argument(
+        "--lessons", nargs="+", type=_lesson, default=None, help="only these lessons, e.g. 01 03 (default: all)"
+    )
+    parser.add_argument(
+        "--root", type=_path, default=exercises.ROOT, help="the course's folder (default: this checkout)"
+    )
+    if action == "measure":
+        parser.add_argument(
+            "--jobs", nargs="+", type=positive_int, default=[1, 2], help="grade once with each (default: 1 2)"
+        )
+        parser.add_argument("--json", type=_path, default=None, help="write the measurements to this file")
+    args = parser.parse_args(rest)
+    _folder(parser, "--root", args.root, "solutions/NN_*.ipynb and tests/wrong_answers/", "the course's folder")
+    if not (args.root / "tests" / "wrong_answers").is_dir():
+        parser.error(f"--root {args.root} has no tests/wrong_answers/: expected a checkout of the course")
+    if action == "build":
+        check_output_folder(parser, args.out, "out")
+        if args.out.is_dir() and any(args.out.iterdir()):
+            parser.error(f"out {args.out} is not empty: give a new or empty folder for the class")
+        try:
+            plan = classroom.build(args.out, args.students, args.seed, args.root, args.lessons)
+        except ValueError as error:
+            parser.error(str(error))
+        ways = ", ".join(f"{n} {way}" for way, n in plan["ways"].items())
+        print(f"{len(plan['notebooks'])} notebooks of {len(plan['students'])} students in {args.out}: {ways}")
+        print(f"expected results: {args.out / classroom.EXPECTED}")
+        print(f"grade it: {PROG} grade {args.out} --seed {args.seed}")
+        return 0
+    check_output(parser, None if args.json is None else str(args.json), "--json")
+    try:
+        found = classroom.measure(args.students, args.seed, args.jobs, args.root, args.lessons)
+    except ValueError as error:
+        parser.error(str(error))
+    if args.json:
+        write_results(args.json, stamp(command_line(PROG, ["class", *argv])), found)
+        print(f"wrote {args.json}")
+    return 0 if all(g["as_expected"] for g in found["gradings"]) else 1
+
+
 COMMANDS = {
     "exercises": _exercises,
     "grade": _grade,
@@ -531,6 +590,7 @@ COMMANDS = {
     "collect": _collect,
     "marks": _marks,
     "cost": _cost,
+    "class": _class,
 }
 
 

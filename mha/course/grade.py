@@ -13,7 +13,8 @@ The notebook's process reports nothing the grade depends on. Once its cells have
 exercise's cases afresh (from the grading's seed), sends the inputs to that process as plain data, one case at a
 time under the grader's own deadline, and receives what the learner's function returned, as plain data; it then
 judges the answers in its own process with the exercise checks' own diagnoses (`mha.checks`). So nothing a notebook
-writes, patches or prints can change a grade: only what its functions compute.
+writes, patches or prints can change a grade: only what its functions compute. The checks its cells call are skipped
+while it runs here: they would count for nothing, and an endless answer would cost its time limit twice.
 
 For the instructor, not for the marks, each row also carries flags, read by the grader from the notebook's text
 (`mha.course.answers`) and, as the notebook's own process reports them, from its run: an answer that is the
@@ -87,6 +88,7 @@ class Grading:
     seconds: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> wall seconds
     wall: float = 0.0
     cpu: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> CPU seconds used
+    memory_mb: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> its peak, MiB
     jobs: int = 1
     peak_mb: float = 0.0  # the grader's own largest resident memory, MiB
 
@@ -331,6 +333,7 @@ def grade(
                 grading.warnings.append(f"{report.safe(sub.student)}: its work folder {workdir} stays ({error})")
             grading.seconds[(sub.student, sub.notebook)] = time.monotonic() - began
             grading.cpu[(sub.student, sub.notebook)] = timing.get("cpu", 0.0)
+            grading.memory_mb[(sub.student, sub.notebook)] = timing.get("peak_mb", 0.0)
             free.put(uid)
 
     try:
@@ -398,7 +401,8 @@ def grade_notebook(
 ) -> list[dict]:
     """The rows of one notebook: read its answers, run it sealed off, ask for its answers, judge them here.
 
-    `timing`, if given, receives "cpu": the CPU seconds its processes used.
+    `timing`, if given, receives "cpu": the CPU seconds its processes used, and "peak_mb": the most memory they
+    held together (MiB, as the sandbox's watcher saw it).
     """
     exercises = judging.lesson_exercises(sub.lesson) if sub.lesson else []
     base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson}
@@ -507,6 +511,7 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
     finally:
         if timing is not None:
             timing["cpu"] = process.cpu_seconds()
+            timing["peak_mb"] = process.peak_memory / 2**20
         for fd in (requests_r, replies_w, requests_w, replies_r):
             if fd >= 0:
                 os.close(fd)
