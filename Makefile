@@ -108,7 +108,7 @@ $(AXE): site/package.json site/package-lock.json
 # The site in headless Chromium, every page (tests/test_site.py), and binder/ installed as written into a fresh
 # virtual environment (tests/test_binder.py): a few minutes, run by CI after `make test`.
 test-site: $(SITE_STAMP) $(AXE)
-	$(TIMED) $(BIN)/python -m pytest tests/test_site.py -p no:cacheprovider
+	$(TIMED) $(BIN)/python -m pytest tests/test_site.py tests/test_binder.py -p no:cacheprovider
 
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup
