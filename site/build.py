@@ -100,25 +100,59 @@ def _repo_file(repo: str | None, branch: str, path: Path) -> str:
     return f"{repo.removesuffix('.git').rstrip('/')}/blob/{branch}/{path.as_posix()}"
 
 
+MATH_WORDS = {
+    r"\infty": "∞",
+    r"\theta": "θ",
+    r"\times": "×",
+    r"\cdot": "·",
+    r"\le": "≤",
+    r"\ge": "≥",
+    r"\approx": "≈",
+    r"\sqrt": "√",
+    r"\sum": "Σ",
+    r"\to": "→",
+    r"\,": " ",
+    r"\!": "",
+    r"\;": " ",
+}
+
+
+def _spoken_math(latex: str) -> str:
+    """A formula as text a screen reader reads: d_{head} as d_head, \\infty as ∞, no braces or commands."""
+    latex = re.sub(r"\\frac\{([^{}]*)\}\{([^{}]*)\}", r"\1/\2", latex)
+    latex = re.sub(r"\\(?:mathrm|text|operatorname|mathbf|mathit)\{([^{}]*)\}", r"\1", latex)
+    for command, word in sorted(MATH_WORDS.items(), key=lambda item: -len(item[0])):
+        latex = latex.replace(command, word)
+    latex = re.sub(r"\\([a-zA-Z]+)", r"\1", latex)  # any other command: its name
+    return latex.replace("{", "").replace("}", "")
+
+
 def _plain(markdown: str) -> str:
-    """Markdown as a sentence to read aloud: no emphasis, code marks, links or math delimiters."""
-    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", markdown)
-    text = re.sub(r"[*_`]|\$", "", text)
-    text = re.sub(r"\\(mathrm|text|operatorname)\{([^}]*)\}", r"\2", text)
+    """Markdown as text to read aloud: no emphasis, code marks, links or math delimiters."""
+    text = re.sub(r"\$\$?([^$]+)\$\$?", lambda m: _spoken_math(m.group(1)), markdown)
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    text = re.sub(r"^\s*(?:[-*+]|\d+\.)\s+", "", text, flags=re.MULTILINE)  # list markers
+    text = re.sub(r"[*`]", "", text)
     return " ".join(text.split())
 
 
-def _first_sentence(paragraph: str, enough: int = 60) -> str:
-    """The paragraph's first sentence, and the next ones while they are shorter than `enough` characters in all."""
-    text = re.sub(r"^[-*+]\s+", "", _plain(paragraph))
-    sentences = [s for s in re.split(r"(?<=[.!?:])\s+", text) if s]
+def _sentences(paragraphs: list[str], enough: int = 80, most: int = 400) -> str:
+    """The first sentences of the paragraphs, while they are shorter than `enough` characters in all (a short first
+    sentence, "Memory.", says little), and never a sentence that would take them past `most`."""
     said = ""
-    for sentence in sentences:
-        said = f"{said} {sentence}".strip()
-        if len(said) >= enough:
-            break
-    said = said.rstrip(":")
-    return said + ("" if said.endswith((".", "!", "?")) else ".")
+    for paragraph in paragraphs:
+        for sentence in re.split(r"(?<=[.!?:])\s+", _plain(paragraph)):
+            if said and len(said) + len(sentence) > most:
+                return _ended(said)
+            said = f"{said} {sentence}".strip()
+            if len(said) >= enough and said.endswith((".", "!", "?")):
+                return _ended(said)
+    return _ended(said)
+
+
+def _ended(text: str) -> str:
+    text = text.rstrip(":")
+    return text + ("" if text.endswith((".", "!", "?", ")")) else ".")
 
 
 def _paragraphs(cell) -> list[str]:
@@ -127,15 +161,15 @@ def _paragraphs(cell) -> list[str]:
 
 
 def alt_text(cells: list, index: int) -> str:
-    """What the figure of cells[index] shows, in the lesson's words: the first sentence of the markdown right after
-    it, or where a heading opens that markdown (a new section), the last paragraph before the figure."""
+    """What the figure of cells[index] shows, in the lesson's words: the first sentences of the markdown right after
+    it, or, where a heading opens that markdown (a new section), of the last paragraph before the figure."""
     after = next((c for c in cells[index + 1 :] if c["cell_type"] == "markdown"), None)
     if after is not None and not "".join(after["source"]).lstrip().startswith("#") and _paragraphs(after):
-        return _first_sentence(_paragraphs(after)[0])
+        return _sentences(_paragraphs(after))
     before = next((c for c in reversed(cells[:index]) if c["cell_type"] == "markdown" and _paragraphs(c)), None)
     if before is None:
         raise SystemExit(f"cell {index} shows a figure, but no sentence of the lesson describes it")
-    return _first_sentence(_paragraphs(before)[-1])
+    return _sentences(_paragraphs(before)[-1:])
 
 
 def _images(cell) -> int:
