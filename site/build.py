@@ -187,7 +187,7 @@ def _widget_picture(notebook: dict) -> str | None:
     return None
 
 
-def launch_cell(path: str, repo: str | None, branch: str, hub: str | None, binder: str | None) -> dict | None:
+def launch_cell(path: str, repo: str | None, branch: str, hub: str | None, binder: str | None) -> dict:
     links = []
     if hub and repo:
         links.append(f"[on your JupyterHub]({nbgitpuller_link(hub, repo, path, branch)})")
@@ -245,8 +245,14 @@ def stage_notebook(path: str, out: Path, settings: dict) -> dict:
         note = cell.get("metadata", {}).pop("site_note", None)
         if note:
             staged.append({"cell_type": "markdown", "id": "site-widget-note", "metadata": {}, "source": note})
+    # the launch links right under the notebook's title, before anything else
     launch = launch_cell(path, settings["repo"], settings["branch"], settings["hub"], settings["binder"])
-    staged.insert(1, launch)
+    first = "".join(staged[0]["source"]) if staged and staged[0]["cell_type"] == "markdown" else ""
+    if first.startswith("# "):
+        title, _, rest = first.partition("\n")
+        staged[0]["source"] = f"{title}\n\n{launch['source']}\n\n{rest.lstrip()}"
+    else:
+        staged.insert(0, launch)
     notebook["cells"] = staged
     (out / path).parent.mkdir(parents=True, exist_ok=True)
     (out / path).write_text(json.dumps(notebook, indent=1, ensure_ascii=False))
