@@ -105,9 +105,10 @@ $(AXE): site/package.json site/package-lock.json
 	npm ci --prefix site --no-audit --no-fund
 	touch $@
 
-# The site in headless Chromium, every page (tests/test_site.py), and binder/ installed as written into a fresh
-# virtual environment (tests/test_binder.py): a few minutes, run by CI after `make test`.
-test-site: $(SITE_STAMP) $(AXE)
+# The site built (make site), then every page in headless Chromium (tests/test_site.py, on a build of its own with
+# example settings for the links), and binder/ installed as written into a fresh virtual environment
+# (tests/test_binder.py): a few minutes, run by CI after `make test`.
+test-site: site $(AXE)
 	$(TIMED) $(BIN)/python -m pytest tests/test_site.py tests/test_binder.py -p no:cacheprovider
 
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
