@@ -73,15 +73,7 @@ def rewrite_links(text: str, page: str, repo: str | None, branch: str) -> str:
         target, anchor = match.group(2), match.group(3) or ""
         if re.match(r"^[a-z]+:", target):  # http:, https:, mailto:
             return match.group(0)
-        path = Path(page).parent / target
-        resolved = Path(*[part for part in path.parts if part != "."])
-        parts = []
-        for part in resolved.parts:
-            if part == ".." and parts:
-                parts.pop()
-            else:
-                parts.append(part)
-        resolved = Path(*parts) if parts else Path(".")
+        resolved = Path(os.path.normpath(Path(page).parent / target))
         if resolved in in_site:
             if resolved == Path("README.md"):
                 return f"]({os.path.relpath('index.md', Path(page).parent)}{anchor})"
