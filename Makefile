@@ -24,7 +24,7 @@ TIMED = $(if $(STAGE_TIMES),bash .ci/timed $@ $(STAGE_TIMES),)
 LAB_CONFIG := $(VENV)/etc/jupyter/jupyter_server_config.py $(VENV)/etc/ipython/ipython_kernel_config.py \
 	$(VENV)/share/jupyter/lab/settings/overrides.json
 
-.PHONY: setup lab test test-hub test-slurm lint unit notebooks notebooks-cpus browser exercises gpu-record gpu-record-plan clean
+.PHONY: setup lab test test-hub test-slurm test-site site lint unit notebooks notebooks-cpus browser exercises gpu-record gpu-record-plan clean
 
 setup: $(STAMP) $(LAB_CONFIG)
 
@@ -61,7 +61,8 @@ lint: setup
 	$(TIMED) $(BIN)/python -m mha.course exercises --check
 
 unit: setup
-	$(TIMED) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py $(UNIT_ARGS)
+	$(TIMED) $(BIN)/python -m pytest tests --ignore=tests/test_browser.py --ignore=tests/test_site.py \
+		--ignore=tests/test_binder.py $(UNIT_ARGS)
 
 notebooks: setup
 	$(TIMED) $(BIN)/python -m pytest $(NBVAL) notebooks solutions
@@ -91,6 +92,36 @@ test-slurm: setup
 # where Chromium is missing (except in CI, where it fails).
 browser: setup
 	$(TIMED) $(BIN)/python -m pytest tests/test_browser.py
+
+# The course as a website, in build/site (open build/site/index.html): built offline from the committed notebooks,
+# without running them (site/build.py). Its tools (requirements-site.txt) go into .venv here only: learners do not
+# need them. The settings: the repository's URL (links to its files, the launch links; default: git's origin), its
+# branch, a JupyterHub for nbgitpuller links (none by default) and a BinderHub.
+SITE_REPO ?= $(shell git remote get-url origin 2>/dev/null)
+SITE_BRANCH ?= main
+SITE_HUB ?=
+SITE_BINDER ?= https://mybinder.org
+SITE_STAMP := $(VENV)/.site-installed
+AXE := site/node_modules/axe-core/axe.min.js
+
+$(SITE_STAMP): requirements-site.txt $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -r requirements-site.txt
+	touch $@
+
+site: $(SITE_STAMP)
+	$(TIMED) $(BIN)/python site/build.py --out build/site --repo "$(SITE_REPO)" --branch "$(SITE_BRANCH)" \
+		--hub "$(SITE_HUB)" --binder "$(SITE_BINDER)"
+
+# axe-core, pinned in site/package-lock.json, for the site's browser test
+$(AXE): site/package.json site/package-lock.json
+	npm ci --prefix site --no-audit --no-fund
+	touch $@
+
+# The site built (make site), then every page in headless Chromium (tests/test_site.py, on a build of its own with
+# example settings for the links), and binder/ installed as written into a fresh virtual environment
+# (tests/test_binder.py): a few minutes, run by CI after `make test`.
+test-site: site $(AXE)
+	$(TIMED) $(BIN)/python -m pytest tests/test_site.py tests/test_binder.py -p no:cacheprovider
 
 # Regenerate exercises/ from solutions/; a notebook you have worked in is never overwritten.
 exercises: setup

@@ -8,6 +8,26 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+# Lines that several plots tell apart: the Okabe-Ito colours (Okabe and Ito, 2008), which readers with any common
+# colour-vision deficiency can separate, each with a marker and a dash pattern of its own, so that lines that cross
+# or overlap differ by shape too (and in print).
+LINE_COLOURS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+LINE_DASHES = ("-", "--", "-.", ":", (0, (5, 1, 1, 1)), (0, (3, 1)), (0, (1, 1)))
+
+
+def line_style(i: int) -> dict:
+    """The colour, marker and dash pattern of the i-th line of a plot (they repeat after seven lines).
+
+    Returns:
+        keyword arguments for `Axes.plot`: color, marker, linestyle.
+    """
+    return {
+        "color": LINE_COLOURS[i % len(LINE_COLOURS)],
+        "marker": LINE_MARKERS[i % len(LINE_MARKERS)],
+        "linestyle": LINE_DASHES[i % len(LINE_DASHES)],
+    }
+
 
 def _to_numpy(x):
     return x.detach().cpu().float().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)

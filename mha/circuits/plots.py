@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..plots import line_style
+
 
 def _array(x) -> np.ndarray:
     return x.detach().cpu().double().numpy() if isinstance(x, torch.Tensor) else np.asarray(x, dtype=float)
@@ -57,16 +59,17 @@ def loss_curves(records: list[dict], ax=None, halfway: bool = True):
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.6))
     labels = list(dict.fromkeys(r["label"] for r in records))
-    colours = dict(zip(labels, plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    styles = {label: line_style(i) for i, label in enumerate(labels)}
     marked = False
     for label in labels:
         for i, r in enumerate(x for x in records if x["label"] == label):
             steps = [p["step"] for p in r["curve"]]
             losses = [p["loss"] for p in r["curve"]]
-            ax.plot(steps, losses, color=colours[label], alpha=0.8, label=label if i == 0 else None)
+            style = {"color": styles[label]["color"], "linestyle": styles[label]["linestyle"]}  # no markers: dense
+            ax.plot(steps, losses, alpha=0.8, label=label if i == 0 else None, **style)
             if halfway and r["layers"] > 1 and r["halfway"] is not None:
                 name = None if marked else "where the loss fell halfway (the phase change)"
-                ax.axvline(r["halfway"], color=colours[label], ls=":", alpha=0.5, label=name)
+                ax.axvline(r["halfway"], color=style["color"], ls=":", alpha=0.5, label=name)
                 marked = True
     ax.set(xlabel="training step", ylabel="held-out loss (all positions)")
     ax.legend(fontsize=8)
@@ -78,9 +81,9 @@ def losses_by_position(records: list[dict], early: int, late: int, ax=None):
     in-context score marked."""
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.4))
-    for label in dict.fromkeys(r["label"] for r in records):
+    for i, label in enumerate(dict.fromkeys(r["label"] for r in records)):
         runs = np.array([r["losses"] for r in records if r["label"] == label])  # (runs, positions)
-        ax.plot(runs.mean(0), marker=".", label=label)
+        ax.plot(runs.mean(0), markersize=4, label=label, **line_style(i))
     for position in (early, late):
         ax.axvline(position, color="gray", ls=":")
     ax.set(xlabel="position in the sequence", ylabel="mean next-token loss")

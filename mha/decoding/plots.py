@@ -7,6 +7,7 @@ new figure and returns its Axes; nothing here computes a result.
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..plots import line_style
 from .speed import slopes
 
 
@@ -101,12 +102,11 @@ def accuracy_by_kv_heads(records: list[dict], panels=None, axes=None):
         runs = [r for r in records if r["task"] == task and r["d_head"] == d_head]
         kvs = sorted({r["kv_heads"] for r in runs}, reverse=True)
         names = runs[0]["relations"]
-        colours = plt.get_cmap("viridis" if len(names) > 3 else "tab10")(np.linspace(0, 0.9, len(names)))
         offsets = np.linspace(-0.3, -0.08, len(names))
         for i, name in enumerate(names):
             means = [np.mean([r["relation_accuracy"][i] for r in runs if r["kv_heads"] == k]) for k in kvs]
             x = np.arange(len(kvs)) + offsets[i]
-            ax.plot(x, means, "--", marker=".", color=colours[i], lw=1, label=name)
+            ax.plot(x, means, lw=1, markersize=4, label=name, **line_style(i))
         means = [np.mean([r["accuracy"] for r in runs if r["kv_heads"] == k]) for k in kvs]
         ax.plot(range(len(kvs)), means, "o-", color="black", lw=2, zorder=3, label="mean of all")
         seeds = sorted({r["seed"] for r in runs})
@@ -133,12 +133,13 @@ def pooling(rows: list[dict], ax=None):
     """Cosine of the pooled model's sentence embeddings to the original's, against kv_heads, per grouping."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 3.8))
-    colours = {"neighbours": "tab:orange", "similar keys": "tab:green", "similar keys, rotated": "tab:purple"}
-    for grouping, colour in colours.items():
+    for i, grouping in enumerate(("neighbours", "similar keys", "similar keys, rotated")):
         chosen = sorted((r for r in rows if r["grouping"] == grouping), key=lambda r: -r["kv_heads"])
         kvs = [r["kv_heads"] for r in chosen]
-        ax.plot(range(len(kvs)), [r["cosine"] for r in chosen], "o-", color=colour, label=f"{grouping}: mean")
-        ax.plot(range(len(kvs)), [r["worst_cosine"] for r in chosen], ":", color=colour, label=f"{grouping}: worst")
+        style = line_style(i)  # each grouping its colour and marker; the mean solid, the worst dotted
+        x, marks = range(len(kvs)), {"color": style["color"], "marker": style["marker"]}
+        ax.plot(x, [r["cosine"] for r in chosen], "-", label=f"{grouping}: mean", **marks)
+        ax.plot(x, [r["worst_cosine"] for r in chosen], ":", fillstyle="none", label=f"{grouping}: worst", **marks)
         ax.set_xticks(range(len(kvs)), [str(k) for k in kvs])
     ax.set(
         xlabel="key/value heads per layer (of 12)",

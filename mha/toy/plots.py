@@ -7,9 +7,10 @@ Each function draws what it is given (records from `mha.toy.lengths.run_all`, sc
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..plots import line_style
 from .lengths import accuracy_by_position
 
-SCHEME_COLOURS = {"none": "tab:gray", "learned": "tab:blue", "sinusoidal": "tab:orange", "rope": "tab:green"}
+SCHEMES = ("none", "learned", "sinusoidal", "rope")  # each scheme keeps its line style in every figure
 
 
 def accuracy_by_position_at_longest(records: list[dict], task: str, chance: float, width: int = 1, ax=None):
@@ -34,7 +35,8 @@ def accuracy_by_position_at_longest(records: list[dict], task: str, chance: floa
         by_seed = np.array([[np.nan if a is None else a for a in accuracies] for _, accuracies in binned])
         shown = ~np.isnan(by_seed).any(axis=0)
         mean = by_seed[:, shown].mean(axis=0)
-        ax.plot(starts[shown], mean, ".-", color=SCHEME_COLOURS.get(scheme), label=scheme)
+        style = line_style(SCHEMES.index(scheme) if scheme in SCHEMES else len(SCHEMES))
+        ax.plot(starts[shown], mean, markersize=4, label=scheme, **style)
     trained, longest = runs[0]["trained"], runs[0]["lengths"][-1]
     ax.axvline(trained - 0.5, color="gray", ls=":", label=f"trained length ({trained})")
     ax.axhline(chance, color="black", ls="--", lw=0.8, label=f"chance ({chance:.1%})")
@@ -61,7 +63,7 @@ def score_by_distance(by_offset, trained: int, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 3.2))
     for h, row in enumerate(scores):
-        ax.plot(row, marker=".", label=f"head {h}")
+        ax.plot(row, markersize=4, label=f"head {h}", **line_style(h))
     ax.axvline(trained - 0.5, color="gray", ls=":", label="longest distance in training")
     ax.set(
         xlabel="distance back, q_pos - k_pos",
