@@ -129,3 +129,37 @@ def test_the_solutions_notebook_is_still_recognised():
     assert answers.is_solutions_notebook(answers.Code(cells), cells, FUNCTIONS, theirs)
     exercise = answers.code_cells((ROOT / "exercises" / LESSON01).read_text())
     assert not answers.is_solutions_notebook(answers.Code(exercise), exercise, FUNCTIONS, theirs)
+
+
+def test_with_several_jobs_every_ast_parse_of_the_grader_waits_for_the_one_before(monkeypatch):
+    # CPython 3.11's ast.parse keeps its recursion depth in state threads share: any parse running beside another
+    # (ours, or the one 3.11's traceback makes to underline a line) can fail with "AST constructor recursion depth
+    # mismatch". With --jobs above 1 the grader makes every parse of its process wait for the one before.
+    import ast
+    import threading
+    import time
+
+    from mha.course import answers
+
+    active, most = [0], [0]
+    lock = threading.Lock()
+
+    def slow_parse(*args, **kwargs):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.01)
+        with lock:
+            active[0] -= 1
+        return ast.Module(body=[], type_ignores=[])
+
+    monkeypatch.setattr(answers, "_AST_PARSE", slow_parse)
+    monkeypatch.setattr(ast, "parse", slow_parse)  # the standard library's, as other code calls it (put back after)
+    answers.parse_one_at_a_time()
+    threads = [threading.Thread(target=lambda: [ast.parse("x = 1") for _ in range(5)]) for _ in range(4)]
+    threads += [threading.Thread(target=lambda: [answers._parse("y = 2") for _ in range(5)]) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most[0] == 1, f"{most[0]} parses ran at once"

@@ -294,6 +294,8 @@ def grade(
         raise ValueError("; ".join(problems))
     log = log or (lambda line: None)
     jobs = max(1, jobs or os.cpu_count() or 1)
+    if jobs > 1:
+        answers.parse_one_at_a_time()  # CPython 3.11's ast.parse is not safe in threads (see `mha.course.answers`)
     seed = random.SystemRandom().randrange(1_000_000) if seed is None else seed
     mode = sandbox.detect(isolation)
     log(sandbox.describe(mode))
