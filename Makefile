@@ -97,7 +97,9 @@ browser: setup
 # without running them (site/build.py). Its tools (requirements-site.txt) go into .venv here only: learners do not
 # need them. The settings: the repository's URL (links to its files, the launch links; default: git's origin), its
 # branch, a JupyterHub for nbgitpuller links (none by default) and a BinderHub.
-SITE_REPO ?= $(shell git remote get-url origin 2>/dev/null)
+SITE_ORIGIN := $(shell git remote get-url origin 2>/dev/null)
+# git's origin when it is a URL others can open (a clone of a folder builds a site without repository links)
+SITE_REPO ?= $(if $(filter http://% https://% git@%,$(SITE_ORIGIN)),$(SITE_ORIGIN),)
 SITE_BRANCH ?= main
 SITE_HUB ?=
 SITE_BINDER ?= https://mybinder.org
