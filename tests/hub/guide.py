@@ -16,10 +16,11 @@ SECTION = "## Teaching on a JupyterHub"
 _BLOCK = re.compile(r"<!-- hub-test: ([a-z-]+) -->\n```([a-z]*)\n(.*?)\n```", re.DOTALL)
 
 
-def section(text: str | None = None) -> str:
+def section(text: str | None = None, title: str = SECTION) -> str:
+    """The guide's section of that title (by default the JupyterHub one), up to the next section."""
     text = GUIDE.read_text() if text is None else text
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
+    start = text.index(title)
+    end = text.find("\n## ", start + len(title))
     return text[start : end if end >= 0 else len(text)]
 
 

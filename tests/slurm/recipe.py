@@ -5,19 +5,20 @@ Each block of the recipe, in the guide's *Grading* section, follows a line `<!--
 """
 
 import re
+import sys
 from pathlib import Path
 
-GUIDE = Path(__file__).resolve().parents[2] / "notebooks" / "INSTRUCTOR_GUIDE.md"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "hub"))
+from guide import GUIDE  # noqa: E402 - the hub recipe's reader: the same guide, read the same way
+from guide import section as _section  # noqa: E402
+
 SECTION = "## Grading"
 NAMES = ("sbatch", "merge")
 _BLOCK = re.compile(r"<!-- slurm-test: ([a-z-]+) -->\n```([a-z]*)\n(.*?)\n```", re.DOTALL)
 
 
 def section(text: str | None = None) -> str:
-    text = GUIDE.read_text() if text is None else text
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    return text[start : end if end >= 0 else len(text)]
+    return _section(text, SECTION)
 
 
 def blocks(text: str | None = None) -> dict[str, tuple[str, str]]:
