@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -652,3 +653,37 @@ def test_a_check_judged_on_wall_time_runs_a_stretched_case_again_and_a_wrong_ans
     no_retry = lesson06.time_it.__class__(**{**vars(lesson06.time_it), "retries": 0})
     stretched["calls"] = 0
     assert no_retry.run(once_stretched, seed=0, blame=False)[0] is not None, "without the rerun it fails"
+
+
+def test_judges_in_several_threads_judge_as_one_would():
+    """The grader with --jobs N draws cases and judges in N threads at once; checks that build models from seeds
+    (lesson 07's decoders, lesson 03's modules) must reach the verdict a single thread reaches: right answers pass."""
+    from right_answers import lesson03 as right03
+    from right_answers import lesson07 as right07
+
+    from mha.course import judging
+
+    answers = [
+        ("07", "generate", right07.generate_with_a_position_counter),
+        ("03", "load_from_torch", next(fn for ex, fn in right03.RIGHT if ex == "load_from_torch")),
+    ]
+    work = []  # (exercise, cases, outcomes, seed), the outcomes computed here, one at a time
+    for seed in range(3):
+        for lesson, name, answer in answers:
+            exercise = check_of(lesson, name)
+            drawn = judging.cases(exercise, seed)
+            work.append((exercise, seed, [run_case(exercise, answer, case) for case in drawn]))
+    failures = []
+
+    def judge_all(order: list):
+        for exercise, seed, outcomes in order:
+            message = judging.verdict(exercise, judging.cases(exercise, seed), outcomes, seed)
+            if message is not None:
+                failures.append(f"{exercise.lesson} {exercise.name} seed {seed}: {message.splitlines()[0]}")
+
+    threads = [threading.Thread(target=judge_all, args=(work[k:] + work[:k],)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []

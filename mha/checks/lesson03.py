@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+from .._portable import seeded
 from ..attention import attention as reference_attention
 from ..heads import merge_heads as reference_merge
 from ..heads import split_heads as reference_split
@@ -43,8 +44,7 @@ def _randn(g, *shape, dtype=torch.float32):
 @builder("mha")
 def build_mha(d_model: int, heads: int, seed: int, dtype: str = "float32") -> MultiHeadAttention:
     """An mha.MultiHeadAttention with random weights and random (non-zero) biases, the global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         m = MultiHeadAttention(d_model, heads)
         with torch.no_grad():
             m.in_proj.bias.normal_()
@@ -55,8 +55,7 @@ def build_mha(d_model: int, heads: int, seed: int, dtype: str = "float32") -> Mu
 @builder("torch_mha")
 def build_torch_mha(d_model: int, heads: int, seed: int, dtype: str = "float32") -> nn.MultiheadAttention:
     """A batch-first nn.MultiheadAttention with random weights and biases, the global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         m = nn.MultiheadAttention(d_model, heads, batch_first=True)
         with torch.no_grad():
             m.in_proj_bias.normal_()

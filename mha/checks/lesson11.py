@@ -8,6 +8,7 @@ float64; two are drawn on every run. Models and layers are built from plain spec
 
 import torch
 
+from .._portable import seeded
 from ..circuits.scores import composition_score, head_terms, ov_matrix, qk_matrix
 from ..multihead import MultiHeadAttention
 from ..toy.models import AttentionOnlyConfig, build_model
@@ -489,8 +490,7 @@ ablated_logits = register(
 @builder("lesson11_layer")
 def build_lesson11_layer(d_model: int, heads: int, seed: int, dtype: str) -> MultiHeadAttention:
     """A `MultiHeadAttention` with weights drawn from `seed` (the learner's random state untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         layer = MultiHeadAttention(d_model, heads)
     return layer.to(getattr(torch, dtype))
 

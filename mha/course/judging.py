@@ -3,6 +3,10 @@
 The grader draws each exercise's cases (`cases`) and judges the outcomes (`verdict`) in its own process; the
 notebook's process only runs the learner's function on each case (`run_case`). Cases travel as plain data
 (`case_to_plain`, `case_from_plain`), `Build` specs included: each side builds its own object from the spec.
+
+With `--jobs N` the grader judges in N threads, but the checks were written for one: they build models from seeds,
+and torch's random state, its default dtype and its init functions belong to the whole process. So `cases` and
+`verdict` run one at a time in a process (they are short: the notebooks' processes do the long work meanwhile).
 """
 
 import importlib
@@ -10,12 +14,14 @@ import inspect
 import pkgutil
 import re
 import sys
+import threading
 
 from .. import checks
 
 SLACK = 2.0  # seconds the grader waits for one case beyond its time limit (building inputs, the pipe, a busy CPU)
 _MODULE = re.compile(r"^lesson([0-9]{2})$")
 _BROKEN: dict[str, str] = {}  # lesson -> why its checks could not be imported
+_ONE_JUDGE = threading.RLock()  # held while a check draws cases or judges (see the module's docstring)
 
 
 def load() -> dict[str, str]:
@@ -62,12 +68,14 @@ def lessons() -> list[str]:
 
 def cases(exercise, seed: int) -> list:
     """The exercise's cases for this seed; empty if its check cannot be run outside a notebook yet."""
-    return list(exercise.cases(seed))
+    with _ONE_JUDGE:
+        return list(exercise.cases(seed))
 
 
 def verdict(exercise, drawn: list, outcomes: list[dict], seed: int) -> str | None:
     """The check's failure message for these outcomes, or None if every case passes."""
-    return exercise.verdict(drawn, outcomes, seed)
+    with _ONE_JUDGE:
+        return exercise.verdict(drawn, outcomes, seed)
 
 
 def time_allowed(exercise) -> float:

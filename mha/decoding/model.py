@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._portable import TRAINING_DTYPE, same_normals
+from .._portable import TRAINING_DTYPE, seeded
 from .._validate import check_rank, check_same_device, check_tensor, fmt_shape, head_size, kv_group_size
 from ..kv_cache import KVCache, cached_self_attention
 from ..multihead import MultiHeadAttention
@@ -200,8 +200,7 @@ def build_decoder(config: DecoderConfig, seed: int, dtype: torch.dtype = TRAININ
     The weights are drawn as float32 numbers that are the same on every CPU (`mha._portable`), then held in `dtype`
     (default: float64, in which the course trains its small models, so that every CPU prints the same results).
     """
-    with torch.random.fork_rng(devices=[]), same_normals():
-        torch.manual_seed(seed)
+    with seeded(seed, portable=True):
         decoder = Decoder(config)
     return decoder.to(dtype)
 

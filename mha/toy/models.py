@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._portable import TRAINING_DTYPE, same_normals
+from .._portable import TRAINING_DTYPE, seeded
 from .._validate import check_rank, check_tensor, fmt_shape, head_size, kv_group_size
 from ..multihead import MultiHeadAttention
 from ..positions import attention_layer, check_scheme, position_embedding
@@ -182,8 +182,7 @@ def build_model(config: AttentionOnlyConfig, seed: int, dtype: torch.dtype = TRA
     Shape:
         returns an `AttentionOnlyModel`.
     """
-    with torch.random.fork_rng(devices=[]), same_normals():
-        torch.manual_seed(seed)
+    with seeded(seed, portable=True):
         model = AttentionOnlyModel(config)
     return model.to(dtype)
 
