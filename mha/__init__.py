@@ -16,6 +16,8 @@ The core, a short read beside lessons 01 and 03, sits at the top of the package:
     _provenance.py every results file written in one format (command, torch, date, device), and the one rule of
                    every command: no file replaced that it did not write, checked before any work
     _commands.py   what the wings' commands share: subcommands, one-line errors, option types, output checks
+    _portable.py   the same numbers on every CPU (starting weights, float64 training), seeded blocks safe in threads
+    _trained.py    the lessons' trainings marked to be run once per grading and read back by every notebook
 
 Each lesson's machinery lives in a wing of its own, built on the core:
 

@@ -7,6 +7,7 @@ _seal.py       the first program of every sandbox: capped work area, no user nam
 _runner.py     the notebook's side of grading: run its cells, then answer the grader's calls
 wire.py        plain data between the two processes: JSON and .npy arrays on a pipe, sizes capped, never pickle
 judging.py     what grading uses of the exercise checks: cases, the learner's half of a check, the verdict
+trained.py     the lessons' trainings, run once per grading from the solutions, read back by every notebook
 answers.py     answer cells compared without running them: with the course's solution, between students
 report.py      the CSV, the summary, feedback per student, merging shards
 doctor.py      check in seconds that an environment can run every lesson (a checkout, or a JupyterHub image)

@@ -416,7 +416,8 @@ def _costs(done, plan: dict, jobs: int, load: float, problems: list[str]) -> dic
             "wall_seconds_mean": round(sum(m["wall"]) / len(m["wall"]), 2),
             "notebook_peak_mb": round(max(m["memory"])),
         }
-    cpu = sum(done.cpu.values())
+    recorded = sum(done.recorded_cpu.values())  # the lessons' trainings, run once from the solutions
+    cpu = sum(done.cpu.values()) + recorded
     return {
         "jobs": jobs,
         "load_average_1min_at_start": round(load, 2),
@@ -424,6 +425,8 @@ def _costs(done, plan: dict, jobs: int, load: float, problems: list[str]) -> dic
         "wall_seconds": round(done.wall, 1),
         "cpu_seconds": round(cpu, 1),
         "cpu_seconds_per_notebook": round(cpu / max(len(done.cpu), 1), 2),
+        "recording_cpu_seconds": round(recorded, 1),
+        "recording_cpu_seconds_per_lesson": {k: round(v, 2) for k, v in sorted(done.recorded_cpu.items())},
         "grader_peak_mb": round(done.peak_mb),
         "notebook_peak_mb": round(max(done.memory_mb.values(), default=0.0)),
         "isolation": done.isolation,

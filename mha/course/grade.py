@@ -47,6 +47,7 @@ from queue import Queue
 from . import answers, judging, report, sandbox, wire
 from .exercises import FRESH, ROOT
 from .sandbox import Limits
+from .trained import INSIDE, Trainings
 
 NOTEBOOK = re.compile(r"^([0-9]{2})_.*\.ipynb$")
 MAX_NOTEBOOK_BYTES = 16 << 20
@@ -91,6 +92,7 @@ class Grading:
     memory_mb: dict[tuple[str, str], float] = field(default_factory=dict)  # (student, notebook) -> its peak, MiB
     jobs: int = 1
     peak_mb: float = 0.0  # the grader's own largest resident memory, MiB
+    recorded_cpu: dict[str, float] = field(default_factory=dict)  # lesson -> CPU seconds of its trainings' recording
 
 
 # --------------------------------------------------------------------------------------------------- collecting
@@ -319,13 +321,18 @@ def grade(
     grading = Grading([], warnings, seed, mode, jobs=jobs)
     scratch = Path(tempfile.mkdtemp(prefix="mha-grade-"))
     os.chmod(scratch, 0o711)  # users of the jobs may pass through to their own folder, not list the others
+    # the lessons' trainings, once each from the course's solutions, read-only to every notebook (`mha._trained`);
+    # without isolation a notebook could change them for the others, so there each notebook trains for itself
+    trained = Trainings(scratch / "trained", course, limits.timeout) if mode != "none" else None
     started = time.monotonic()
 
     def one(index: int, sub: Submission) -> list[dict]:
         uid = free.get()
         began, timing, workdir = time.monotonic(), {}, scratch / f"{index}"
         try:
-            return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), workdir, course, timing)
+            if trained is not None and sub.lesson and not sub.problem:
+                trained.prepare(sub.lesson)
+            return grade_notebook(sub, limits, mode, uid, notebook_seed(seed, sub), workdir, course, timing, trained)
         except Exception as error:  # noqa: BLE001 - one notebook the grader could not handle stops nothing else
             return _failed(sub, f"not graded: {type(error).__name__} in the grader ({str(error)[:200]})")
         finally:
@@ -359,6 +366,7 @@ def grade(
         if users:
             users.release()
     grading.wall = time.monotonic() - started
+    grading.recorded_cpu = dict(trained.seconds) if trained is not None else {}
     rows = [report.safe_row(row) for row in grading.rows]
     grading.rows = report.mark_same_answers(sorted(rows, key=report.order))
     grading.peak_mb = _own_peak_mb()
@@ -400,11 +408,13 @@ def grade_notebook(
     workdir: Path,
     course: Path = ROOT,
     timing: dict | None = None,
+    trained: "Trainings | None" = None,
 ) -> list[dict]:
     """The rows of one notebook: read its answers, run it sealed off, ask for its answers, judge them here.
 
     `timing`, if given, receives "cpu": the CPU seconds its processes used, and "peak_mb": the most memory they
-    held together (MiB, as the sandbox's watcher saw it).
+    held together (MiB, as the sandbox's watcher saw it). `trained`: the grading's saved trainings, which the
+    notebook reads (read-only) instead of training again.
     """
     exercises = judging.lesson_exercises(sub.lesson) if sub.lesson else []
     base = {"student": sub.student, "notebook": sub.notebook, "lesson": sub.lesson}
@@ -438,7 +448,7 @@ def grade_notebook(
         return _finish(rows)
     unreadable = code.dynamic or code.unread
     del code, cells, bodies  # the grader keeps no notebook's code longer than it needs it
-    run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing)
+    run, results = run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing, trained)
     if sub.others:
         run = f"{report.ONE_OF}{len(sub.others) + 1} notebooks for lesson {sub.lesson} (not graded: " + (
             f"{', '.join(sub.others)}); {run}"
@@ -478,7 +488,7 @@ def _finish(rows: dict) -> list[dict]:
     return [{**row, "flags": "; ".join(row["flags"])} for row in rows.values()]
 
 
-def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -> tuple[str, dict]:
+def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None, trained=None) -> tuple[str, dict]:
     """Run the notebook in its sandbox, then judge each exercise; (how the run went, {exercise: result})."""
     workdir.mkdir(mode=0o700)
     with open(workdir / "submission.ipynb", "w", encoding="utf-8") as f:
@@ -495,7 +505,11 @@ def run_and_ask(sub, exercises, limits, mode, uid, seed, workdir, timing=None) -
     argv = sandbox.course_command(mode, "mha.course._runner", "submission.ipynb")
     argv += ["--requests", str(requests_r), "--replies", str(replies_w), "--rlimits", json.dumps(rlimits)]
     extra_env = {k: v for k, v in os.environ.items() if k == "MHA_CHECK_TIME_LIMIT"}
-    process = sandbox.Process(mode, workdir, argv, limits, uid, (requests_r, replies_w), extra_env)
+    read_only = []
+    if trained is not None:
+        extra_env.update(trained.environment(mode))
+        read_only.append((str(trained.folder), INSIDE))
+    process = sandbox.Process(mode, workdir, argv, limits, uid, (requests_r, replies_w), extra_env, read_only)
     results = {}
     try:
         process.start()
@@ -749,10 +763,12 @@ def summary(grading: Grading) -> str:
     if grading.warnings:
         lines += ["warnings:", *[f"  {w}" for w in grading.warnings], ""]
     if timed:
+        recorded = sum(grading.recorded_cpu.values())
+        trainings = f", {recorded:.1f} in the lessons' trainings, run once from the solutions" if recorded else ""
         lines.append(
             f"{len(timed)} notebooks in {grading.wall:.1f} s with {grading.jobs} at once "
             f"({sum(timed) / len(timed):.1f} s per notebook on average, {timed[-1]:.1f} s at most; "
-            f"{sum(grading.cpu.values()):.1f} CPU seconds in the notebooks' processes); "
+            f"{sum(grading.cpu.values()):.1f} CPU seconds in the notebooks' processes{trainings}); "
             f"seed {grading.seed} (`--seed {grading.seed}` draws the same cases again); the grader's own memory "
             f"peaked at {grading.peak_mb:.0f} MB"
         )

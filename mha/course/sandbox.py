@@ -232,13 +232,24 @@ class Process:
         uid: the unprivileged user to run as (root only; None: stay who we are).
         pass_fds: file descriptors the command inherits.
         env: more environment variables for the command.
+        read_only: (folder, where it appears under bubblewrap) pairs: folders of the grader's the process reads and
+            cannot change (without bubblewrap it sees each at its own path; with no isolation, nothing stops it).
     """
 
     def __init__(
-        self, mode: str, workdir: Path, argv: list[str], limits: Limits, uid: int | None, pass_fds=(), env=None
+        self,
+        mode: str,
+        workdir: Path,
+        argv: list[str],
+        limits: Limits,
+        uid: int | None,
+        pass_fds=(),
+        env=None,
+        read_only=(),
     ):
         self.mode, self.workdir, self.argv, self.limits, self.uid = mode, workdir, argv, limits, uid
         self.pass_fds, self.extra_env = tuple(pass_fds), dict(env or {})
+        self.read_only = [(str(folder), str(inside)) for folder, inside in read_only]
         self.cell_errors: list[dict] = []  # what the process said went wrong in its cells (informative only)
         self.proc: subprocess.Popen | None = None
         self.output_bytes = 0
@@ -298,7 +309,8 @@ class Process:
         size, files = int(self.limits.disk_mb) << 20, int(self.limits.files)
         scratch = [[path, SCRATCH_MB << 20, files, 0o1777] for path in ("/tmp", "/var/tmp", "/dev/shm")]
         mounts = [[str(self.workdir), size, files, 0o700]] + [m for m in scratch if Path(m[0]).is_dir()]
-        return {"mount": mounts, "uid": self.uid, "reach": _python_paths()}
+        reach = _python_paths() + [folder for folder, _ in self.read_only]
+        return {"mount": mounts, "uid": self.uid, "reach": reach}
 
     def _environment(self) -> dict[str, str]:
         home = HOME if self.mode == "bwrap" else str(self.workdir)
@@ -358,6 +370,9 @@ class Process:
 
         directory(COURSE + "/mha")
         cmd += ["--ro-bind", str(Path(mha.__file__).resolve().parent), COURSE + "/mha"]
+        for folder, inside in self.read_only:
+            directory(inside)
+            cmd += ["--ro-bind", folder, inside]
         directory(HOME)
         # its home: a memory file system of its own, writable by the user it becomes, that vanishes with it
         cmd += ["--perms", "0777" if root else "0700", "--size", str(int(self.limits.disk_mb) << 20), "--tmpfs", HOME]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .._trained import once
 from .._validate import check_int, check_positive
 from ..toy.language import INDEX, VOCAB, NextWordLanguage, is_sentence
 from ..toy.train import TrainConfig, TrainResult, train
@@ -62,6 +63,7 @@ class _OneRelation(nn.Module):
         return self.decoder(tokens).unsqueeze(2)  # (batch, seq, 1, vocab)
 
 
+@once()
 def train_writer(setting: WriterSetting = WriterSetting(), seed: int = 0, progress: bool = True) -> TrainResult:
     """Train a decoder on the next word of the template language; its result's `model` is the `Decoder` itself.
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .._trained import once
 from .models import AttentionOnlyConfig, build_model, count_parameters
 from .probe import format_accuracy, probe_heads
 from .tasks import OffsetCopyTask
@@ -101,6 +102,7 @@ class Setting:
         )
 
 
+@once()
 def run(setting: Setting, seed: int, progress: bool = True) -> tuple[dict, TrainResult]:
     """Train one model of `setting` from `seed`; return its record (JSON-ready) and the training result.
 

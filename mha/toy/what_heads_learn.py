@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from .._trained import once
 from .._validate import head_size
 from .language import INDEX, RELATIONS, Sentence, TemplateLanguage
 from .models import AttentionOnlyConfig, build_model, count_parameters
@@ -54,6 +55,7 @@ class HeadsSetting:
         TrainConfig(steps=self.steps, batch=self.batch, lr=self.lr, eval_every=self.eval_every)
 
 
+@once()
 def train_model(setting: HeadsSetting, seed: int, progress: bool = True) -> TrainResult:
     """Train the lesson's model from seed `seed`; the sentences of step k are the same for every setting."""
     language = TemplateLanguage()

@@ -1,0 +1,139 @@
+"""The trainings of a lesson's notebook, run once per grading from the course's own solutions (see `mha._trained`).
+
+    python -m mha.course.trained NOTEBOOK FOLDER
+
+runs every code cell of NOTEBOOK (the course's solutions notebook of a lesson, never a student's) with the checks
+skipped, saving into FOLDER the result of each course function marked `@once()` that it calls. The grader runs it
+outside the sandbox, as the course's own code, before the first notebook of the lesson; each student's notebook
+then reads FOLDER read-only. `Trainings` is the grader's side: one recording per lesson, at most, per grading.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from .._trained import FOLDER, RECORD
+from . import sandbox
+
+INSIDE = sandbox.COURSE + "/trained"  # where a notebook under bubblewrap finds the folder
+
+
+class Trainings:
+    """The grader's folder of saved trainings, filled one lesson at a time from the course's solutions.
+
+    Args:
+        folder: a new folder (created here, readable by every user, writable by the grader alone).
+        course: the course folder whose `solutions/NN_*.ipynb` are run.
+        timeout: seconds one lesson's recording may take (then it stops: its notebooks train for themselves).
+    """
+
+    def __init__(self, folder: Path, course: Path, timeout: float):
+        self.folder, self.course, self.timeout = Path(folder).resolve(), Path(course).resolve(), timeout
+        self.folder.mkdir(mode=0o755)
+        os.chmod(self.folder, 0o755)  # whatever the umask: the notebooks' users read it
+        self.seconds: dict[str, float] = {}  # lesson -> CPU seconds its recording took
+        self._lock = threading.Lock()
+        self._started: set[str] = set()
+
+    def prepare(self, lesson: str) -> None:
+        """Record `lesson`'s trainings if no thread has started to: the first caller waits for them, the others go on
+        (a notebook that finds no saved training trains for itself)."""
+        with self._lock:
+            if lesson in self._started or not lesson:
+                return
+            self._started.add(lesson)
+        notebook = solutions_notebook(self.course, lesson)
+        if notebook is not None:
+            self.seconds[lesson] = record(notebook, self.folder, self.timeout)
+
+    def environment(self, mode: str) -> dict[str, str]:
+        """What a notebook's process is told: where the folder is, as it sees it."""
+        return {FOLDER: INSIDE if mode == "bwrap" else str(self.folder)}
+
+
+def solutions_notebook(course: Path, lesson: str) -> Path | None:
+    """The course's solutions notebook of `lesson`, if the course folder has exactly one."""
+    found = sorted(Path(course, "solutions").glob(f"{lesson}_*.ipynb"))
+    return found[0] if len(found) == 1 and found[0].is_file() else None
+
+
+def record(notebook: Path, folder: Path, timeout: float) -> float:
+    """Run `notebook` once, saving its marked trainings into `folder`; the CPU seconds it took (0 if it could not
+    start). A recording that fails or runs out of time saves what it finished: the rest is trained by each notebook."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LANG": "C.UTF-8",
+        "MPLBACKEND": "Agg",
+        "OMP_NUM_THREADS": "1",  # as in the notebooks' processes
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        FOLDER: str(folder),
+        RECORD: "1",
+    }
+    argv = sandbox.course_command("uid", "mha.course.trained", str(notebook), str(folder))
+    work = Path(tempfile.mkdtemp(prefix="record-", dir=folder.parent))  # what its cells write goes here, then away
+    env["HOME"] = str(work)
+    try:
+        process = subprocess.Popen(
+            argv,
+            cwd=work,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        return 0.0
+    reaped, lock = [], threading.Lock()
+
+    def stop() -> None:  # its process group, while its pid is still its own (not reaped, so not reused)
+        with lock:
+            if not reaped:
+                _kill(process.pid)
+
+    timer = threading.Timer(timeout, stop)
+    timer.start()
+    try:
+        _, _, usage = os.wait4(process.pid, 0)  # its own CPU time, not that of the notebooks other threads ran
+        with lock:
+            reaped.append(True)
+            process.returncode = 0
+    finally:
+        timer.cancel()
+        shutil.rmtree(work, ignore_errors=True)
+    for name in os.listdir(folder):
+        if name.startswith(".") and name.endswith(f".{process.pid}"):
+            (folder / name).unlink(missing_ok=True)  # its save cut short
+    return usage.ru_utime + usage.ru_stime
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def main(argv=None) -> int:
+    from ..checks import framework
+    from ._runner import cells_of, run_cells
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2 or os.environ.get(RECORD) != "1":
+        print("usage: python -m mha.course.trained NOTEBOOK FOLDER (run by the grader)", file=sys.stderr)
+        return 2
+    framework.GRADING = True  # the checks its cells call are skipped, as when a student's notebook is graded
+    run_cells(cells_of(Path(args[0])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
