@@ -319,12 +319,16 @@ def class_figures() -> dict:
     ways = ", ".join(f"{n} {way}" for way, n in found["ways"].items())
     walls = " and ".join(f"{g['wall_seconds'] / 60:.1f} minutes with `--jobs {n}`" for n, g in sorted(by_jobs.items()))
     last = by_jobs[max(by_jobs)]
+    recording = last.get("recording_cpu_seconds", 0.0)  # the lessons' trainings, run once from the solutions
+    trainings = last.get("recording_cpu_seconds_per_lesson", {})
     sentence = (
         f"A class of {found['students']} students × {len(found['lessons'])} lessons, {found['notebooks']} notebooks "
         f"({ways}), was graded in {walls} on {found['cpus']} cores, at a load average of "
         f"{found['load_average_1min_at_start']:.1f} at the start and {found['load_average_1min_at_end']:.1f} at the "
-        f"end; {last['cpu_seconds']:,.0f} CPU seconds in the notebooks' processes, "
-        f"{last['cpu_seconds_per_notebook']:.2f} per notebook; the grader's own memory peaked at "
+        f"end; {last['cpu_seconds'] - recording:,.0f} CPU seconds in the notebooks' processes and {recording:.0f} in "
+        f"running the lessons' trainings once from the solutions (lessons "
+        + ", ".join(f"{lesson}: {seconds:.1f}" for lesson, seconds in trainings.items())
+        + f"), {last['cpu_seconds_per_notebook']:.2f} per notebook in all; the grader's own memory peaked at "
         f"{last['grader_peak_mb']} MB and a notebook's processes at {last['notebook_peak_mb']} MB"
     )
     lines = [
@@ -345,7 +349,7 @@ def class_figures() -> dict:
         "|---|---|---|---|---|",
     ]
     for students, nodes, cores in MOOC:
-        cpu = students * per_student
+        cpu = students * per_student + nodes * recording  # each shard runs the lessons' trainings once
         wall = cpu * stretch / (nodes * cores)
         mem = -(-(last["grader_peak_mb"] + cores * memory) // 1024)
         mooc.append(
@@ -354,8 +358,8 @@ def class_figures() -> dict:
         )
     mooc_sentence = (
         f"{per_student:.1f} CPU seconds per student for all {len(found['lessons'])} lessons (the sum of the lessons' "
-        f"means above), and {stretch:.2f} seconds of a job's time per CPU second (waiting on endless answers, "
-        f"starting processes)"
+        f"means above), {recording:.0f} CPU seconds per shard for the lessons' trainings, and {stretch:.2f} seconds "
+        f"of a job's time per CPU second (waiting on endless answers, starting processes)"
     )
     return {
         "sentence": sentence,

@@ -13,7 +13,7 @@ import torch
 from grading import LESSON01, honest, sandbox_or_skip
 
 from mha import _trained
-from mha.course import classroom, grade, report
+from mha.course import classroom, grade, report, trained
 from mha.course.exercises import ROOT
 
 
@@ -109,6 +109,17 @@ def test_the_courses_trainings_are_marked_and_keyed_by_plain_settings():
     ]:
         assert getattr(fn, "trained_once", False), fn.__qualname__
         assert _trained._plain(setting), f"{setting} must be plain data, or every notebook trains again"
+        assert fn.__name__ in trained.marked_functions()
+
+
+def test_a_lesson_is_recorded_only_where_it_pays(tmp_path):
+    training = {n for n in ("02", "04", "07") if trained.calls_a_marked_function(trained.solutions_notebook(ROOT, n))}
+    assert training == {"02", "04", "07"}
+    assert not trained.calls_a_marked_function(trained.solutions_notebook(ROOT, "01")), "lesson 01 trains nothing"
+    saved = trained.Trainings(tmp_path / "trained", ROOT, 60, lessons={"02"})
+    saved.prepare("01")  # trains nothing: no recording
+    saved.prepare("04")  # one notebook of it is graded: it pays for its own training
+    assert saved.seconds == {} and list(saved.folder.iterdir()) == []
 
 
 def _prober() -> str:

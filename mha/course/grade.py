@@ -39,6 +39,7 @@ import stat
 import tempfile
 import time
 import unicodedata
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,7 +324,9 @@ def grade(
     os.chmod(scratch, 0o711)  # users of the jobs may pass through to their own folder, not list the others
     # the lessons' trainings, once each from the course's solutions, read-only to every notebook (`mha._trained`);
     # without isolation a notebook could change them for the others, so there each notebook trains for itself
-    trained = Trainings(scratch / "trained", course, limits.timeout) if mode != "none" else None
+    graded = Counter(s.lesson for s in subs if s.lesson and not s.problem)
+    worth = {lesson for lesson, n in graded.items() if n >= 2}  # one notebook would pay for its own training anyway
+    trained = Trainings(scratch / "trained", course, limits.timeout, worth) if mode != "none" else None
     started = time.monotonic()
 
     def one(index: int, sub: Submission) -> list[dict]:

@@ -8,7 +8,10 @@ outside the sandbox, as the course's own code, before the first notebook of the 
 then reads FOLDER read-only. `Trainings` is the grader's side: one recording per lesson, at most, per grading.
 """
 
+import ast
+import functools
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,14 +29,19 @@ INSIDE = sandbox.COURSE + "/trained"  # where a notebook under bubblewrap finds 
 class Trainings:
     """The grader's folder of saved trainings, filled one lesson at a time from the course's solutions.
 
+    A lesson is recorded only where it pays: when at least two of its notebooks are graded, and when its solutions
+    call a marked function (a lesson whose notebooks train nothing costs no recording).
+
     Args:
         folder: a new folder (created here, readable by every user, writable by the grader alone).
         course: the course folder whose `solutions/NN_*.ipynb` are run.
         timeout: seconds one lesson's recording may take (then it stops: its notebooks train for themselves).
+        lessons: the lessons worth recording (default: every lesson).
     """
 
-    def __init__(self, folder: Path, course: Path, timeout: float):
+    def __init__(self, folder: Path, course: Path, timeout: float, lessons=None):
         self.folder, self.course, self.timeout = Path(folder).resolve(), Path(course).resolve(), timeout
+        self.lessons = None if lessons is None else set(lessons)
         self.folder.mkdir(mode=0o755)
         os.chmod(self.folder, 0o755)  # whatever the umask: the notebooks' users read it
         self.seconds: dict[str, float] = {}  # lesson -> CPU seconds its recording took
@@ -44,11 +52,11 @@ class Trainings:
         """Record `lesson`'s trainings if no thread has started to: the first caller waits for them, the others go on
         (a notebook that finds no saved training trains for itself)."""
         with self._lock:
-            if lesson in self._started or not lesson:
+            if lesson in self._started or not lesson or (self.lessons is not None and lesson not in self.lessons):
                 return
             self._started.add(lesson)
         notebook = solutions_notebook(self.course, lesson)
-        if notebook is not None:
+        if notebook is not None and calls_a_marked_function(notebook):
             self.seconds[lesson] = record(notebook, self.folder, self.timeout)
 
     def environment(self, mode: str) -> dict[str, str]:
@@ -60,6 +68,42 @@ def solutions_notebook(course: Path, lesson: str) -> Path | None:
     """The course's solutions notebook of `lesson`, if the course folder has exactly one."""
     found = sorted(Path(course, "solutions").glob(f"{lesson}_*.ipynb"))
     return found[0] if len(found) == 1 and found[0].is_file() else None
+
+
+@functools.cache
+def marked_functions() -> frozenset[str]:
+    """The names of the course's functions marked `@once(...)`, read from the package's source."""
+    import mha
+
+    names = set()
+    for path in Path(mha.__file__).resolve().parent.rglob("*.py"):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef) and any(_is_once(d) for d in node.decorator_list):
+                names.add(node.name)
+    return frozenset(names)
+
+
+def _is_once(decorator: ast.expr) -> bool:
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return (isinstance(target, ast.Name) and target.id == "once") or (
+        isinstance(target, ast.Attribute) and target.attr == "once"
+    )
+
+
+def calls_a_marked_function(notebook: Path) -> bool:
+    """Whether the notebook's code names a marked function followed by "(" (an alias would be missed: its notebooks
+    would then train for themselves, as without a recording)."""
+    from ._runner import cells_of
+
+    names = marked_functions()
+    if not names:
+        return False
+    call = re.compile(r"\b(" + "|".join(map(re.escape, sorted(names))) + r")\s*\(")
+    return any(call.search(source) for source in cells_of(notebook))
 
 
 def record(notebook: Path, folder: Path, timeout: float) -> float:
