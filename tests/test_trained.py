@@ -7,6 +7,7 @@ change. What is judged is unchanged (the class is graded as it expects); what it
 
 import dataclasses
 import json
+import os
 
 import pytest
 import torch
@@ -184,3 +185,34 @@ def test_the_lessons_that_train_cost_a_notebook_a_fraction_of_their_training_and
     assert runs_the_training, json.dumps(plan["notebooks"], indent=1)
     for (student, notebook), cpu in runs_the_training:
         assert cpu < done.recorded_cpu[notebook[:2]] / 2, f"{student}/{notebook} trained again: {cpu:.1f} CPU s"
+
+
+def test_solutions_others_could_change_are_never_run(tmp_path):
+    """The grader runs the course's solutions outside the sandbox: only a notebook that no other user could change or
+    swap (nor the folders above it) is run; otherwise every notebook trains for itself, and the grading says why."""
+    course = tmp_path / "course"
+    (course / "solutions").mkdir(parents=True)
+    copy = course / "solutions" / "04_what_heads_learn.ipynb"
+    copy.write_bytes(trained.solutions_notebook(ROOT, "04").read_bytes())
+    os.chmod(copy, 0o644)
+    for folder in (tmp_path, course, course / "solutions"):
+        os.chmod(folder, 0o755)
+    assert trained.changeable_by_others(copy) == ""
+    for what, change, says in [
+        (course / "solutions", 0o775, "may be written by others (mode 775)"),
+        (copy, 0o646, "may be written by others (mode 646)"),
+    ]:
+        os.chmod(what, change)
+        saved = trained.Trainings(tmp_path / f"trained{change:o}", course, 60)
+        saved.prepare("04")
+        assert saved.seconds == {} and list(saved.folder.iterdir()) == []
+        assert len(saved.warnings) == 1 and says in saved.warnings[0] and "lesson 04" in saved.warnings[0]
+        os.chmod(what, 0o755 if what.is_dir() else 0o644)
+    if os.geteuid() == 0:
+        os.chown(copy, 12345, 12345)
+        assert "belongs to user 12345" in trained.changeable_by_others(copy)
+        os.chown(copy, 0, 0)
+    os.chmod(course, 0o1777)  # a folder all may write to protects what it holds only with its sticky bit
+    assert trained.changeable_by_others(copy) == ""
+    os.chmod(course, 0o777)
+    assert f"{course} may be written by others" in trained.changeable_by_others(copy)

@@ -370,6 +370,7 @@ def grade(
             users.release()
     grading.wall = time.monotonic() - started
     grading.recorded_cpu = dict(trained.seconds) if trained is not None else {}
+    grading.warnings.extend(trained.warnings if trained is not None else [])
     rows = [report.safe_row(row) for row in grading.rows]
     grading.rows = report.mark_same_answers(sorted(rows, key=report.order))
     grading.peak_mb = _own_peak_mb()

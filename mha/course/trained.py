@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ class Trainings:
         self.folder.mkdir(mode=0o755)
         os.chmod(self.folder, 0o755)  # whatever the umask: the notebooks' users read it
         self.seconds: dict[str, float] = {}  # lesson -> CPU seconds its recording took
+        self.warnings: list[str] = []  # lessons not recorded, and why
         self._lock = threading.Lock()
         self._started: set[str] = set()
 
@@ -56,18 +58,45 @@ class Trainings:
                 return
             self._started.add(lesson)
         notebook = solutions_notebook(self.course, lesson)
-        if notebook is not None and calls_a_marked_function(notebook):
-            self.seconds[lesson] = record(notebook, self.folder, self.timeout)
+        if notebook is None or not calls_a_marked_function(notebook):
+            return
+        who = changeable_by_others(notebook)
+        if who:
+            self.warnings.append(
+                f"lesson {lesson}: its trainings were not run once for the class (each notebook trained for itself): "
+                f"the grader runs the course's solutions outside the sandbox, and {who}"
+            )
+            return
+        self.seconds[lesson] = record(notebook, self.folder, self.timeout)
 
     def environment(self, mode: str) -> dict[str, str]:
         """What a notebook's process is told: where the folder is, as it sees it."""
         return {FOLDER: INSIDE if mode == "bwrap" else str(self.folder)}
 
 
+def changeable_by_others(path: Path) -> str:
+    """Why someone other than the grader's user (and root) could change `path` or swap it for another file, or ""
+    if no one could: the file and every folder above it are theirs and writable by no one else (a folder all may
+    write to, as /tmp, protects what it holds only with its sticky bit). The grader runs only such a notebook."""
+    me = os.geteuid()
+    for item in [path, *path.parents]:
+        try:
+            info = os.lstat(item)
+        except OSError as error:
+            return f"{item} cannot be examined ({error.strerror})"
+        if stat.S_ISLNK(info.st_mode):
+            return f"{item} is a link"
+        if info.st_uid not in (me, 0):
+            return f"{item} belongs to user {info.st_uid}"
+        if info.st_mode & 0o022 and not (item != path and info.st_mode & stat.S_ISVTX):
+            return f"{item} may be written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    return ""
+
+
 def solutions_notebook(course: Path, lesson: str) -> Path | None:
     """The course's solutions notebook of `lesson`, if the course folder has exactly one."""
     found = sorted(Path(course, "solutions").glob(f"{lesson}_*.ipynb"))
-    return found[0] if len(found) == 1 and found[0].is_file() else None
+    return found[0].resolve() if len(found) == 1 and found[0].is_file() else None
 
 
 @functools.cache
