@@ -11,7 +11,8 @@ the folder, and what is judged never came from those models: the grader judges e
 itself.
 
 A call is saved only when its arguments are plain data (numbers, text, tuples, lists, dicts and dataclasses of
-them), so that two calls with the same key are the same call, and only when it leaves torch's global random state as
+them, each named with its type, a dataclass by its module and class), so that two calls with the same key are the
+same call, and only when it leaves torch's global random state as
 it found it, so that reading it back changes nothing the notebook's later cells draw. Arguments named in `ignore`
 (a progress bar) are not part of the key.
 """
@@ -62,9 +63,12 @@ def _run_and_save(fn: Callable, args: tuple, kwargs: dict, path: Path):
     result = fn(*args, **kwargs)
     if torch.equal(torch.get_rng_state(), before):  # else reading it back would leave another random state
         partial = path.with_name(f".{path.name}.{os.getpid()}")
-        torch.save(result, partial)
-        os.chmod(partial, 0o644)  # every notebook's user reads it; none writes it
-        os.replace(partial, path)  # a reader finds the whole file or none
+        try:
+            torch.save(result, partial)
+            os.chmod(partial, 0o644)  # every notebook's user reads it; none writes it
+            os.replace(partial, path)  # a reader finds the whole file or none
+        except Exception:  # noqa: BLE001 - not saved (a full disk, say): each notebook trains for itself
+            partial.unlink(missing_ok=True)
     return result
 
 
@@ -72,35 +76,40 @@ def _key(fn: Callable, signature: inspect.Signature, args: tuple, kwargs: dict, 
     """The call's key: the function and its arguments (defaults filled in); None if they are not all plain data."""
     try:
         bound = signature.bind(*args, **kwargs)
-    except TypeError:
+        bound.apply_defaults()
+        arguments = [(name, _encoded(value)) for name, value in bound.arguments.items() if name not in ignore]
+        text = repr((fn.__module__, fn.__qualname__, arguments))
+    except Exception:  # noqa: BLE001 - not plain data, or a value with no text (an int of 5,000 digits): not saved
         return None
-    bound.apply_defaults()
-    arguments = [(name, value) for name, value in bound.arguments.items() if name not in ignore]
-    if not all(_plain(value) for _, value in arguments):
-        return None
-    text = repr((fn.__module__, fn.__qualname__, arguments))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _plain(value, depth: int = 0) -> bool:
-    """Plain data whose repr says all of it (no tensors, whose repr elides; no objects, whose repr may say nothing)."""
+class _NotPlain(Exception):
+    pass
+
+
+def _encoded(value, depth: int = 0):
+    """Plain data as text that says all of it and its types: numbers, text, tuples, lists, dicts, and dataclasses
+    (named by module and class, every field); anything else (a tensor, whose repr elides; an object) raises."""
     if depth > 8:
-        return False
-    if isinstance(value, _PLAIN):
-        return type(value) in _PLAIN
-    if type(value) in (tuple, list):
-        return all(_plain(v, depth + 1) for v in value)
-    if type(value) is dict:
-        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())
+        raise _NotPlain("nested too deep")
+    kind = type(value)
+    if kind in _PLAIN:
+        return (kind.__name__, repr(value))
+    if kind in (tuple, list):
+        return (kind.__name__, [_encoded(v, depth + 1) for v in value])
+    if kind is dict:
+        return ("dict", [(_encoded(k, depth + 1), _encoded(v, depth + 1)) for k, v in value.items()])
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = dataclasses.fields(value)
-        if not _generated_repr(type(value)) or any(not f.repr for f in fields):
-            return False  # its repr might not say every field
-        return all(_plain(getattr(value, f.name), depth + 1) for f in fields)
-    return False
+        fields = [(f.name, _encoded(getattr(value, f.name), depth + 1)) for f in dataclasses.fields(value)]
+        return ("dataclass", kind.__module__, kind.__qualname__, fields)
+    raise _NotPlain(kind.__name__)
 
 
-def _generated_repr(kind: type) -> bool:
-    """Whether `kind`'s repr is the one @dataclass wrote for it (which says every field with repr=True)."""
-    method = kind.__dict__.get("__repr__")
-    return "__create_fn__" in getattr(getattr(method, "__wrapped__", None), "__qualname__", "")
+def _plain(value) -> bool:
+    """Whether a call with this argument may be saved (see `_encoded`)."""
+    try:
+        _encoded(value)
+    except Exception:  # noqa: BLE001
+        return False
+    return True

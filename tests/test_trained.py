@@ -26,11 +26,13 @@ class Plan:
 
 
 @dataclasses.dataclass(frozen=True)
-class Vague:
+class Twin:  # Plan's fields under another name: another call
     size: int = 3
+    name: str = "a"
+    parts: tuple = (1, 2)
 
     def __repr__(self):
-        return "Vague"
+        return "Plan(size=3, name='a', parts=(1, 2))"
 
 
 class Counter:
@@ -40,7 +42,7 @@ class Counter:
 @_trained.once()
 def train(plan: Plan, seed: int = 0, progress: bool = True) -> dict:
     Counter.calls += 1
-    return {"weights": torch.full((plan.size,), float(seed)), "seed": seed}
+    return {"weights": torch.full((int(plan.size) % 7 + 1,), float(seed)), "seed": seed}
 
 
 @_trained.once()
@@ -73,7 +75,9 @@ def test_a_recorded_call_is_read_back_and_any_other_call_runs(tmp_path, monkeypa
     assert torch.equal(back["weights"], recorded["weights"]) and back is not recorded
     back["weights"] += 1  # each read is a fresh copy: changing one changes no later one
     assert torch.equal(train(Plan(), 2)["weights"], recorded["weights"])
-    for other in [(Plan(), 3), (Plan(size=4), 2), (Plan(name="b"), 2), (Plan(parts=(1, 3)), 2)]:
+    others = [(Plan(), 3), (Plan(size=4), 2), (Plan(name="b"), 2), (Plan(parts=(1, 3)), 2), (Plan(parts=[1, 2]), 2)]
+    others += [(Twin(), 2), (Plan(size=3.0), 2), (Plan(size=True), 2)]
+    for other in others:
         assert _calls(train, *other) == 1, f"{other} was not recorded: it must run"
 
 
@@ -81,7 +85,7 @@ def test_a_recorded_call_is_read_back_and_any_other_call_runs(tmp_path, monkeypa
     "args",
     [
         (Plan(parts=(torch.ones(2),)), 0),  # a tensor's repr elides its values
-        (Vague(), 0),  # a repr that does not say every field
+        (Plan(size=10**5000), 0),  # a number with no text (Python refuses its repr)
         (Plan(parts=(object(),)), 0),  # an object's repr says nothing of it
     ],
 )
@@ -216,3 +220,30 @@ def test_solutions_others_could_change_are_never_run(tmp_path):
     assert trained.changeable_by_others(copy) == ""
     os.chmod(course, 0o777)
     assert f"{course} may be written by others" in trained.changeable_by_others(copy)
+
+
+def test_a_recording_that_fails_or_runs_too_long_costs_speed_and_says_so(tmp_path, monkeypatch):
+    slow = trained.Trainings(tmp_path / "slow", ROOT, 0.5)
+    slow.prepare("04")  # its training takes seconds: stopped at 0.5 s
+    assert list(slow.folder.iterdir()) == []
+    assert len(slow.warnings) == 1 and "ran past 0.5 s" in slow.warnings[0], slow.warnings
+
+    def broken(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trained, "record", broken)
+    full = trained.Trainings(tmp_path / "full", ROOT, 60)
+    full.prepare("04")  # raises nothing: the notebooks of lesson 04 train for themselves
+    assert "failed (OSError: [Errno 28] No space left on device)" in full.warnings[0]
+
+
+def test_a_save_that_fails_returns_the_result_and_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv(_trained.FOLDER, str(tmp_path))
+    monkeypatch.setenv(_trained.RECORD, "1")
+
+    def no_room(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_room)
+    assert train(Plan(), 5)["seed"] == 5
+    assert list(tmp_path.iterdir()) == []

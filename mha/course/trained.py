@@ -57,17 +57,26 @@ class Trainings:
             if lesson in self._started or not lesson or (self.lessons is not None and lesson not in self.lessons):
                 return
             self._started.add(lesson)
-        notebook = solutions_notebook(self.course, lesson)
-        if notebook is None or not calls_a_marked_function(notebook):
-            return
-        who = changeable_by_others(notebook)
-        if who:
+        notebook = None
+        try:
+            notebook = solutions_notebook(self.course, lesson)
+            if notebook is None or not calls_a_marked_function(notebook):
+                return
+            who = changeable_by_others(notebook)
+            if who:
+                self.warnings.append(
+                    f"lesson {lesson}: its trainings were not run once for the class (each notebook trained for "
+                    f"itself): the grader runs the course's solutions outside the sandbox, and {who}"
+                )
+                return
+            self.seconds[lesson], problem = record(notebook, self.folder, self.timeout)
+        except Exception as error:  # noqa: BLE001 - a recording that fails costs speed, never a student's grade
+            problem = f"failed ({type(error).__name__}: {str(error)[:200]})"
+        if problem:
             self.warnings.append(
-                f"lesson {lesson}: its trainings were not run once for the class (each notebook trained for itself): "
-                f"the grader runs the course's solutions outside the sandbox, and {who}"
+                f"lesson {lesson}: running its trainings once from {notebook.name if notebook else 'the solutions'} "
+                f"{problem}; the notebooks whose trainings were not saved trained for themselves"
             )
-            return
-        self.seconds[lesson] = record(notebook, self.folder, self.timeout)
 
     def environment(self, mode: str) -> dict[str, str]:
         """What a notebook's process is told: where the folder is, as it sees it."""
@@ -135,9 +144,10 @@ def calls_a_marked_function(notebook: Path) -> bool:
     return any(call.search(source) for source in cells_of(notebook))
 
 
-def record(notebook: Path, folder: Path, timeout: float) -> float:
-    """Run `notebook` once, saving its marked trainings into `folder`; the CPU seconds it took (0 if it could not
-    start). A recording that fails or runs out of time saves what it finished: the rest is trained by each notebook."""
+def record(notebook: Path, folder: Path, timeout: float) -> tuple[float, str]:
+    """Run `notebook` once, saving its marked trainings into `folder`; the CPU seconds it took and what went wrong
+    ("" if nothing). A recording that fails or runs out of time saves what it finished: the rest is trained by each
+    notebook."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LANG": "C.UTF-8",
@@ -162,30 +172,35 @@ def record(notebook: Path, folder: Path, timeout: float) -> float:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-    except OSError:
+    except OSError as error:
         shutil.rmtree(work, ignore_errors=True)
-        return 0.0
-    reaped, lock = [], threading.Lock()
+        return 0.0, f"could not start ({error.strerror})"
+    reaped, lock, stopped = [], threading.Lock(), []
 
     def stop() -> None:  # its process group, while its pid is still its own (not reaped, so not reused)
         with lock:
             if not reaped:
+                stopped.append(True)
                 _kill(process.pid)
 
     timer = threading.Timer(timeout, stop)
     timer.start()
     try:
-        _, _, usage = os.wait4(process.pid, 0)  # its own CPU time, not that of the notebooks other threads ran
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)  # ended, not yet reaped: its pid is still its own
         with lock:
-            reaped.append(True)
-            process.returncode = 0
+            reaped.append(True)  # from here the timer leaves it alone
+        _, status, usage = os.wait4(process.pid, 0)  # its own CPU time, not that of the notebooks other threads ran
+        process.returncode = os.waitstatus_to_exitcode(status)
     finally:
         timer.cancel()
         shutil.rmtree(work, ignore_errors=True)
     for name in os.listdir(folder):
         if name.startswith(".") and name.endswith(f".{process.pid}"):
             (folder / name).unlink(missing_ok=True)  # its save cut short
-    return usage.ru_utime + usage.ru_stime
+    problem = f"ran past {timeout:g} s" if stopped else ""
+    if not problem and process.returncode != 0:
+        problem = f"ended with status {process.returncode}"
+    return usage.ru_utime + usage.ru_stime, problem
 
 
 def _kill(pid: int) -> None:
