@@ -1,7 +1,7 @@
 """Trainings a lesson's notebook runs, done once per grading and read back by each of the class's notebooks.
 
 Three exercise notebooks (lessons 02, 04 and 07) train a small model with the course's code before their last
-exercises: 6 to 7 CPU seconds each, the same training in every student's notebook, and about half of what grading a
+exercises: 6 to 9 CPU seconds each, the same training in every student's notebook, and about half of what grading a
 class costs. Each such course function is marked `@once()`. Outside grading it is the function itself. When the
 grader grades a lesson, it first runs the course's own solutions notebook of that lesson, outside any sandbox, with
 MHA_TRAINED naming a folder and MHA_TRAINED_RECORD=1: each marked call saves its result there (`mha.course.trained`).

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 
 from mha.course import answers, judging
+from mha.course.sandbox import Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "notebooks" / "INSTRUCTOR_GUIDE.md"
@@ -325,7 +326,8 @@ def class_figures() -> dict:
         f"A class of {found['students']} students × {len(found['lessons'])} lessons, {found['notebooks']} notebooks "
         f"({ways}), was graded in {walls} on {found['cpus']} cores, at a load average of "
         f"{found['load_average_1min_at_start']:.1f} at the start and {found['load_average_1min_at_end']:.1f} at the "
-        f"end; {last['cpu_seconds'] - recording:,.0f} CPU seconds in the notebooks' processes and {recording:.0f} in "
+        f"end; with `--jobs {last['jobs']}`, {last['cpu_seconds'] - recording:,.0f} CPU seconds in the notebooks' "
+        f"processes and {recording:.0f} in "
         f"running the lessons' trainings once from the solutions (lessons "
         + ", ".join(f"{lesson}: {seconds:.1f}" for lesson, seconds in trainings.items())
         + f"), {last['cpu_seconds_per_notebook']:.2f} per notebook in all; the grader's own memory peaked at "
@@ -345,16 +347,18 @@ def class_figures() -> dict:
     stretch = last["wall_seconds"] * last["jobs"] / last["cpu_seconds"]  # job-seconds per CPU second, as measured
     memory = max(m["notebook_peak_mb"] for m in last["per_lesson"].values())
     mooc = [
-        "| students × lessons | CPU-hours | shards × `--jobs` (nodes × cores) | wall time | `--mem` per shard |",
+        "| students × lessons | CPU-hours | shards × `--jobs` (nodes × cores) | wall time | `--mem` per shard: "
+        "measured (every notebook at its limit) |",
         "|---|---|---|---|---|",
     ]
     for students, nodes, cores in MOOC:
         cpu = students * per_student + nodes * recording  # each shard runs the lessons' trainings once
         wall = cpu * stretch / (nodes * cores)
         mem = -(-(last["grader_peak_mb"] + cores * memory) // 1024)
+        most = -(-(last["grader_peak_mb"] + cores * Limits().memory_mb) // 1024)
         mooc.append(
             f"| {students:,} × {len(found['lessons'])} | {cpu / 3600:,.1f} | {nodes} × {cores} | "
-            f"{wall / 60:,.0f} min | {mem:.0f}G |"
+            f"{wall / 60:,.0f} min | {mem:.0f}G ({most:.0f}G) |"
         )
     mooc_sentence = (
         f"{per_student:.1f} CPU seconds per student for all {len(found['lessons'])} lessons (the sum of the lessons' "

@@ -1,6 +1,7 @@
 """The instructor guide's Slurm recipe, checked without a cluster (`make test-slurm` runs it on a real one)."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "notebooks" / "results" / "slurm.json"
+CLASS = ROOT / "notebooks" / "results" / "class.json"
 
 
 def test_the_guides_slurm_blocks_are_the_ones_the_slurm_test_runs():
@@ -52,3 +54,20 @@ def test_the_guide_quotes_the_times_the_slurm_test_measured():
     guide = " ".join(recipe.section().split())
     assert slurm_sentence() in guide, "the guide's Slurm figures, from slurm.json:\n" + slurm_sentence()
     assert f"Slurm {record['slurm']}" in guide
+
+
+def test_the_memory_the_array_asks_for_holds_its_notebooks_at_their_limit_and_the_grader():
+    """Slurm stops a job that passes its --mem, the grader and honest notebooks with it: a shard must hold every
+    notebook it runs at once at the grader's own --memory-mb, and the grader (its peak in the class measured)."""
+    from mha.course.sandbox import Limits
+
+    script = recipe.blocks()["sbatch"][1]
+    cpus = int(re.search(r"--cpus-per-task=(\d+)", script).group(1))
+    number, unit = re.search(r"--mem=(\d+)([MG])\b", script).groups()
+    mem = int(number) * (1024 if unit == "G" else 1)
+    assert '--jobs "$SLURM_CPUS_PER_TASK"' in script
+    found = re.search(r"--memory-mb (\d+)", script)
+    per_notebook = int(found.group(1)) if found else Limits().memory_mb
+    grader = max(g["grader_peak_mb"] for g in json.loads(CLASS.read_text())["gradings"])
+    need = cpus * per_notebook + grader
+    assert mem >= need, f"--mem={number}{unit} for {cpus} notebooks of {per_notebook} MB and the grader: {need} MB"

@@ -247,3 +247,32 @@ def test_a_save_that_fails_returns_the_result_and_leaves_nothing(tmp_path, monke
     monkeypatch.setattr(torch, "save", no_room)
     assert train(Plan(), 5)["seed"] == 5
     assert list(tmp_path.iterdir()) == []
+
+
+def test_jobs_that_reach_a_lesson_during_its_recording_wait_for_it(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    ended, calls = [], []
+
+    def slow_record(notebook, folder, timeout):
+        calls.append(notebook)
+        time.sleep(0.5)
+        ended.append(time.monotonic())
+        return 1.0, ""
+
+    monkeypatch.setattr(trained, "record", slow_record)
+    saved = trained.Trainings(tmp_path / "trained", ROOT, 60)
+    returned = []
+
+    def job():
+        saved.prepare("04")
+        returned.append(time.monotonic())
+
+    threads = [threading.Thread(target=job) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1, "one recording per lesson"
+    assert len(returned) == 3 and min(returned) >= ended[0], "no notebook of the lesson starts before it is recorded"

@@ -48,15 +48,27 @@ class Trainings:
         self.seconds: dict[str, float] = {}  # lesson -> CPU seconds its recording took
         self.warnings: list[str] = []  # lessons not recorded, and why
         self._lock = threading.Lock()
-        self._started: set[str] = set()
+        self._done: dict[str, threading.Event] = {}  # lesson -> set when its recording has ended
 
     def prepare(self, lesson: str) -> None:
-        """Record `lesson`'s trainings if no thread has started to: the first caller waits for them, the others go on
-        (a notebook that finds no saved training trains for itself)."""
+        """Record `lesson`'s trainings before its first notebook runs; a job that reaches another notebook of the
+        lesson meanwhile waits for the recording to end (at most its time limit), so that every notebook reads it."""
+        if not lesson or (self.lessons is not None and lesson not in self.lessons):
+            return
         with self._lock:
-            if lesson in self._started or not lesson or (self.lessons is not None and lesson not in self.lessons):
-                return
-            self._started.add(lesson)
+            done = self._done.get(lesson)
+            first = done is None
+            if first:
+                done = self._done[lesson] = threading.Event()
+        if not first:
+            done.wait(self.timeout + 30)
+            return
+        try:
+            self._record(lesson)
+        finally:
+            done.set()
+
+    def _record(self, lesson: str) -> None:
         notebook = None
         try:
             notebook = solutions_notebook(self.course, lesson)
