@@ -104,12 +104,3 @@ def _encoded(value, depth: int = 0):
         fields = [(f.name, _encoded(getattr(value, f.name), depth + 1)) for f in dataclasses.fields(value)]
         return ("dataclass", kind.__module__, kind.__qualname__, fields)
     raise _NotPlain(kind.__name__)
-
-
-def _plain(value) -> bool:
-    """Whether a call with this argument may be saved (see `_encoded`)."""
-    try:
-        _encoded(value)
-    except Exception:  # noqa: BLE001
-        return False
-    return True

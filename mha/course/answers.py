@@ -480,20 +480,26 @@ class Reference:
         return (self.solution, self.stub)[index]
 
 
+def solutions_notebook(root: Path, lesson: str) -> Path | None:
+    """The course folder's solutions notebook of a lesson (the first by name), or None if it has none."""
+    found = sorted((Path(root) / "solutions").glob(f"{lesson}_*.ipynb"))
+    return found[0] if found else None
+
+
 @lru_cache(maxsize=32)
 def course_answers(root: Path, lesson: str) -> dict[str, Reference] | None:
     """For each learner function of a lesson, the course's `Reference`.
 
     None if the course folder has no solution notebook for the lesson (an installed package without the notebooks).
     """
-    found = sorted((root / "solutions").glob(f"{lesson}_*.ipynb"))
-    if not found:
+    path = solutions_notebook(root, lesson)
+    if path is None:
         return None
     import nbformat
 
     importlib.import_module("mha")
-    solution = nbformat.read(found[0], as_version=4)
-    exercise = generation.make_exercise(solution, found[0].name)
+    solution = nbformat.read(path, as_version=4)
+    exercise = generation.make_exercise(solution, path.name)
     solved = Code([c.source for c in solution.cells if c.cell_type == "code"])
     stubbed = Code([c.source for c in exercise.cells if c.cell_type == "code"])
     out = {}

@@ -22,7 +22,7 @@ import threading
 from pathlib import Path
 
 from .._trained import FOLDER, RECORD
-from . import sandbox
+from . import answers, sandbox
 
 INSIDE = sandbox.COURSE + "/trained"  # where a notebook under bubblewrap finds the folder
 
@@ -115,9 +115,9 @@ def changeable_by_others(path: Path) -> str:
 
 
 def solutions_notebook(course: Path, lesson: str) -> Path | None:
-    """The course's solutions notebook of `lesson`, if the course folder has exactly one."""
-    found = sorted(Path(course, "solutions").glob(f"{lesson}_*.ipynb"))
-    return found[0].resolve() if len(found) == 1 and found[0].is_file() else None
+    """The solutions notebook the grader compares the lesson's answers with (`answers.solutions_notebook`)."""
+    found = answers.solutions_notebook(course, lesson)
+    return found.resolve() if found is not None and found.is_file() else None
 
 
 @functools.cache
