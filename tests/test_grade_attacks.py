@@ -468,7 +468,10 @@ def test_the_grading_of_a_hostile_class_ends_with_its_csv_summary_and_feedback(h
         assert _marks(by, student) == 6, (student, [by[student, e]["note"] for e in EXERCISES])
     assert hostile["left"] == [], "the grader's scratch folders are all removed"
     ran = next(line for line in hostile["stdout"].splitlines() if " notebooks in " in line)
-    print(f"\nhostile class, {len({r['student'] for r in hostile['rows']})} students: {ran}")
+    students = len({r["student"] for r in hostile["rows"]})
+    print(f"\nhostile class, {students} students: {ran}")
+    guide = " ".join((ROOT / "notebooks" / "INSTRUCTOR_GUIDE.md").read_text().split())
+    assert f"That hostile class of {students} students is graded with two jobs, `--timeout 60`" in guide
 
 
 def test_text_that_is_not_unicode_is_a_note_never_a_stop(hostile):

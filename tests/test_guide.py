@@ -297,6 +297,16 @@ def test_every_message_the_misconceptions_table_quotes_is_a_checks_message():
     assert missing == [], "quoted in the guide, but no check says it:\n" + "\n".join(missing)
 
 
+def test_the_graders_memory_for_an_honest_class_is_under_half_the_bound_the_hostile_class_is_held_to():
+    text = " ".join(GUIDE.read_text().split())
+    bound = re.search(r"the grader's own memory stays under ([0-9]+) MB whatever a notebook sends", text)
+    assert bound and "for a class of honest students it stays under half of that" in text
+    peaks = [g["grader_peak_mb"] for g in json.loads(CLASS.read_text())["gradings"]]
+    assert max(peaks) < int(bound.group(1)) / 2, peaks
+    attacks = (ROOT / "tests" / "test_grade_attacks.py").read_text()
+    assert f"assert peak < {bound.group(1)}," in attacks  # the bound the guide states is the one the test holds
+
+
 def test_the_slow_run_the_guide_quotes_is_the_hub_tests():
     hub = json.loads(HUB.read_text())
     seconds = hub["step_seconds"]["ada: 05_heads_in_a_real_model, Run All"]
