@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ..plots import LINE_COLOURS, line_style
 from .cost import LINKS, layer_time
 from .shard import head_split
 
@@ -27,7 +28,10 @@ def show_shards(d_model: int, heads: int, world: int, kv_heads: int | None = Non
     """
     split = head_split(heads, world, kv_heads, d_model // heads)
     d_head = split.d_head
-    colours = plt.get_cmap("tab10")
+
+    def colours(rank: int) -> str:  # the course's colour-blind-safe colours, one per rank
+        return LINE_COLOURS[rank % len(LINE_COLOURS)]
+
     kv_rows = split.kv_heads * d_head
     replicated = any(len(split.holders(k)) > 1 for k in range(split.kv_heads))
     fig, axes = plt.subplots(1, 4, figsize=(12, 3.4 if not replicated else 3.9), constrained_layout=True)
@@ -103,12 +107,14 @@ def bytes_vs_formula(records: dict, ax=None, title=None):
     """
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 3.6))
-    for world, rows in sorted(records.items()):
+    for i, (world, rows) in enumerate(sorted(records.items())):
         sizes = np.array([4 * r["numbers"] for r in rows], dtype=float)
         measured = np.array([r["bytes"] for r in rows], dtype=float)
         formula = 2 * (world - 1) / world * sizes
-        (line,) = ax.loglog(sizes, measured, "o", label=f"world {world}: measured")
-        ax.loglog(sizes, formula, "-", color=line.get_color(), alpha=0.6, label=f"world {world}: 2(w−1)/w · size")
+        style = line_style(i)
+        ax.loglog(sizes, measured, style["marker"], color=style["color"], label=f"world {world}: measured")
+        ax.loglog(sizes, formula, linestyle=style["linestyle"], color=style["color"], alpha=0.6,
+                  label=f"world {world}: 2(w−1)/w · size")  # fmt: skip
     ax.set_xlabel("size of the all-reduced tensor (bytes)")
     ax.set_ylabel("bytes sent per rank")
     ax.legend(fontsize=8)
@@ -120,13 +126,14 @@ def time_vs_bytes(records: dict, fits: dict, ax=None, title=None):
     """Measured time per all-reduce against bytes sent per rank, with the fitted latency + bytes / bandwidth."""
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 3.6))
-    for world, rows in sorted(records.items()):
+    for i, (world, rows) in enumerate(sorted(records.items())):
         sent = np.array([r["bytes"] for r in rows], dtype=float)
         seconds = np.array([r["seconds"] for r in rows], dtype=float)
-        (line,) = ax.loglog(sent, seconds * 1e3, "o", label=f"world {world}")
+        style = line_style(i)
+        ax.loglog(sent, seconds * 1e3, style["marker"], color=style["color"], label=f"world {world}")
         latency, bandwidth = fits[world]
         xs = np.geomspace(sent.min(), sent.max(), 50)
-        ax.loglog(xs, (latency + xs / bandwidth) * 1e3, "-", color=line.get_color(), alpha=0.6)
+        ax.loglog(xs, (latency + xs / bandwidth) * 1e3, linestyle=style["linestyle"], color=style["color"], alpha=0.6)
     ax.set_xlabel("bytes sent per rank")
     ax.set_ylabel("time per all-reduce (ms)")
     ax.legend(fontsize=8)
@@ -154,8 +161,9 @@ def speedup_model(d_models=(1024, 8192), worlds=(2, 4, 8), batch: int = 1, **mod
             for link, style in zip(LINKS, styles):
                 speedups = [layer_time(batch, int(s), d_model, world, link, **model)["speedup"] for s in seqs]
                 label = f"{world} GPUs, {link.name.split(',')[0]}"
-                ax.semilogx(seqs, speedups, style, color=plt.get_cmap("tab10")(i), label=label, base=2)
-            ax.axhline(world, color=plt.get_cmap("tab10")(i), lw=0.6, alpha=0.4)
+                colour, marker = line_style(i)["color"], line_style(i)["marker"]
+                ax.semilogx(seqs, speedups, style, color=colour, marker=marker, markersize=3, label=label, base=2)
+            ax.axhline(world, color=line_style(i)["color"], lw=0.6, alpha=0.4)
         ax.axhline(1, color="black", lw=0.8)
         ax.set_xlabel("seq (batch 1)")
         ax.set_title(f"d_model {d_model}", fontsize=10)
@@ -226,8 +234,9 @@ def show_ring(world: int = 4, ring=None):
             for i in range(world):
                 n = len(state[r][i])
                 colour = cmap(0.15 + 0.75 * (n - 1) / max(world - 1, 1))
-                edge = "tab:red" if (r, i) in senders else colour
-                ax.add_patch(plt.Rectangle((r - 0.3, i - 0.3), 0.6, 0.6, facecolor=colour, edgecolor=edge, lw=1.5))
+                sends = (r, i) in senders  # a black edge, not a red one on green: seen with any colour vision
+                edge, lw = ("black", 2.2) if sends else (colour, 1.5)
+                ax.add_patch(plt.Rectangle((r - 0.3, i - 0.3), 0.6, 0.6, facecolor=colour, edgecolor=edge, lw=lw))
                 label = "all" if n == world else "+".join(map(str, sorted(state[r][i])))
                 ax.text(r, i, label, ha="center", va="center", fontsize=7, color="white" if n == world else "black")
         for sender, receiver, index, _ in messages:
@@ -241,7 +250,7 @@ def show_ring(world: int = 4, ring=None):
                 connectionstyle=f"arc3,rad={0.12 if wraps else 0}",
                 arrowstyle="-|>",
                 mutation_scale=9,
-                color="tab:red",
+                color="black",
                 lw=1.1,
                 shrinkA=0,
                 shrinkB=0,
@@ -267,8 +276,8 @@ def show_ring(world: int = 4, ring=None):
                 "labelled with the ranks whose numbers",
                 "it holds (darker: more of them)",
                 "",
-                "red arrows: the step's messages, one",
-                "piece (red edge) from each rank to",
+                "arrows: the step's messages, one",
+                "piece (black edge) from each rank to",
                 f"the next (rank {world - 1} sends to rank 0)",
                 "",
                 f"numbers sent per rank: {sent}",
