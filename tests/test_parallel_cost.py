@@ -74,6 +74,29 @@ def test_pictures():
     plt.close("all")
 
 
+def test_lesson_08s_pictures_tell_ranks_and_worlds_apart_with_any_colour_vision():
+    from matplotlib.colors import to_hex
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    from mha.parallel.plots import show_ring
+    from mha.plots import LINE_COLOURS
+
+    shards = show_shards(32, 8, 4)
+    ranks = {to_hex(p.get_facecolor()) for p in shards.axes[0].patches if isinstance(p, Rectangle)}
+    assert ranks == {c.lower() for c in LINE_COLOURS[:4]}, ranks  # the Okabe-Ito colours, one per rank
+    lines = [ln for ln in speedup_model(d_models=(1024,), worlds=(2, 4, 8)).axes[0].lines if len(ln.get_xdata()) > 2]
+    worlds = {(to_hex(ln.get_color()), ln.get_marker()) for ln in lines}
+    assert len(worlds) == 3 and {c for c, _ in worlds} <= {c.lower() for c in LINE_COLOURS}  # colour and marker
+    ring = show_ring(4)
+    for ax in ring.axes:
+        for patch in ax.patches:
+            if isinstance(patch, FancyArrowPatch):
+                assert to_hex(patch.get_edgecolor()) == "#000000", "a message is drawn in black"
+            elif patch.get_edgecolor() != patch.get_facecolor():
+                assert to_hex(patch.get_edgecolor()) == "#000000", "a piece sent is edged in black, not red on green"
+    plt.close("all")
+
+
 def _recording(start, end, cpus=2, worlds=(1, 2, 4)):
     meta = {"cpus": cpus, "load_average_at_start": [start, 1.0, 1.0], "load_average_at_end": [end, 1.0, 1.0]}
     return {"provenance": meta, "worlds": [{"world": w} for w in worlds]}
