@@ -393,6 +393,49 @@ def test_the_class_figures_are_the_measured_class():
     assert figures["table"] in GUIDE.read_text(), "the guide's per-lesson table:\n" + figures["table"]
 
 
+MEMORY = ROOT / "notebooks" / "results" / "memory_limits.json"
+
+
+def memory_sentence() -> str:
+    """What `python -m mha.course cost --memory-mb ...` recorded, as the guide states it."""
+    found = json.loads(MEMORY.read_text())
+    gradings = sorted(found["gradings"], key=lambda g: g["memory_mb"])
+    least = found["least_memory_mb_every_lesson_passes"]
+    assert least is not None and all(
+        all("why" not in m for m in g["per_lesson"].values()) for g in gradings if g["memory_mb"] >= least
+    ), "a larger limit lost a mark: the measurement is not what the guide says"
+    below = [g for g in gradings if g["memory_mb"] < least]
+    limits = ", ".join(f"{g['memory_mb']:,}" for g in gradings)
+    said = (
+        f"How low `--memory-mb` may go was measured: graded once at each of {limits} MB "
+        f"(`{found['provenance']['command']}`), the course's solved notebooks kept "
+        f"every mark from {least:,} MB up"
+    )
+    if below:
+        short = {n: m for n, m in below[-1]["per_lesson"].items() if "why" in m}
+        mapped = all("failed to map segment" in m["why"] for m in short.values())
+        said += (
+            f"; at {below[-1]['memory_mb']:,} MB, "
+            + ", ".join(f"lesson {n} passed {m['passed']} of its {m['exercises']} exercises" for n, m in short.items())
+            + (" (a library could not be mapped into its address space)" if mapped else "")
+        )
+    graded = {g["jobs"]: g for g in json.loads(CLASS.read_text())["gradings"]}
+    grader = graded[max(graded)]["grader_peak_mb"]
+    room = 2 * least
+    need = {cores: -(-(grader + cores * room) // 1024) for cores in (16, 32)}
+    return said + (
+        ". It is the address space of each process, which PyTorch maps far beyond what it uses, so leave students' "
+        f"own experiments room: at `--memory-mb {room}`, a shard of 16 cores asks for {need[16]}G and one of 32 for "
+        f"{need[32]}G"
+    )
+
+
+def test_the_least_memory_limit_the_guide_gives_is_the_measured_one():
+    text = " ".join(GUIDE.read_text().split())
+    sentence = memory_sentence()
+    assert sentence in text, "the guide must say:\n" + sentence
+
+
 def test_the_mooc_table_is_computed_from_the_measured_costs():
     figures = class_figures()
     text = " ".join(GUIDE.read_text().split())

@@ -494,20 +494,44 @@ def _marks(argv) -> int:
     return 0
 
 
+def _memory_mb(value: str) -> int:
+    """A `--memory-mb` the grader accepts: a whole number of MiB, at least what `Limits` asks for."""
+    try:
+        mb = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number of MiB, got {value!r}") from None
+    problems = sandbox.Limits(memory_mb=mb).problems()
+    if problems:
+        raise argparse.ArgumentTypeError(problems[0].replace("_", "-"))
+    return mb
+
+
 def _cost(argv) -> int:
     parser = argparse.ArgumentParser(prog=f"{PROG} cost", description=cost.__doc__.split("\n\n")[0])
     parser.add_argument(
         "--lessons", nargs="+", type=_lesson, default=None, help="only these lessons, e.g. 05 08 (default: all)"
     )
     parser.add_argument("--grading", action="store_true", help="also grade the solved exercises, as one student")
+    parser.add_argument(
+        "--memory-mb", nargs="+", type=_memory_mb, default=None, metavar="MB",
+        help="instead: grade the solved exercises once at each of these --memory-mb (no lesson is run), to find the "
+        "least every lesson needs",
+    )  # fmt: skip
     parser.add_argument("--root", type=_path, default=cost.ROOT, help="the course's folder (default: this checkout)")
     parser.add_argument("--json", type=_path, default=None, help="write the measurements to this file")
     args = parser.parse_args(argv)
     check_output(parser, None if args.json is None else str(args.json), "--json")
+    if args.memory_mb and args.grading:
+        parser.error("--memory-mb grades at each limit instead of measuring the lessons: give it without --grading")
     from .._provenance import command_line, stamp, write_results
 
     try:
-        found = cost.measure(args.root, args.lessons, args.grading)
+        if args.memory_mb:
+            found = cost.memory_limits(args.root, args.memory_mb, args.lessons)
+            least = found["least_memory_mb_every_lesson_passes"]
+            print(f"least --memory-mb of those at which every lesson keeps its full marks: {least}")
+        else:
+            found = cost.measure(args.root, args.lessons, args.grading)
     except ValueError as error:
         parser.error(str(error))
     if "grading" in found:

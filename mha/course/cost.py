@@ -3,6 +3,7 @@
     python -m mha.course cost                              # every lesson, then its exercises solved
     python -m mha.course cost --lessons 05 08 --json cost.json
     python -m mha.course cost --grading                    # also grade the solved exercises, as one student
+    python -m mha.course cost --memory-mb 1024 2048        # instead: grade them at each --memory-mb (memory_limits)
 
 For each lesson it runs the lesson notebook top to bottom in the course's kernel, as a student's Run All does, and
 measures the CPU seconds of the kernel and of every process it started (lesson 08's ranks included), the peak of
@@ -17,6 +18,7 @@ the time of each, and the grader's own peak memory. Linux only (it reads /proc).
 
 import os
 import re
+import sys
 import tempfile
 import threading
 import time
@@ -177,17 +179,31 @@ def run(nb, folder: Path, timeout: float = 900) -> dict:
     return {"wall_seconds": round(time.monotonic() - started, 1), **measured, "error": error}
 
 
-def grading(found: list[Lesson]) -> dict:
-    """Grade each lesson's solved exercise notebook as one student's, one notebook at a time."""
-    from . import grade
+def without_paths(text: str) -> str:
+    """`text` with this machine's folders (the course's, Python's, the home folder) left out: they are no result."""
+    for folder in (str(ROOT), sys.prefix, os.path.expanduser("~")):
+        text = text.replace(folder.rstrip(os.sep) + os.sep, "")
+    return text
 
+
+def grading(found: list[Lesson], memory_mb: int | None = None) -> dict:
+    """Grade each lesson's solved exercise notebook as one student's, one notebook at a time.
+
+    Args:
+        found: the lessons.
+        memory_mb: the grader's `--memory-mb` (default: its default, `Limits().memory_mb`).
+    """
+    from . import grade
+    from .sandbox import Limits
+
+    limits = Limits() if memory_mb is None else Limits(memory_mb=memory_mb)
     with tempfile.TemporaryDirectory(prefix="mha-cost-") as scratch:
         student = Path(scratch) / "submissions" / "student"
         student.mkdir(parents=True)
         for lesson in found:
             if lesson.solutions:
                 nbformat.write(solved_exercise(lesson.solutions), student / lesson.solutions.name)
-        done = grade.grade(student.parent, jobs=1, seed=0, progress=False)
+        done = grade.grade(student.parent, limits=limits, jobs=1, seed=0, progress=False)
     per = {}
     for (_, notebook), seconds in done.seconds.items():
         rows = [r for r in done.rows if r["notebook"] == notebook]
@@ -197,7 +213,35 @@ def grading(found: list[Lesson]) -> dict:
             "passed": sum(bool(r["passed"]) for r in rows),
             "exercises": len(rows),
         }
-    return {"per_lesson": dict(sorted(per.items())), "isolation": done.isolation, "grader_peak_mb": round(done.peak_mb)}
+        failed = [r for r in rows if not r["passed"]]
+        if failed:  # why, in the grader's words: how the notebook ran, else the first failing check's note
+            per[notebook[:2]]["why"] = without_paths(failed[0]["run"] or failed[0]["note"])[:300]
+    return {
+        "memory_mb": limits.memory_mb,
+        "per_lesson": dict(sorted(per.items())),
+        "isolation": done.isolation,
+        "grader_peak_mb": round(done.peak_mb),
+    }
+
+
+def memory_limits(root: Path = ROOT, limits_mb: list[int] = (), only: list[str] | None = None, report=print) -> dict:
+    """Grade the solved exercises once at each `--memory-mb` in `limits_mb` (no lesson is run): the least each needs.
+
+    `--memory-mb` caps the address space of each of a notebook's processes (PyTorch maps much more than it touches)
+    and the memory its processes hold together; a Slurm or Kubernetes job must ask for `--jobs` times it and the
+    grader. `report` is told one line per limit as it is graded.
+    """
+    found = lessons(root, only)
+    out: dict = {"cpus": os.cpu_count(), "load_average_1min_at_start": round(os.getloadavg()[0], 1), "gradings": []}
+    for mb in sorted(set(limits_mb)):
+        graded = grading(found, mb)
+        out["gradings"].append(graded)
+        short = [f"{n} ({m['passed']}/{m['exercises']})" for n, m in graded["per_lesson"].items() if "why" in m]
+        report(f"--memory-mb {mb}: " + (("short of full marks: " + ", ".join(short)) if short else "every lesson full"))
+    fits = [g["memory_mb"] for g in out["gradings"] if all("why" not in m for m in g["per_lesson"].values())]
+    out["least_memory_mb_every_lesson_passes"] = min(fits) if fits else None
+    out["load_average_1min_at_end"] = round(os.getloadavg()[0], 1)
+    return out
 
 
 def measure(root: Path = ROOT, only: list[str] | None = None, with_grading: bool = False, report=print) -> dict:
