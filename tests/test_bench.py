@@ -722,3 +722,28 @@ def test_lesson_06_shows_a_gpu_recording_once_one_is_committed(tmp_path, capsys)
     assert "recorded on CPU" in printed and "table: batch 2 · seq 32 · d_model 256 · heads 2" in printed
     assert "stopped early: only ['table', 'seq'] finished" in printed
     assert "core/flash: reaches" in printed or "memory the fused core saves" in printed
+
+
+def test_lesson_06s_pictures_tell_implementations_apart_with_any_colour_vision():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    from mha.bench import plots
+    from mha.bench.results import load
+    from mha.plots import LINE_COLOURS
+
+    okabe_ito = {c.lower() for c in LINE_COLOURS}
+    _, records = load(Path(__file__).resolve().parents[1] / "notebooks" / "results" / "06_cpu.json")
+    for draw, experiment in ((plots.time_vs_seq, "seq"), (plots.time_vs_heads, "heads")):
+        ax = draw([r for r in records if r.experiment == experiment])
+        lines = [ln for ln in ax.lines if ln.get_marker() not in ("None", None, "")]  # the guides have no marker
+        assert len(lines) >= 2 and {to_hex(ln.get_color()) for ln in lines} <= okabe_ito
+        styles = {(to_hex(ln.get_color()), ln.get_marker(), ln.get_linestyle()) for ln in lines}
+        assert len(styles) == len(lines), "each implementation differs in colour, marker and dash"
+    ax = plots.share_of_peak([r for r in records if r.experiment == "table" and not r.causal])
+    bars = {(to_hex(p.get_facecolor()), p.get_hatch()) for p in ax.patches}
+    assert {c for c, _ in bars} <= okabe_ito and len({h for _, h in bars}) == len(bars), "modes by colour and hatch"
+    plt.close("all")

@@ -9,7 +9,11 @@ import math
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..plots import LINE_COLOURS, line_style
 from .results import TARGETS
+
+# bars told apart by hatch as well as by colour (the course's colour-blind-safe colours)
+BAR_HATCHES = ("", "//", "..", "xx")
 
 
 def _axes(ax, size=(5.2, 3.6)):
@@ -50,8 +54,8 @@ def time_vs_seq(records, mode: str = "forward", ax=None, title=None):
     """Median time against seq, log-log; a dashed slope-2 guide. The legend gives each curve's slope at the end."""
     ax = _axes(ax)
     series = _series(records, "seq", "median_s", mode)
-    for name, (xs, ys) in series.items():
-        ax.loglog(xs, ys, "o-", label=f"{name} (slope {slope(xs, ys):.1f})")
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        ax.loglog(xs, ys, **line_style(i), label=f"{name} (slope {slope(xs, ys):.1f})")
     if series:
         xs, ys = max(series.values(), key=lambda s: s[1][-1])
         _guide(ax, xs, ys, 2, "seq² (slope 2)")
@@ -64,8 +68,8 @@ def time_vs_seq(records, mode: str = "forward", ax=None, title=None):
 def time_vs_heads(records, mode: str = "forward", ax=None, title=None):
     """Median time against the number of heads at fixed d_model."""
     ax = _axes(ax)
-    for name, (xs, ys) in _series(records, "heads", "median_s", mode).items():
-        ax.loglog(xs, ys, "o-", label=name)
+    for i, (name, (xs, ys)) in enumerate(_series(records, "heads", "median_s", mode).items()):
+        ax.loglog(xs, ys, **line_style(i), label=name)
         _powers_of_two(ax, xs)
     ax.set(xlabel="heads (d_model fixed)", ylabel="seconds per call", title=title or "time against heads")
     ax.legend(fontsize=8)
@@ -76,8 +80,8 @@ def memory_vs_seq(records, mode: str = "forward", ax=None, title=None):
     """Peak memory against seq, log-log, with slope-2 and slope-1 guides."""
     ax = _axes(ax)
     series = _series(records, "seq", "peak_memory_bytes", mode)
-    for name, (xs, ys) in series.items():
-        ax.loglog(xs, np.array(ys) / 2**20, "o-", label=f"{name} (slope {slope(xs, ys):.1f})")
+    for i, (name, (xs, ys)) in enumerate(series.items()):
+        ax.loglog(xs, np.array(ys) / 2**20, **line_style(i), label=f"{name} (slope {slope(xs, ys):.1f})")
     if series:
         top = max(series.values(), key=lambda s: s[1][-1])
         low = min(series.values(), key=lambda s: s[1][-1])
@@ -99,7 +103,9 @@ def share_of_peak(records, ax=None, title=None):
     for i, mode in enumerate(modes):
         share = {r.implementation: r.share_of_peak for r in records if r.mode == mode and r.status == "timed"}
         ys = np.arange(len(names)) + i * height
-        ax.barh(ys, [100 * share.get(n, math.nan) for n in names], height, label=mode)
+        colour, hatch = LINE_COLOURS[i % len(LINE_COLOURS)], BAR_HATCHES[i % len(BAR_HATCHES)]
+        shares = [100 * share.get(n, math.nan) for n in names]
+        ax.barh(ys, shares, height, color=colour, hatch=hatch, edgecolor="white", label=mode)
     middle = np.arange(len(names)) + height * (len(modes) - 1) / 2
     device_type = "cpu" if records and records[0].device.startswith("CPU") else "cuda"
     for t in TARGETS:
@@ -118,7 +124,8 @@ def mistakes_chart(mistakes, ax=None):
     ran = [m for m in mistakes if not m.skipped]
     ax = _axes(ax, (7.5, 0.45 * len(ran) + 1.2))
     factors = [m.wrong_value / m.right_value for m in ran]
-    ax.barh(range(len(ran)), factors, 0.6, color=["tab:red" if f > 1 else "tab:blue" for f in factors])
+    slower, faster = LINE_COLOURS[1], LINE_COLOURS[0]  # vermillion and blue: apart in any colour vision
+    ax.barh(range(len(ran)), factors, 0.6, color=[slower if f > 1 else faster for f in factors])
     for i, f in enumerate(factors):
         ax.text(f, i, f" {f:.2g}×", va="center", fontsize=8)
     ax.axvline(1, color="black", lw=1)
