@@ -394,6 +394,10 @@ def _hidden(prefix: str) -> str:
     return "\n\n".join(renamed) + f"\n\nglobals().update({bind})"
 
 
+HOSTILE_LIMITS = ["--timeout", "60", "--call-timeout", "20", "--memory-mb", "2048", "--disk-mb", "64"]
+HOSTILE_LIMITS += ["--files", "2000"]
+
+
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
     top = tmp_path_factory.mktemp("hostile")
@@ -436,7 +440,7 @@ def hostile(tmp_path_factory):
     notebook(folder / "glob1" / LESSON01, HEADER, _hidden("_a_"))
     notebook(folder / "glob2" / LESSON01, HEADER, _hidden("_other_"))
 
-    limits = ["--timeout", "60", "--call-timeout", "20", "--memory-mb", "2048", "--disk-mb", "64", "--files", "2000"]
+    limits = HOSTILE_LIMITS
     command = [sys.executable, "-m", "mha.course", "grade", str(folder), "--csv", str(out), "--feedback", str(feedback)]
     env = {**os.environ, "TMPDIR": str(tmp), "MHA_CHECK_TIME_LIMIT": "5", "MHA_SECRET": "hunter2"}
     started = time.monotonic()
@@ -470,8 +474,12 @@ def test_the_grading_of_a_hostile_class_ends_with_its_csv_summary_and_feedback(h
     ran = next(line for line in hostile["stdout"].splitlines() if " notebooks in " in line)
     students = len({r["student"] for r in hostile["rows"]})
     print(f"\nhostile class, {students} students: {ran}")
+    assert len(hostile["feedback"]) == students, "one feedback file per student"
     guide = " ".join((ROOT / "notebooks" / "INSTRUCTOR_GUIDE.md").read_text().split())
-    assert f"That hostile class of {students} students is graded with two jobs, `--timeout 60`" in guide
+    limits = ", ".join(f"`{o} {v}`" for o, v in zip(HOSTILE_LIMITS[::2], HOSTILE_LIMITS[1::2]))
+    said = f"That hostile class of {students} students is graded with two jobs and tight limits ({limits}, 5 s per"
+    said += " check)"
+    assert said in guide, "the guide should say: " + said
 
 
 def test_text_that_is_not_unicode_is_a_note_never_a_stop(hostile):

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from mha.course import answers, judging
-from mha.course.sandbox import Limits
+from mha.course.sandbox import SCRATCH_MB, Limits
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "notebooks" / "INSTRUCTOR_GUIDE.md"
@@ -307,6 +307,19 @@ def test_the_graders_memory_for_an_honest_class_is_under_half_the_bound_the_host
     assert f"assert peak < {bound.group(1)}," in attacks  # the bound the guide states is the one the test holds
 
 
+def test_the_time_an_endless_answer_costs_is_its_checks_limit():
+    from mha.checks import framework
+
+    limits = {}
+    for (lesson, _), exercise in framework.load_all().items():
+        if exercise.time_limit != framework.DEFAULT_TIME_LIMIT:
+            limits.setdefault(lesson, set()).add(exercise.time_limit)
+    assert list(limits) == ["10"] and limits["10"] == {30.0}, limits  # as the guide says, or say it anew
+    text = " ".join(GUIDE.read_text().split())
+    said = f"time limit in the grader's call ({framework.DEFAULT_TIME_LIMIT:g} s; {30.0:g} s for lesson 10's kernel"
+    assert said in text
+
+
 def test_the_slow_run_the_guide_quotes_is_the_hub_tests():
     hub = json.loads(HUB.read_text())
     seconds = hub["step_seconds"]["ada: 05_heads_in_a_real_model, Run All"]
@@ -353,8 +366,10 @@ def class_figures() -> dict:
             f"| {lesson} | {m['notebooks']} | {m['cpu_seconds_mean']:.1f} | {solved} | {m['cpu_seconds_max']:.1f} | "
             f"{m['notebook_peak_mb']} MB |"
         )
-    per_student = sum(m["cpu_seconds_mean"] for m in last["per_lesson"].values())
-    stretch = last["wall_seconds"] * last["jobs"] / last["cpu_seconds"]  # job-seconds per CPU second, as measured
+    # the rates as the guide prints them, so that a reader who recomputes the table from them gets the table
+    per_student = round(sum(m["cpu_seconds_mean"] for m in last["per_lesson"].values()), 1)
+    stretch = round(last["wall_seconds"] * last["jobs"] / last["cpu_seconds"], 2)  # job-seconds per CPU second
+    recording = round(recording)
     memory = max(m["notebook_peak_mb"] for m in last["per_lesson"].values())
     mooc = [
         "| students × lessons | CPU-hours | shards × `--jobs` (nodes × cores) | wall time | `--mem` per shard: "
@@ -365,7 +380,7 @@ def class_figures() -> dict:
         cpu = students * per_student + nodes * recording  # each shard runs the lessons' trainings once
         wall = cpu * stretch / (nodes * cores)
         mem = -(-(last["grader_peak_mb"] + cores * memory) // 1024)
-        most = -(-(last["grader_peak_mb"] + cores * Limits().memory_mb) // 1024)
+        most = -(-(last["grader_peak_mb"] + cores * Limits().most_mb()) // 1024)
         mooc.append(
             f"| {students:,} × {len(found['lessons'])} | {cpu / 3600:,.1f} | {nodes} × {cores} | "
             f"{wall / 60:,.0f} min | {mem:.0f}G ({most:.0f}G) |"
@@ -375,9 +390,33 @@ def class_figures() -> dict:
         f"means above), {recording:.0f} CPU seconds per shard for the lessons' trainings, and {stretch:.2f} seconds "
         f"of a job's time per CPU second (waiting on endless answers, starting processes)"
     )
+    array = re.search(r"#SBATCH --cpus-per-task=(\d+)\n#SBATCH --mem=(\d+)G", GUIDE.read_text())
+    cpus, asked = int(array.group(1)), int(array.group(2))
+    assert asked == -(-(last["grader_peak_mb"] + cpus * Limits().most_mb()) // 1024), "the job array's --mem"
+    per_hour = int((3600 * cpus / stretch - recording) / per_student) // 10 * 10
+    sizing = (
+        f"`--jobs` times {Limits().most_mb():,} MB (its processes at `--memory-mb`, {Limits().memory_mb:,} MB unless "
+        f"you lower it, and its memory file systems full: its home at `--disk-mb`, {Limits().disk_mb} MB, and "
+        f"{SCRATCH_MB} MB each for `/tmp`, `/var/tmp` and `/dev/shm`, which a batch system counts too) and the grader, "
+        f"rounded up to GiB. Slurm stops a job that passes its `--mem`, the grader and honest notebooks with it, so "
+        f"give a shard the second figure, or lower `--memory-mb` until it fits (the job array below asks for "
+        f"{asked}G: {cpus} notebooks at {Limits().most_mb():,} MB and the grader)"
+    )
+    shards = int(re.search(r"#SBATCH --array=0-(\d+)", GUIDE.read_text()).group(1)) + 1
+    h, m, _ = map(int, re.search(r"#SBATCH --time=(\d+):(\d+):(\d+)", GUIDE.read_text()).groups())
+    hours = h + m / 60
+    plural = "s" if hours != 1 else ""
+    timing = (
+        f"`--time` must hold a shard too: at these rates a shard of {cpus} cores grades about {per_hour:,} students "
+        f"(all {len(found['lessons'])} lessons) an hour, so the job array below ({shards} shards, {hours:g} "
+        f"hour{plural}) holds a class of about {int(per_hour * hours * shards):,}; give a larger one more shards or "
+        "more time"
+    )
     return {
         "sentence": sentence,
         "table": "\n".join(lines),
+        "sizing": sizing,
+        "timing": timing,
         "mooc_sentence": mooc_sentence,
         "mooc": "\n".join(mooc),
         "command": found["provenance"]["command"],
@@ -422,11 +461,13 @@ def memory_sentence() -> str:
     graded = {g["jobs"]: g for g in json.loads(CLASS.read_text())["gradings"]}
     grader = graded[max(graded)]["grader_peak_mb"]
     room = 2 * least
-    need = {cores: -(-(grader + cores * room) // 1024) for cores in (16, 32)}
+    most = Limits(memory_mb=room).most_mb()
+    need = {cores: -(-(grader + cores * most) // 1024) for cores in (16, 32)}
     return said + (
-        ". It is the address space of each process, which PyTorch maps far beyond what it uses, so leave students' "
-        f"own experiments room: at `--memory-mb {room}`, a shard of 16 cores asks for {need[16]}G and one of 32 for "
-        f"{need[32]}G"
+        ". It caps the address space of each process, which PyTorch maps far beyond what it uses, as well as the "
+        "memory of a notebook's processes together, so leave students' own experiments room: at "
+        f"`--memory-mb {room}`, a notebook holds at most {most:,} MB, and a shard of 16 cores asks for {need[16]}G and "
+        f"one of 32 for {need[32]}G"
     )
 
 
@@ -441,4 +482,6 @@ def test_the_mooc_table_is_computed_from_the_measured_costs():
     text = " ".join(GUIDE.read_text().split())
     assert figures["mooc_sentence"] in text, "the guide must say:\n" + figures["mooc_sentence"]
     assert figures["mooc"] in GUIDE.read_text(), "the guide's MOOC table:\n" + figures["mooc"]
+    assert figures["sizing"] in text, "the guide must say:\n" + figures["sizing"]
+    assert figures["timing"] in text, "the guide must say:\n" + figures["timing"]
     assert "about 13 minutes" not in text and "about 28 minutes" not in text, "an extrapolated figure is left"

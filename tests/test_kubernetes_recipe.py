@@ -108,6 +108,12 @@ def test_the_memory_it_requests_holds_the_notebooks_it_runs_at_once_and_the_grad
     assert _mib(requests["memory"]) >= need, f"{requests['memory']} for {jobs} notebooks and the grader: {need} MB"
     guide = " ".join(GUIDE.read_text().split())
     assert f"needs about {need / 1000:.1f} GB" in guide, f"the guide should say: needs about {need / 1000:.1f} GB"
+    # a limit, unlike a request, stops the pod: it must hold every notebook at the most the grader lets it hold
+    from mha.course.sandbox import Limits
+
+    classed = max(g["grader_peak_mb"] for g in json.loads((COST.parent / "class.json").read_text())["gradings"])
+    limit = -(-(jobs * Limits().most_mb() + classed) // 1024)
+    assert f"and the grader, {limit}Gi for these {jobs} jobs" in guide, f"the guide should say {limit}Gi"
 
 
 @pytest.mark.parametrize("index", [0])

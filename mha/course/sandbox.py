@@ -116,6 +116,12 @@ class Limits:
             out.append(f"files must be at least 100, got {self.files}")
         return out
 
+    def most_mb(self) -> int:
+        """The most memory one notebook can hold, in MiB: its processes' (`memory_mb`) and its memory file systems
+        full (its home, `disk_mb`, and `/tmp`, `/var/tmp`, `/dev/shm`). A batch system counts both, so a job that
+        grades N notebooks at once must allow N times this and the grader's own memory."""
+        return int(self.memory_mb) + int(self.disk_mb) + 3 * SCRATCH_MB
+
     def rlimits(self) -> dict[str, int]:
         """The resource limits the notebook's process sets on itself before running any cell."""
         return {
