@@ -335,6 +335,11 @@ CLASS = ROOT / "notebooks" / "results" / "class.json"
 MOOC = ((300, 1, 16), (1_000, 4, 16), (10_000, 10, 32), (10_000, 50, 32))
 
 
+def _gib(jobs: int, per_notebook_mb: int, grader_mb: int) -> int:
+    """What a job grading `jobs` notebooks at once asks for, in GiB rounded up: the notebooks and the grader."""
+    return -(-(jobs * per_notebook_mb + grader_mb) // 1024)
+
+
 def class_figures() -> dict:
     """What `python -m mha.course class measure` recorded, as the guide states it: a sentence and two tables."""
     found = json.loads(CLASS.read_text())
@@ -379,8 +384,8 @@ def class_figures() -> dict:
     for students, nodes, cores in MOOC:
         cpu = students * per_student + nodes * recording  # each shard runs the lessons' trainings once
         wall = cpu * stretch / (nodes * cores)
-        mem = -(-(last["grader_peak_mb"] + cores * memory) // 1024)
-        most = -(-(last["grader_peak_mb"] + cores * Limits().most_mb()) // 1024)
+        mem = _gib(cores, memory, last["grader_peak_mb"])
+        most = _gib(cores, Limits().most_mb(), last["grader_peak_mb"])
         mooc.append(
             f"| {students:,} × {len(found['lessons'])} | {cpu / 3600:,.1f} | {nodes} × {cores} | "
             f"{wall / 60:,.0f} min | {mem:.0f}G ({most:.0f}G) |"
@@ -390,9 +395,10 @@ def class_figures() -> dict:
         f"means above), {recording:.0f} CPU seconds per shard for the lessons' trainings, and {stretch:.2f} seconds "
         f"of a job's time per CPU second (waiting on endless answers, starting processes)"
     )
-    array = re.search(r"#SBATCH --cpus-per-task=(\d+)\n#SBATCH --mem=(\d+)G", GUIDE.read_text())
+    guide = GUIDE.read_text()
+    array = re.search(r"#SBATCH --cpus-per-task=(\d+)\n#SBATCH --mem=(\d+)G", guide)
     cpus, asked = int(array.group(1)), int(array.group(2))
-    assert asked == -(-(last["grader_peak_mb"] + cpus * Limits().most_mb()) // 1024), "the job array's --mem"
+    assert asked == _gib(cpus, Limits().most_mb(), last["grader_peak_mb"]), "the job array's --mem"
     per_hour = int((3600 * cpus / stretch - recording) / per_student) // 10 * 10
     sizing = (
         f"`--jobs` times {Limits().most_mb():,} MB (its processes at `--memory-mb`, {Limits().memory_mb:,} MB unless "
@@ -402,8 +408,8 @@ def class_figures() -> dict:
         f"give a shard the second figure, or lower `--memory-mb` until it fits (the job array below asks for "
         f"{asked}G: {cpus} notebooks at {Limits().most_mb():,} MB and the grader)"
     )
-    shards = int(re.search(r"#SBATCH --array=0-(\d+)", GUIDE.read_text()).group(1)) + 1
-    h, m, _ = map(int, re.search(r"#SBATCH --time=(\d+):(\d+):(\d+)", GUIDE.read_text()).groups())
+    shards = int(re.search(r"#SBATCH --array=0-(\d+)", guide).group(1)) + 1
+    h, m, _ = map(int, re.search(r"#SBATCH --time=(\d+):(\d+):(\d+)", guide).groups())
     hours = h + m / 60
     plural = "s" if hours != 1 else ""
     timing = (
@@ -462,7 +468,7 @@ def memory_sentence() -> str:
     grader = graded[max(graded)]["grader_peak_mb"]
     room = 2 * least
     most = Limits(memory_mb=room).most_mb()
-    need = {cores: -(-(grader + cores * most) // 1024) for cores in (16, 32)}
+    need = {cores: _gib(cores, most, grader) for cores in (16, 32)}
     return said + (
         ". It caps the address space of each process, which PyTorch maps far beyond what it uses, as well as the "
         "memory of a notebook's processes together, so leave students' own experiments room: at "
